@@ -1,0 +1,776 @@
+//! WHIP publishers and WHEP viewers built on str0m, one tokio task and one UDP
+//! socket each: what `sluice-bench` drives load with and what the integration
+//! tests check media with.
+//!
+//! A publisher sends synthetic media whose payloads carry a stamp (track,
+//! counter, send time) followed by a fill derived from the counter, so a
+//! viewer can check every byte and measure latency without a codec.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use str0m::change::SdpAnswer;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::Notify;
+
+use crate::stats::{Histogram, SeqTracker};
+
+/// Where and how to signal.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Full WHIP or WHEP URL, e.g. `https://127.0.0.1:8443/whip/cam`.
+    pub url: String,
+    pub token: Option<String>,
+    /// Accept self-signed certificates.
+    pub insecure: bool,
+}
+
+/// Which video codec a synthetic publisher sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    Vp8,
+    H264,
+}
+
+/// Synthetic media settings.
+#[derive(Debug, Clone)]
+pub struct MediaSpec {
+    pub audio: bool,
+    pub video: bool,
+    pub video_codec: VideoCodec,
+    /// Video bits per second.
+    pub bitrate: u64,
+    pub fps: u32,
+    /// Seconds between keyframes.
+    pub keyframe_interval: Duration,
+    /// Largest RTP payload.
+    pub max_payload: usize,
+}
+
+impl Default for MediaSpec {
+    fn default() -> Self {
+        MediaSpec {
+            audio: true,
+            video: true,
+            video_codec: VideoCodec::Vp8,
+            bitrate: 1_000_000,
+            fps: 30,
+            keyframe_interval: Duration::from_secs(2),
+            max_payload: 1150,
+        }
+    }
+}
+
+/// Errors while setting up a session.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("HTTP: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("server answered {status}: {reason}")]
+    Status { status: u16, reason: String },
+    #[error("bad SDP answer: {0}")]
+    Answer(String),
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("webrtc: {0}")]
+    Rtc(String),
+}
+
+/// Identifies which synthetic track a payload belongs to.
+pub const TRACK_AUDIO: u8 = 0;
+pub const TRACK_VIDEO: u8 = 1;
+const MAGIC: &[u8; 4] = b"SLCE";
+/// Codec-shaped prefix before the stamp.
+const PREFIX: usize = 4;
+/// Prefix + magic + track + counter + send time.
+pub const STAMP_LEN: usize = PREFIX + 4 + 1 + 4 + 8;
+
+/// A payload's stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub track: u8,
+    pub counter: u32,
+    pub sent_us: u64,
+}
+
+fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn fill_byte(counter: u32, i: usize) -> u8 {
+    (counter as u8).wrapping_mul(31).wrapping_add(i as u8)
+}
+
+/// Build a synthetic payload of `len` bytes (at least [`STAMP_LEN`]).
+pub fn make_payload(track: u8, counter: u32, len: usize, prefix: [u8; PREFIX]) -> Vec<u8> {
+    let len = len.max(STAMP_LEN);
+    let mut p = Vec::with_capacity(len);
+    p.extend_from_slice(&prefix);
+    p.extend_from_slice(MAGIC);
+    p.push(track);
+    p.extend_from_slice(&counter.to_be_bytes());
+    p.extend_from_slice(&unix_us().to_be_bytes());
+    for i in STAMP_LEN..len {
+        p.push(fill_byte(counter, i));
+    }
+    p
+}
+
+/// Read a payload's stamp and check every fill byte; `None` if it is not ours or damaged.
+pub fn check_payload(p: &[u8]) -> Option<Stamp> {
+    if p.len() < STAMP_LEN || &p[PREFIX..PREFIX + 4] != MAGIC {
+        return None;
+    }
+    let track = p[PREFIX + 4];
+    let counter = u32::from_be_bytes(p[PREFIX + 5..PREFIX + 9].try_into().ok()?);
+    let sent_us = u64::from_be_bytes(p[PREFIX + 9..PREFIX + 17].try_into().ok()?);
+    for (i, b) in p.iter().enumerate().skip(STAMP_LEN) {
+        if *b != fill_byte(counter, i) {
+            return None;
+        }
+    }
+    Some(Stamp {
+        track,
+        counter,
+        sent_us,
+    })
+}
+
+async fn signal(
+    http: &reqwest::Client,
+    ep: &Endpoint,
+    offer: String,
+) -> Result<(String, Option<String>), ClientError> {
+    let mut req = http
+        .post(&ep.url)
+        .header("content-type", "application/sdp")
+        .body(offer);
+    if let Some(t) = &ep.token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await?;
+    let status = res.status();
+    let location = res
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(|l| resolve_location(&ep.url, l));
+    let body = res.text().await?;
+    if status.as_u16() != 201 && !status.is_success() {
+        return Err(ClientError::Status {
+            status: status.as_u16(),
+            reason: body.lines().next().unwrap_or("").to_string(),
+        });
+    }
+    Ok((body, location))
+}
+
+/// Resolve a Location header against the endpoint URL.
+pub fn resolve_location(base: &str, loc: &str) -> String {
+    if loc.starts_with("http://") || loc.starts_with("https://") {
+        return loc.to_string();
+    }
+    // scheme://authority from the base
+    let after_scheme = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let auth_end = base[after_scheme..]
+        .find('/')
+        .map(|i| after_scheme + i)
+        .unwrap_or(base.len());
+    if loc.starts_with('/') {
+        format!("{}{}", &base[..auth_end], loc)
+    } else {
+        let dir_end = base.rfind('/').unwrap_or(base.len());
+        format!("{}/{}", &base[..dir_end], loc)
+    }
+}
+
+/// An HTTP client for signaling.
+pub fn http_client(insecure: bool) -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(insecure)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("HTTP client")
+}
+
+fn rtc_config(video_codec: VideoCodec) -> RtcConfig {
+    let cfg = RtcConfig::new()
+        .set_rtp_mode(true)
+        .set_stats_interval(None)
+        .clear_codecs()
+        .enable_opus(true, false);
+    match video_codec {
+        VideoCodec::Vp8 => cfg.enable_vp8(true),
+        VideoCodec::H264 => cfg.enable_h264(true),
+    }
+}
+
+/// Shared counters of one publisher.
+#[derive(Debug, Default)]
+pub struct PublisherStats {
+    pub connected: AtomicBool,
+    pub audio_sent: AtomicU64,
+    pub video_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub keyframe_requests: AtomicU64,
+}
+
+/// Per-track received media, in arrival order, for tests that check bytes.
+#[derive(Debug, Default, Clone)]
+pub struct Received {
+    /// (track, counter) of each payload that passed the integrity check.
+    pub stamps: Vec<(u8, u32)>,
+    /// Payloads that failed the check.
+    pub corrupt: u64,
+}
+
+/// Shared counters of one viewer.
+#[derive(Debug, Default)]
+pub struct ViewerStats {
+    pub connected: AtomicBool,
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Filled by viewers that decrypt.
+    pub received: Mutex<Received>,
+    pub latency: Mutex<Histogram>,
+    /// Per-SSRC sequence tracking (count-only and decrypting viewers alike).
+    pub seq: Mutex<Vec<(u32, SeqTracker)>>,
+    pub setup: Mutex<Option<Duration>>,
+}
+
+impl ViewerStats {
+    /// Lost and expected packets over all SSRCs.
+    pub fn loss(&self) -> (u64, u64) {
+        let seq = self.seq.lock().unwrap();
+        seq.iter()
+            .fold((0, 0), |(l, e), (_, t)| (l + t.lost(), e + t.expected()))
+    }
+}
+
+/// A running session; dropping it does not stop it, `close` does.
+pub struct SessionHandle<S> {
+    pub stats: Arc<S>,
+    pub location: Option<String>,
+    pub local_addr: SocketAddr,
+    stop: Arc<Notify>,
+    task: tokio::task::JoinHandle<Result<(), ClientError>>,
+    http: reqwest::Client,
+    endpoint: Endpoint,
+}
+
+impl<S> SessionHandle<S> {
+    /// Stop media, DELETE the resource, and wait for the task.
+    pub async fn close(self) -> Result<(), ClientError> {
+        self.stop.notify_one();
+        let r = self.task.await;
+        if let Some(loc) = &self.location {
+            let mut req = self.http.delete(loc);
+            if let Some(t) = &self.endpoint.token {
+                req = req.bearer_auth(t);
+            }
+            let _ = req.send().await;
+        }
+        match r {
+            Ok(r) => r,
+            Err(e) => Err(ClientError::Rtc(format!("task: {e}"))),
+        }
+    }
+
+    /// Stop without telling the server (as a vanished client would).
+    pub async fn vanish(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// Start a WHIP publisher of synthetic media.
+pub async fn publish(
+    http: &reqwest::Client,
+    ep: &Endpoint,
+    spec: MediaSpec,
+) -> Result<SessionHandle<PublisherStats>, ClientError> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let local = socket.local_addr()?;
+    let mut rtc = rtc_config(spec.video_codec).build(Instant::now());
+    rtc.add_local_candidate(
+        Candidate::host(local, "udp").map_err(|e| ClientError::Rtc(e.to_string()))?,
+    );
+    let mut api = rtc.sdp_api();
+    let audio_mid = spec
+        .audio
+        .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+    let video_mid = spec
+        .video
+        .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+    let (offer, pending) = api
+        .apply()
+        .ok_or_else(|| ClientError::Rtc("nothing to offer".into()))?;
+    let (answer, location) = signal(http, ep, offer.to_sdp_string()).await?;
+    let answer =
+        SdpAnswer::from_sdp_string(&answer).map_err(|e| ClientError::Answer(e.to_string()))?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| ClientError::Rtc(e.to_string()))?;
+    let stats = Arc::new(PublisherStats::default());
+    let stop = Arc::new(Notify::new());
+    let state = PubState {
+        spec,
+        audio: audio_mid.map(|m| TrackTx::new(m, TRACK_AUDIO)),
+        video: video_mid.map(|m| TrackTx::new(m, TRACK_VIDEO)),
+        stats: stats.clone(),
+    };
+    let task = tokio::spawn(run(rtc, socket, Role::Pub(Box::new(state)), stop.clone()));
+    Ok(SessionHandle {
+        stats,
+        location,
+        local_addr: local,
+        stop,
+        task,
+        http: http.clone(),
+        endpoint: ep.clone(),
+    })
+}
+
+/// How much a viewer inspects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewerMode {
+    /// Decrypt everything; check payload bytes and latency.
+    Full,
+    /// Count packets from cleartext RTP headers only; no decryption.
+    CountOnly,
+}
+
+/// Start a WHEP viewer.
+pub async fn view(
+    http: &reqwest::Client,
+    ep: &Endpoint,
+    mode: ViewerMode,
+) -> Result<SessionHandle<ViewerStats>, ClientError> {
+    let started = Instant::now();
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let local = socket.local_addr()?;
+    // Offer both codecs so any publisher can be watched.
+    let mut rtc = RtcConfig::new()
+        .set_rtp_mode(true)
+        .set_stats_interval(None)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .enable_h264(true)
+        .build(Instant::now());
+    rtc.add_local_candidate(
+        Candidate::host(local, "udp").map_err(|e| ClientError::Rtc(e.to_string()))?,
+    );
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, pending) = api
+        .apply()
+        .ok_or_else(|| ClientError::Rtc("nothing to offer".into()))?;
+    let (answer, location) = signal(http, ep, offer.to_sdp_string()).await?;
+    let answer =
+        SdpAnswer::from_sdp_string(&answer).map_err(|e| ClientError::Answer(e.to_string()))?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| ClientError::Rtc(e.to_string()))?;
+    let stats = Arc::new(ViewerStats::default());
+    let stop = Arc::new(Notify::new());
+    let state = ViewState {
+        mode,
+        stats: stats.clone(),
+        started,
+    };
+    let task = tokio::spawn(run(rtc, socket, Role::View(state), stop.clone()));
+    Ok(SessionHandle {
+        stats,
+        location,
+        local_addr: local,
+        stop,
+        task,
+        http: http.clone(),
+        endpoint: ep.clone(),
+    })
+}
+
+struct TrackTx {
+    mid: Mid,
+    track: u8,
+    pt: Option<Pt>,
+    seq: u64,
+    counter: u32,
+    next: Option<Instant>,
+    last_key: Option<Instant>,
+    force_key: bool,
+    frame: u32,
+}
+
+impl TrackTx {
+    fn new(mid: Mid, track: u8) -> Self {
+        TrackTx {
+            mid,
+            track,
+            pt: None,
+            seq: 1000,
+            counter: 0,
+            next: None,
+            last_key: None,
+            force_key: false,
+            frame: 0,
+        }
+    }
+}
+
+struct PubState {
+    spec: MediaSpec,
+    audio: Option<TrackTx>,
+    video: Option<TrackTx>,
+    stats: Arc<PublisherStats>,
+}
+
+struct ViewState {
+    mode: ViewerMode,
+    stats: Arc<ViewerStats>,
+    started: Instant,
+}
+
+enum Role {
+    Pub(Box<PubState>),
+    View(ViewState),
+}
+
+fn find_pt(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
+    let remote = rtc.media(mid)?.remote_pts().to_vec();
+    rtc.codec_config()
+        .params()
+        .iter()
+        .find(|p| p.spec().codec == codec && remote.contains(&p.pt()))
+        .map(|p| p.pt())
+}
+
+impl PubState {
+    /// Write what is due at `now`; returns whether anything was written.
+    fn write_due(&mut self, rtc: &mut Rtc, now: Instant) -> bool {
+        let mut wrote = false;
+        let video_codec = match self.spec.video_codec {
+            VideoCodec::Vp8 => Codec::Vp8,
+            VideoCodec::H264 => Codec::H264,
+        };
+        if let Some(a) = self.audio.as_mut() {
+            if a.pt.is_none() {
+                a.pt = find_pt(rtc, a.mid, Codec::Opus);
+            }
+            while a.pt.is_some() && a.next.is_some_and(|t| t <= now) {
+                let pt = a.pt.expect("checked");
+                let payload = make_payload(a.track, a.counter, 80, [0xfc, 0, 0, 0]);
+                let ts = (a.counter as u64 * 960) as u32;
+                let mut direct = rtc.direct_api();
+                let Some(tx) = direct.stream_tx_by_mid(a.mid, None) else {
+                    break;
+                };
+                let seq: SeqNo = a.seq.into();
+                self.stats
+                    .bytes_sent
+                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                tx.write_rtp(RtpWrite::new(pt, seq, ts, now, payload).marker(true));
+                self.stats.audio_sent.fetch_add(1, Ordering::Relaxed);
+                a.seq += 1;
+                a.counter += 1;
+                a.next = a.next.map(|t| t + Duration::from_millis(20));
+                wrote = true;
+            }
+        }
+        if let Some(v) = self.video.as_mut() {
+            if v.pt.is_none() {
+                v.pt = find_pt(rtc, v.mid, video_codec);
+            }
+            let frame_gap = Duration::from_secs(1) / self.spec.fps.max(1);
+            while v.pt.is_some() && v.next.is_some_and(|t| t <= now) {
+                let pt = v.pt.expect("checked");
+                let key = v.force_key
+                    || v.last_key
+                        .is_none_or(|k| now.duration_since(k) >= self.spec.keyframe_interval);
+                if key {
+                    v.last_key = Some(now);
+                    v.force_key = false;
+                }
+                let mut frame_bytes =
+                    (self.spec.bitrate / 8 / self.spec.fps.max(1) as u64) as usize;
+                if key {
+                    frame_bytes *= 3;
+                }
+                let per = self.spec.max_payload.max(STAMP_LEN + 8);
+                let npkts = frame_bytes.div_ceil(per).max(1);
+                let ts = (v.frame as u64 * 90_000 / self.spec.fps.max(1) as u64) as u32;
+                for i in 0..npkts {
+                    let len = if i + 1 == npkts {
+                        (frame_bytes - per * (npkts - 1)).max(STAMP_LEN)
+                    } else {
+                        per
+                    };
+                    let prefix = match self.spec.video_codec {
+                        // VP8 descriptor (S bit on the first packet) + frame tag (P bit clear = key).
+                        VideoCodec::Vp8 => [
+                            if i == 0 { 0x10 } else { 0x00 },
+                            if key { 0x00 } else { 0x01 },
+                            0,
+                            0,
+                        ],
+                        // A single NAL unit header: IDR (5) or non-IDR slice (1).
+                        VideoCodec::H264 => [if key { 0x65 } else { 0x41 }, 0, 0, 0],
+                    };
+                    let payload = make_payload(v.track, v.counter, len, prefix);
+                    let mut direct = rtc.direct_api();
+                    let Some(tx) = direct.stream_tx_by_mid(v.mid, None) else {
+                        break;
+                    };
+                    let seq: SeqNo = v.seq.into();
+                    self.stats
+                        .bytes_sent
+                        .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                    tx.write_rtp(
+                        RtpWrite::new(pt, seq, ts, now, payload)
+                            .marker(i + 1 == npkts)
+                            .nackable(true),
+                    );
+                    self.stats.video_sent.fetch_add(1, Ordering::Relaxed);
+                    v.seq += 1;
+                    v.counter += 1;
+                    wrote = true;
+                }
+                v.frame += 1;
+                v.next = v.next.map(|t| t + frame_gap);
+            }
+        }
+        wrote
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        [&self.audio, &self.video]
+            .into_iter()
+            .flatten()
+            .filter(|t| t.pt.is_some() || t.next.is_some())
+            .filter_map(|t| t.next)
+            .min()
+    }
+
+    fn start(&mut self, now: Instant) {
+        for t in [&mut self.audio, &mut self.video].into_iter().flatten() {
+            t.next = Some(now);
+        }
+    }
+}
+
+/// Is this datagram RTP (not RTCP, STUN or DTLS)? RFC 7983 + RFC 5761.
+fn is_rtp(buf: &[u8]) -> bool {
+    buf.len() >= 12 && (128..=191).contains(&buf[0]) && !(192..=223).contains(&buf[1])
+}
+
+async fn run(
+    mut rtc: Rtc,
+    socket: UdpSocket,
+    mut role: Role,
+    stop: Arc<Notify>,
+) -> Result<(), ClientError> {
+    let local = socket.local_addr()?;
+    let mut buf = vec![0u8; 2048];
+    let mut kick = false;
+    loop {
+        let timeout = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.send_to(&t.contents, t.destination).await;
+                }
+                Ok(Output::Event(e)) => {
+                    if !handle_event(&mut rtc, &mut role, e) {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(ClientError::Rtc(e.to_string())),
+            }
+        };
+        if !rtc.is_alive() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if kick {
+            kick = false;
+            rtc.handle_input(Input::Timeout(now))
+                .map_err(|e| ClientError::Rtc(e.to_string()))?;
+            continue;
+        }
+        if let Role::Pub(p) = &mut role {
+            if p.stats.connected.load(Ordering::Relaxed) && p.write_due(&mut rtc, now) {
+                kick = true;
+                continue;
+            }
+        }
+        let mut wake = timeout;
+        if let Role::Pub(p) = &role {
+            if let Some(t) = p.next_due() {
+                wake = wake.min(t);
+            }
+        }
+        let wake = wake.max(now);
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let (n, src) = match r {
+                    Ok(x) => x,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let data = &buf[..n];
+                if let Role::View(v) = &role {
+                    if v.mode == ViewerMode::CountOnly && is_rtp(data) && v.stats.connected.load(Ordering::Relaxed) {
+                        count_header(&v.stats, data);
+                        continue;
+                    }
+                }
+                if let Ok(r) = Receive::new(Protocol::Udp, src, local, data) {
+                    rtc.handle_input(Input::Receive(Instant::now(), r))
+                        .map_err(|e| ClientError::Rtc(e.to_string()))?;
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                rtc.handle_input(Input::Timeout(Instant::now()))
+                    .map_err(|e| ClientError::Rtc(e.to_string()))?;
+            }
+            _ = stop.notified() => {
+                let _ = rtc.close();
+                // Let close_notify and BYE out.
+                while let Ok(out) = rtc.poll_output() {
+                    match out {
+                        Output::Transmit(t) => { let _ = socket.send_to(&t.contents, t.destination).await; }
+                        Output::Timeout(_) => break,
+                        Output::Event(_) => {}
+                    }
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn count_header(stats: &ViewerStats, data: &[u8]) {
+    stats.packets.fetch_add(1, Ordering::Relaxed);
+    stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+    let seq = u16::from_be_bytes([data[2], data[3]]);
+    let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+    track_seq(stats, ssrc, seq);
+}
+
+fn track_seq(stats: &ViewerStats, ssrc: u32, seq: u16) {
+    let mut s = stats.seq.lock().unwrap();
+    match s.iter_mut().find(|(x, _)| *x == ssrc) {
+        Some((_, t)) => t.record(seq),
+        None => {
+            let mut t = SeqTracker::new();
+            t.record(seq);
+            s.push((ssrc, t));
+        }
+    }
+}
+
+/// Returns false when the session is over.
+fn handle_event(rtc: &mut Rtc, role: &mut Role, e: Event) -> bool {
+    match (role, e) {
+        (Role::Pub(p), Event::Connected) => {
+            p.stats.connected.store(true, Ordering::Relaxed);
+            p.start(Instant::now());
+        }
+        (Role::Pub(p), Event::KeyframeRequest(_)) => {
+            p.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+            if let Some(v) = p.video.as_mut() {
+                v.force_key = true;
+            }
+        }
+        (Role::View(v), Event::Connected) => {
+            v.stats.connected.store(true, Ordering::Relaxed);
+            *v.stats.setup.lock().unwrap() = Some(v.started.elapsed());
+        }
+        (Role::View(v), Event::RtpPacket(pkt)) => {
+            v.stats.packets.fetch_add(1, Ordering::Relaxed);
+            v.stats
+                .bytes
+                .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
+            track_seq(&v.stats, *pkt.header.ssrc, pkt.header.sequence_number);
+            let mut r = v.stats.received.lock().unwrap();
+            match check_payload(&pkt.payload) {
+                Some(s) => {
+                    r.stamps.push((s.track, s.counter));
+                    let now = unix_us();
+                    v.stats
+                        .latency
+                        .lock()
+                        .unwrap()
+                        .record(now.saturating_sub(s.sent_us));
+                }
+                None => r.corrupt += 1,
+            }
+        }
+        (_, Event::IceConnectionStateChange(IceConnectionState::Disconnected)) => return false,
+        (_, Event::Closed) => return false,
+        _ => {}
+    }
+    let _ = rtc;
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trips_and_detects_damage() {
+        let p = make_payload(TRACK_VIDEO, 77, 1000, [0x10, 0, 0, 0]);
+        assert_eq!(p.len(), 1000);
+        let s = check_payload(&p).unwrap();
+        assert_eq!((s.track, s.counter), (TRACK_VIDEO, 77));
+        let mut bad = p.clone();
+        bad[500] ^= 1;
+        assert_eq!(check_payload(&bad), None);
+        assert_eq!(check_payload(&p[..10]), None);
+    }
+
+    #[test]
+    fn location_resolves_against_the_endpoint() {
+        assert_eq!(
+            resolve_location("https://h:1/whip/s", "/whip/s/abc"),
+            "https://h:1/whip/s/abc"
+        );
+        assert_eq!(
+            resolve_location("https://h:1/whip/s", "s/abc"),
+            "https://h:1/whip/s/abc"
+        );
+        assert_eq!(
+            resolve_location("https://h:1/x", "http://o/y"),
+            "http://o/y"
+        );
+    }
+
+    #[test]
+    fn rtp_is_told_apart_from_rtcp_stun_and_dtls() {
+        let mut rtp = [0u8; 12];
+        rtp[0] = 0x80;
+        rtp[1] = 96;
+        assert!(is_rtp(&rtp));
+        rtp[1] = 200; // SR
+        assert!(!is_rtp(&rtp));
+        assert!(!is_rtp(&[0x16; 20])); // DTLS
+        assert!(!is_rtp(&[0x00; 20])); // STUN
+    }
+}

@@ -1,0 +1,226 @@
+//! The effective configuration: embedded defaults, overridden by a TOML file,
+//! then `SLUICE_*` environment variables, then command-line flags.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `sluice serve` can be told. Field names are the TOML keys; the
+/// flag is the name with dashes, the variable `SLUICE_` + upper-case name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTPS listen address (WHIP/WHEP, WebSocket, admin, metrics, web client).
+    pub listen: SocketAddr,
+    /// PEM certificate chain; a self-signed one is made at start when unset.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`.
+    pub key: Option<PathBuf>,
+    /// Dataplane shards; 0 = one per CPU this process may run on.
+    pub shards: usize,
+    /// CPUs to pin shards to, in order; empty = the process's allowed CPUs.
+    pub cores: Vec<usize>,
+    /// UDP port of shard 0; shard i uses port + i. 0 = ephemeral ports.
+    pub media_port: u16,
+    /// Address the media sockets bind to; unset = the announce address, or
+    /// 0.0.0.0 when that is not a local loopback address.
+    pub media_bind: Option<IpAddr>,
+    /// Address put in ICE candidates.
+    pub announce_ip: IpAddr,
+    /// io backend: auto, uring, mmsg, std.
+    pub io: String,
+    /// HS256 secret for tokens; unset = open dev mode.
+    pub secret: Option<String>,
+    /// Token for /admin; unset = admin API disabled unless in open dev mode.
+    pub admin_token: Option<String>,
+    /// Maximum concurrent sessions (WHIP + WHEP + room transports); 0 = no limit.
+    pub max_sessions: usize,
+    /// Largest accepted request body, bytes.
+    pub max_body: usize,
+    /// Seconds of silence after which a session is removed.
+    pub idle_timeout_secs: f64,
+    /// Seconds a session may take to connect.
+    pub setup_timeout_secs: f64,
+    /// Minimum milliseconds between keyframe requests to one publisher.
+    pub keyframe_interval_ms: u64,
+    /// Log format: text or json.
+    pub log_format: String,
+    /// Seconds to wait for sessions to end on drain before exiting.
+    pub drain_timeout_secs: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            cert: None,
+            key: None,
+            shards: 0,
+            cores: Vec::new(),
+            media_port: 40000,
+            media_bind: None,
+            announce_ip: IpAddr::from([127, 0, 0, 1]),
+            io: "auto".into(),
+            secret: None,
+            admin_token: None,
+            max_sessions: 0,
+            max_body: 64 * 1024,
+            idle_timeout_secs: 30.0,
+            setup_timeout_secs: 30.0,
+            keyframe_interval_ms: 500,
+            log_format: "text".into(),
+            drain_timeout_secs: 30.0,
+        }
+    }
+}
+
+/// A configuration value that cannot be used, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Parse a TOML file; unknown keys are errors.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_string(),
+        })
+    }
+
+    /// Check values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if sluice_dataplane::IoKind::parse(&self.io).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "io",
+                message: format!("{:?} is not one of auto, uring, mmsg, std", self.io),
+            });
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid {
+                key: "log_format",
+                message: format!("{:?} is not one of text, json", self.log_format),
+            });
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "cert",
+                message: "cert and key must be given together".into(),
+            });
+        }
+        if self.shards > sluice_dataplane::fanout::MAX_SHARDS {
+            return Err(ConfigError::Invalid {
+                key: "shards",
+                message: format!("at most {}", sluice_dataplane::fanout::MAX_SHARDS),
+            });
+        }
+        for (key, v) in [
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("setup_timeout_secs", self.setup_timeout_secs),
+            ("drain_timeout_secs", self.drain_timeout_secs),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("{v} is not a positive number of seconds"),
+                });
+            }
+        }
+        if self.max_body < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "max_body",
+                message: "must be at least 1024 bytes".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.idle_timeout_secs)
+    }
+
+    pub fn setup_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.setup_timeout_secs)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_timeout_secs)
+    }
+
+    /// Where media sockets bind.
+    pub fn media_bind_ip(&self) -> IpAddr {
+        self.media_bind
+            .unwrap_or(if self.announce_ip.is_loopback() {
+                self.announce_ip
+            } else if self.announce_ip.is_ipv6() {
+                IpAddr::from([0u16; 8])
+            } else {
+                IpAddr::from([0, 0, 0, 0])
+            })
+    }
+
+    /// The effective config as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(c.media_bind_ip(), IpAddr::from([127, 0, 0, 1]));
+    }
+
+    #[test]
+    fn unknown_keys_in_a_file_are_errors_naming_the_key() {
+        let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bad.toml");
+        std::fs::write(&p, "shards = 2\nshardz = 3\n").unwrap();
+        let e = Config::from_toml_file(&p).unwrap_err().to_string();
+        assert!(e.contains("shardz"), "{e}");
+    }
+
+    #[test]
+    fn bad_io_backend_names_allowed_values() {
+        let c = Config {
+            io: "epoll".into(),
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("io:") && e.contains("auto, uring, mmsg, std"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn public_announce_address_binds_all_interfaces() {
+        let c = Config {
+            announce_ip: IpAddr::from([203, 0, 113, 7]),
+            ..Config::default()
+        };
+        assert_eq!(c.media_bind_ip(), IpAddr::from([0, 0, 0, 0]));
+    }
+}

@@ -1,0 +1,268 @@
+//! The `sluice` daemon and its helper commands.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use sluice::auth::{unix_now, Claims, TokenKey};
+use sluice::config::Config;
+use sluice::server::{control_cpus, plan_cores, Server};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A WebRTC SFU built as a forwarding appliance"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Mint an HS256 token for WHIP/WHEP or rooms.
+    Token(TokenArgs),
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        what: ConfigCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print the effective configuration as TOML.
+    Print(ServeArgs),
+}
+
+/// Every option may also come from `SLUICE_<NAME>` or the TOML file.
+#[derive(Args, Default, Clone)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTPS listen address.
+    #[arg(long, env = "SLUICE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// PEM certificate chain (with --key); self-signed when absent.
+    #[arg(long, env = "SLUICE_CERT")]
+    cert: Option<PathBuf>,
+    /// PEM private key.
+    #[arg(long, env = "SLUICE_KEY")]
+    key: Option<PathBuf>,
+    /// Dataplane shards (0 = one per allowed CPU).
+    #[arg(long, env = "SLUICE_SHARDS")]
+    shards: Option<usize>,
+    /// CPUs to pin shards to, e.g. 2,3.
+    #[arg(long, env = "SLUICE_CORES", value_delimiter = ',')]
+    cores: Option<Vec<usize>>,
+    /// UDP port of shard 0 (shard i uses port+i).
+    #[arg(long, env = "SLUICE_MEDIA_PORT")]
+    media_port: Option<u16>,
+    /// Address media sockets bind to.
+    #[arg(long, env = "SLUICE_MEDIA_BIND")]
+    media_bind: Option<IpAddr>,
+    /// Address announced in ICE candidates.
+    #[arg(long, env = "SLUICE_ANNOUNCE_IP")]
+    announce_ip: Option<IpAddr>,
+    /// io backend: auto, uring, mmsg, std.
+    #[arg(long, env = "SLUICE_IO")]
+    io: Option<String>,
+    /// HS256 token secret (unset = open dev mode).
+    #[arg(long, env = "SLUICE_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Bearer token for /admin.
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Maximum concurrent sessions (0 = unlimited).
+    #[arg(long, env = "SLUICE_MAX_SESSIONS")]
+    max_sessions: Option<usize>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "SLUICE_MAX_BODY")]
+    max_body: Option<usize>,
+    /// Seconds of silence before a session is removed.
+    #[arg(long, env = "SLUICE_IDLE_TIMEOUT_SECS")]
+    idle_timeout_secs: Option<f64>,
+    /// Seconds a session may take to connect.
+    #[arg(long, env = "SLUICE_SETUP_TIMEOUT_SECS")]
+    setup_timeout_secs: Option<f64>,
+    /// Minimum milliseconds between keyframe requests to a publisher.
+    #[arg(long, env = "SLUICE_KEYFRAME_INTERVAL_MS")]
+    keyframe_interval_ms: Option<u64>,
+    /// Log format: text or json.
+    #[arg(long, env = "SLUICE_LOG_FORMAT")]
+    log_format: Option<String>,
+    /// Seconds to wait for sessions on drain (SIGTERM) before exiting.
+    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT_SECS")]
+    drain_timeout_secs: Option<f64>,
+}
+
+impl ServeArgs {
+    /// Defaults, then the file, then env/flags (clap has merged those two).
+    fn resolve(&self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(p) => Config::from_toml_file(p)?,
+            None => Config::default(),
+        };
+        macro_rules! over {
+            ($($f:ident),*) => { $(if let Some(v) = self.$f.clone() { c.$f = v; })* };
+        }
+        over!(
+            listen,
+            shards,
+            cores,
+            media_port,
+            announce_ip,
+            io,
+            max_sessions,
+            max_body,
+            idle_timeout_secs,
+            setup_timeout_secs,
+            keyframe_interval_ms,
+            log_format,
+            drain_timeout_secs
+        );
+        macro_rules! over_opt {
+            ($($f:ident),*) => { $(if let Some(v) = self.$f.clone() { c.$f = Some(v); })* };
+        }
+        over_opt!(cert, key, media_bind, secret, admin_token);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The server's secret.
+    #[arg(long, env = "SLUICE_SECRET", hide_env_values = true)]
+    secret: String,
+    /// Stream the token is for (default: any).
+    #[arg(long)]
+    stream: Option<String>,
+    /// Room the token is for (default: any).
+    #[arg(long)]
+    room: Option<String>,
+    /// Grant publishing.
+    #[arg(long)]
+    publish: bool,
+    /// Grant subscribing.
+    #[arg(long)]
+    subscribe: bool,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    /// Subject (user id) recorded in the token.
+    #[arg(long)]
+    sub: Option<String>,
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Cmd::Serve(ServeArgs::default())) {
+        Cmd::Serve(args) => serve(args.resolve()?),
+        Cmd::Config {
+            what: ConfigCmd::Print(args),
+        } => {
+            print!("{}", args.resolve()?.to_toml());
+            Ok(())
+        }
+        Cmd::Token(t) => {
+            if !t.publish && !t.subscribe {
+                anyhow::bail!("grant at least one of --publish, --subscribe");
+            }
+            let claims = Claims {
+                exp: unix_now() + t.ttl,
+                stream: t.stream,
+                room: t.room,
+                publish: t.publish,
+                subscribe: t.subscribe,
+                sub: t.sub,
+            };
+            println!("{}", TokenKey::new(t.secret.as_bytes()).mint(&claims));
+            Ok(())
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    init_logs(&config.log_format);
+    let (_, shard_cores) = plan_cores(&config);
+    let spare = control_cpus(&shard_cores);
+    if !spare.is_empty() {
+        // Threads started from here on (tokio's) inherit this mask; shards pin themselves.
+        if let Err(e) = sluice_dataplane::io::set_thread_cpus(&spare) {
+            tracing::warn!("could not keep the control plane off shard cores: {e}");
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(spare.len().clamp(1, 4))
+        .thread_name("control")
+        .enable_all()
+        .build()?;
+    rt.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    if config.secret.is_none() {
+        tracing::warn!("no secret configured: open dev mode, anyone may publish and view");
+    }
+    let drain_timeout = config.drain_timeout();
+    let mut server = Server::start(config, true).await?;
+    println!("sluice listening on {}", server.url());
+    println!(
+        "  TLS certificate SHA-256 fingerprint: {}",
+        server.app.tls_fingerprint
+    );
+    for s in &server.app.dataplane.shards {
+        println!(
+            "  shard {} media udp {} core {} io {}",
+            s.id,
+            s.addr,
+            s.core.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            s.io
+        );
+    }
+    println!("  web client: {}/", server.url());
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        r = server.wait() => { r?; }
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: draining (no new sessions) for up to {:?}", drain_timeout);
+            tokio::select! {
+                _ = server.drain(drain_timeout) => {}
+                _ = int.recv() => tracing::info!("SIGINT: exiting now"),
+            }
+        }
+        _ = int.recv() => {
+            tracing::info!("SIGINT: draining; press Ctrl-C again to exit at once");
+            tokio::select! {
+                _ = server.drain(drain_timeout) => {}
+                _ = int.recv() => tracing::info!("second SIGINT: exiting now"),
+            }
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(5), server.shutdown())
+        .await
+        .ok();
+    Ok(())
+}

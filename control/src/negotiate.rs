@@ -1,0 +1,226 @@
+//! SDP offer/answer for new sessions: builds a str0m `Rtc` (ICE-lite, RTP
+//! mode, the process's one DTLS certificate) and answers with one host
+//! candidate, the chosen shard's address.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use ring::rand::{SecureRandom, SystemRandom};
+use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
+use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
+
+/// Why an offer cannot be answered; each maps to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum NegotiateError {
+    /// 400: not SDP at all.
+    #[error("malformed SDP offer: {0}")]
+    Malformed(String),
+    /// 422: SDP, but nothing sluice can do with it.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Codecs sluice forwards, for error messages.
+pub const CODECS: &str = "Opus, VP8, H264, VP9, AV1";
+
+/// Builds sessions with shared, expensive-to-make parts.
+pub struct Negotiator {
+    cert: DtlsCert,
+    rng: SystemRandom,
+}
+
+/// A negotiated session ready to move to its shard.
+pub struct Negotiated {
+    pub rtc: Rtc,
+    pub ufrag: String,
+    pub answer: String,
+}
+
+impl Negotiator {
+    pub fn new() -> anyhow::Result<Self> {
+        let provider = str0m::crypto::from_feature_flags();
+        let cert = provider
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| anyhow::anyhow!("could not generate the DTLS certificate"))?;
+        provider.install_process_default();
+        Ok(Negotiator {
+            cert,
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// Random token of `len` characters from the ICE alphabet.
+    pub fn random_token(&self, len: usize) -> String {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        let mut bytes = vec![0u8; len];
+        self.rng.fill(&mut bytes).expect("system randomness");
+        bytes
+            .iter()
+            .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+            .collect()
+    }
+
+    pub fn random_u64(&self) -> u64 {
+        let mut b = [0u8; 8];
+        self.rng.fill(&mut b).expect("system randomness");
+        u64::from_le_bytes(b)
+    }
+
+    fn config(&self, ufrag: &str) -> RtcConfig {
+        RtcConfig::new()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .set_dtls_cert(self.cert.clone())
+            .set_stats_interval(None)
+            .set_local_ice_credentials(IceCreds {
+                ufrag: ufrag.to_string(),
+                pass: self.random_token(24),
+            })
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .enable_vp9(true)
+            .enable_av1(true)
+    }
+
+    /// Answer `offer`. `publish` says which way media must flow.
+    pub fn answer(
+        &self,
+        offer: &str,
+        publish: bool,
+        candidate: SocketAddr,
+    ) -> Result<Negotiated, NegotiateError> {
+        let media = media_sections(offer);
+        if media.is_empty() {
+            return Err(NegotiateError::Malformed(
+                "no m= section; send an offer with audio and/or video".into(),
+            ));
+        }
+        let parsed = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| NegotiateError::Malformed(first_line(&e.to_string())))?;
+        let av = media.iter().filter(|m| m.kind != "application").count();
+        if av == 0 {
+            return Err(NegotiateError::Unsupported(
+                "offer has no audio or video section".into(),
+            ));
+        }
+        if publish && !media.iter().any(|m| m.kind != "application" && m.sends) {
+            return Err(NegotiateError::Unsupported(
+                "WHIP offer has no sendonly/sendrecv audio or video to publish".into(),
+            ));
+        }
+        if !publish && !media.iter().any(|m| m.kind != "application" && m.receives) {
+            return Err(NegotiateError::Unsupported(
+                "WHEP offer has no recvonly/sendrecv audio or video to receive".into(),
+            ));
+        }
+        let ufrag = self.random_token(8);
+        let mut rtc = self.config(&ufrag).build(Instant::now());
+        let cand = Candidate::host(candidate, "udp")
+            .map_err(|e| NegotiateError::Unsupported(format!("bad candidate address: {e}")))?;
+        rtc.add_local_candidate(cand);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(parsed)
+            .map_err(|e| NegotiateError::Unsupported(first_line(&e.to_string())))?;
+        let answer = answer.to_sdp_string();
+        let accepted = media_sections(&answer)
+            .iter()
+            .filter(|m| m.kind != "application" && m.port != "0")
+            .count();
+        if accepted == 0 {
+            return Err(NegotiateError::Unsupported(format!(
+                "no common codec: sluice forwards {CODECS}"
+            )));
+        }
+        Ok(Negotiated { rtc, ufrag, answer })
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+struct MediaSection {
+    kind: String,
+    port: String,
+    sends: bool,
+    receives: bool,
+}
+
+/// The m= sections of an SDP and their direction (session-level default sendrecv).
+fn media_sections(sdp: &str) -> Vec<MediaSection> {
+    let mut out: Vec<MediaSection> = Vec::new();
+    let mut dir_seen = false;
+    let finish = |out: &mut Vec<MediaSection>, dir_seen: bool| {
+        if let Some(m) = out.last_mut() {
+            if !dir_seen {
+                m.sends = true;
+                m.receives = true;
+            }
+        }
+    };
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(rest) = line.strip_prefix("m=") {
+            finish(&mut out, dir_seen);
+            dir_seen = false;
+            let mut it = rest.split_whitespace();
+            out.push(MediaSection {
+                kind: it.next().unwrap_or("").to_string(),
+                port: it.next().unwrap_or("").to_string(),
+                sends: false,
+                receives: false,
+            });
+        } else if let Some(m) = out.last_mut() {
+            let (s, r) = match line {
+                "a=sendrecv" => (true, true),
+                "a=sendonly" => (true, false),
+                "a=recvonly" => (false, true),
+                "a=inactive" => (false, false),
+                _ => continue,
+            };
+            m.sends = s;
+            m.receives = r;
+            dir_seen = true;
+        }
+    }
+    finish(&mut out, dir_seen);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_sections_read_kind_port_and_direction() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=recvonly\r\n";
+        let m = media_sections(sdp);
+        assert_eq!(m.len(), 3);
+        assert_eq!(
+            (m[0].kind.as_str(), m[0].sends, m[0].receives),
+            ("audio", true, false)
+        );
+        assert_eq!(
+            (m[1].port.as_str(), m[1].sends, m[1].receives),
+            ("0", true, true)
+        );
+        assert_eq!(
+            (m[2].kind.as_str(), m[2].sends, m[2].receives),
+            ("application", false, true)
+        );
+    }
+
+    #[test]
+    fn random_tokens_use_the_ice_alphabet() {
+        let n = Negotiator::new().unwrap();
+        let t = n.random_token(32);
+        assert_eq!(t.len(), 32);
+        assert!(t.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(t, n.random_token(32));
+    }
+}

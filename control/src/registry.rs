@@ -1,0 +1,276 @@
+//! The control plane's books: streams by name, sessions by id, and where each
+//! session lives. Shards own the sessions themselves; this is the index.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use sluice_dataplane::{Role, SessionId, ShardId, StreamId, StreamShared};
+
+/// One session as the control plane knows it.
+#[derive(Debug, Clone)]
+pub struct SessionEntry {
+    pub id: SessionId,
+    pub role: Role,
+    pub stream: String,
+    pub shard: ShardId,
+    pub created: SystemTime,
+    pub connected: bool,
+}
+
+/// One named stream.
+#[derive(Debug)]
+pub struct StreamEntry {
+    pub shared: Arc<StreamShared>,
+    pub publisher: Option<SessionId>,
+    pub viewers: HashSet<SessionId>,
+}
+
+/// Why a session could not be registered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RegisterError {
+    /// The stream already has a publisher.
+    AlreadyPublished,
+    /// `max_sessions` reached.
+    AtCapacity,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    streams: HashMap<String, StreamEntry>,
+    sessions: HashMap<SessionId, SessionEntry>,
+    next_stream: u32,
+    /// Sessions per shard, for placement.
+    load: HashMap<ShardId, usize>,
+}
+
+/// Summary for the admin API.
+#[derive(Debug, Serialize)]
+pub struct StreamInfo {
+    pub name: String,
+    pub id: u32,
+    pub publisher: Option<String>,
+    pub publisher_shard: Option<u16>,
+    pub viewers: usize,
+    pub viewers_per_shard: BTreeMap<u16, u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub role: &'static str,
+    pub stream: String,
+    pub shard: u16,
+    pub connected: bool,
+    pub age_secs: f64,
+}
+
+impl Registry {
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn count_by_role(&self, role: Role) -> usize {
+        self.sessions.values().filter(|s| s.role == role).count()
+    }
+
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn session(&self, id: SessionId) -> Option<&SessionEntry> {
+        self.sessions.get(&id)
+    }
+
+    /// The shared state of `name`, created if new.
+    pub fn stream_shared(&mut self, name: &str) -> Arc<StreamShared> {
+        if let Some(s) = self.streams.get(name) {
+            return s.shared.clone();
+        }
+        self.next_stream = self.next_stream.wrapping_add(1);
+        let shared = Arc::new(StreamShared::new(StreamId(self.next_stream), name));
+        self.streams.insert(
+            name.to_string(),
+            StreamEntry {
+                shared: shared.clone(),
+                publisher: None,
+                viewers: HashSet::new(),
+            },
+        );
+        shared
+    }
+
+    /// Check a session may be added before negotiating it.
+    pub fn check(
+        &self,
+        stream: &str,
+        role: Role,
+        max_sessions: usize,
+    ) -> Result<(), RegisterError> {
+        if max_sessions > 0 && self.sessions.len() >= max_sessions {
+            return Err(RegisterError::AtCapacity);
+        }
+        if role == Role::Publisher
+            && self
+                .streams
+                .get(stream)
+                .is_some_and(|s| s.publisher.is_some())
+        {
+            return Err(RegisterError::AlreadyPublished);
+        }
+        Ok(())
+    }
+
+    /// Record a session; returns the stream's shared state.
+    pub fn register(
+        &mut self,
+        entry: SessionEntry,
+        max_sessions: usize,
+    ) -> Result<Arc<StreamShared>, RegisterError> {
+        self.check(&entry.stream, entry.role, max_sessions)?;
+        let shared = self.stream_shared(&entry.stream);
+        let s = self.streams.get_mut(&entry.stream).expect("just made");
+        match entry.role {
+            Role::Publisher => s.publisher = Some(entry.id),
+            Role::Viewer => {
+                s.viewers.insert(entry.id);
+            }
+        }
+        *self.load.entry(entry.shard).or_insert(0) += 1;
+        self.sessions.insert(entry.id, entry);
+        Ok(shared)
+    }
+
+    /// The shard among `0..shards` with the fewest sessions (ties: lowest id).
+    pub fn least_loaded(&self, shards: usize) -> ShardId {
+        (0..shards.max(1))
+            .map(|i| ShardId(i as u16))
+            .min_by_key(|s| (self.load.get(s).copied().unwrap_or(0), *s))
+            .unwrap_or(ShardId(0))
+    }
+
+    pub fn mark_connected(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.connected = true;
+        }
+    }
+
+    /// Forget a session; a stream with no one left is dropped.
+    pub fn remove(&mut self, id: SessionId) -> Option<SessionEntry> {
+        let entry = self.sessions.remove(&id)?;
+        if let Some(l) = self.load.get_mut(&entry.shard) {
+            *l = l.saturating_sub(1);
+        }
+        if let Some(s) = self.streams.get_mut(&entry.stream) {
+            if s.publisher == Some(id) {
+                s.publisher = None;
+            }
+            s.viewers.remove(&id);
+            if s.publisher.is_none() && s.viewers.is_empty() {
+                self.streams.remove(&entry.stream);
+            }
+        }
+        Some(entry)
+    }
+
+    pub fn streams(&self) -> Vec<StreamInfo> {
+        let mut v: Vec<StreamInfo> = self
+            .streams
+            .iter()
+            .map(|(name, s)| StreamInfo {
+                name: name.clone(),
+                id: s.shared.id.0,
+                publisher: s.publisher.map(|p| p.to_string()),
+                publisher_shard: s
+                    .publisher
+                    .and_then(|p| self.sessions.get(&p))
+                    .map(|e| e.shard.0),
+                viewers: s.viewers.len(),
+                viewers_per_shard: s.viewers.iter().filter_map(|v| self.sessions.get(v)).fold(
+                    BTreeMap::new(),
+                    |mut m, e| {
+                        *m.entry(e.shard.0).or_insert(0) += 1;
+                        m
+                    },
+                ),
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let now = SystemTime::now();
+        let mut v: Vec<SessionInfo> = self
+            .sessions
+            .values()
+            .map(|s| SessionInfo {
+                id: s.id.to_string(),
+                role: s.role.as_str(),
+                stream: s.stream.clone(),
+                shard: s.shard.0,
+                connected: s.connected,
+                age_secs: now
+                    .duration_since(s.created)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0),
+            })
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: u64, role: Role, stream: &str) -> SessionEntry {
+        SessionEntry {
+            id: SessionId(id),
+            role,
+            stream: stream.into(),
+            shard: ShardId(0),
+            created: SystemTime::now(),
+            connected: false,
+        }
+    }
+
+    #[test]
+    fn second_publisher_of_a_stream_is_refused() {
+        let mut r = Registry::default();
+        r.register(entry(1, Role::Publisher, "s"), 0).unwrap();
+        assert_eq!(
+            r.register(entry(2, Role::Publisher, "s"), 0).unwrap_err(),
+            RegisterError::AlreadyPublished
+        );
+        r.register(entry(3, Role::Publisher, "t"), 0).unwrap();
+    }
+
+    #[test]
+    fn stream_is_dropped_when_its_last_session_leaves() {
+        let mut r = Registry::default();
+        r.register(entry(1, Role::Publisher, "s"), 0).unwrap();
+        r.register(entry(2, Role::Viewer, "s"), 0).unwrap();
+        r.remove(SessionId(1));
+        assert_eq!(r.stream_count(), 1);
+        // A new publisher may take over while the viewer waits.
+        r.register(entry(3, Role::Publisher, "s"), 0).unwrap();
+        r.remove(SessionId(3));
+        r.remove(SessionId(2));
+        assert_eq!(r.stream_count(), 0);
+        assert_eq!(r.session_count(), 0);
+    }
+
+    #[test]
+    fn capacity_counts_every_session() {
+        let mut r = Registry::default();
+        r.register(entry(1, Role::Viewer, "s"), 2).unwrap();
+        r.register(entry(2, Role::Viewer, "s"), 2).unwrap();
+        assert_eq!(
+            r.register(entry(3, Role::Viewer, "s"), 2).unwrap_err(),
+            RegisterError::AtCapacity
+        );
+    }
+}

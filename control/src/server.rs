@@ -1,0 +1,189 @@
+//! The running daemon: dataplane shards plus the HTTPS control plane, started
+//! together and stopped together. Tests start it in-process with ephemeral ports.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_dataplane::io::allowed_cpus;
+use sluice_dataplane::{Dataplane, DataplaneConfig, IoKind, ShardEvent, ShardId};
+
+use crate::auth::TokenKey;
+use crate::config::Config;
+use crate::negotiate::Negotiator;
+use crate::registry::Registry;
+use crate::tls::TlsMaterial;
+
+/// Shared state of the control plane.
+pub struct App {
+    pub config: Config,
+    pub dataplane: Dataplane,
+    pub registry: Mutex<Registry>,
+    pub negotiator: Negotiator,
+    pub tokens: Option<TokenKey>,
+    pub draining: AtomicBool,
+    pub started: Instant,
+    pub tls_fingerprint: String,
+}
+
+impl App {
+    pub fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Shard count and cores from the config and the process's CPU mask.
+pub fn plan_cores(config: &Config) -> (usize, Vec<usize>) {
+    let allowed = allowed_cpus();
+    let cores = if config.cores.is_empty() {
+        allowed.clone()
+    } else {
+        config.cores.clone()
+    };
+    let shards = if config.shards == 0 {
+        cores.len().max(1)
+    } else {
+        config.shards
+    };
+    let pinned = (0..shards).map(|i| cores[i % cores.len().max(1)]).collect();
+    (shards, pinned)
+}
+
+/// CPUs left for the control plane: allowed CPUs that host no shard, if any.
+pub fn control_cpus(shard_cores: &[usize]) -> Vec<usize> {
+    allowed_cpus()
+        .into_iter()
+        .filter(|c| !shard_cores.contains(c))
+        .collect()
+}
+
+/// A started server.
+pub struct Server {
+    pub app: Arc<App>,
+    pub https_addr: SocketAddr,
+    handle: axum_server::Handle,
+    serve: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Bind everything and start serving. `pin` pins shards to cores.
+    pub async fn start(config: Config, pin: bool) -> anyhow::Result<Server> {
+        config.validate()?;
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let tls: TlsMaterial =
+            crate::tls::load_or_generate(config.cert.as_deref(), config.key.as_deref())?;
+        let (shards, cores) = plan_cores(&config);
+        let dp_cfg = DataplaneConfig {
+            shards,
+            bind_ip: config.media_bind_ip(),
+            announce_ip: config.announce_ip,
+            media_port: config.media_port,
+            cores: if pin { cores } else { Vec::new() },
+            io: IoKind::parse(&config.io).unwrap_or(IoKind::Auto),
+            idle_timeout: config.idle_timeout(),
+            setup_timeout: config.setup_timeout(),
+            keyframe_throttle: Duration::from_millis(config.keyframe_interval_ms),
+            ..DataplaneConfig::default()
+        };
+        let (ev_tx, ev_rx) = crossbeam_channel::unbounded::<(ShardId, ShardEvent)>();
+        let dataplane = Dataplane::start(&dp_cfg, ev_tx)?;
+        let tokens = config.secret.as_ref().map(|s| TokenKey::new(s.as_bytes()));
+        let app = Arc::new(App {
+            negotiator: Negotiator::new()?,
+            config: config.clone(),
+            dataplane,
+            registry: Mutex::new(Registry::default()),
+            tokens,
+            draining: AtomicBool::new(false),
+            started: Instant::now(),
+            tls_fingerprint: tls.fingerprint.clone(),
+        });
+        let weak = Arc::downgrade(&app);
+        std::thread::Builder::new()
+            .name("shard-events".into())
+            .spawn(move || {
+                // Ends when every shard has dropped its sender, or the app is gone.
+                while let Ok((_shard, ev)) = ev_rx.recv() {
+                    let Some(app) = weak.upgrade() else { break };
+                    let mut reg = app.registry();
+                    match ev {
+                        ShardEvent::Connected { id } => reg.mark_connected(id),
+                        ShardEvent::Closed { id, reason } => {
+                            if let Some(e) = reg.remove(id) {
+                                tracing::info!(session = %id, role = e.role.as_str(), stream = %e.stream, ?reason, "session ended");
+                            }
+                        }
+                    }
+                }
+            })?;
+
+        let rustls_cfg = axum_server::tls_rustls::RustlsConfig::from_pem(
+            tls.cert_pem.into_bytes(),
+            tls.key_pem.into_bytes(),
+        )
+        .await?;
+        let handle = axum_server::Handle::new();
+        let router = crate::http::router(app.clone());
+        let serve = tokio::spawn(
+            axum_server::bind_rustls(config.listen, rustls_cfg)
+                .handle(handle.clone())
+                .serve(router.into_make_service_with_connect_info::<SocketAddr>()),
+        );
+        let https_addr = handle
+            .listening()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("could not listen on {}", config.listen))?;
+        for s in &app.dataplane.shards {
+            tracing::info!(shard = %s.id, addr = %s.addr, core = ?s.core, io = s.io, "shard started");
+        }
+        Ok(Server {
+            app,
+            https_addr,
+            handle,
+            serve,
+        })
+    }
+
+    /// Base URL of the HTTPS listener.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.https_addr)
+    }
+
+    /// Media address of each shard.
+    pub fn shard_addrs(&self) -> Vec<SocketAddr> {
+        self.app.dataplane.shards.iter().map(|s| s.addr).collect()
+    }
+
+    /// Stop placing sessions, wait up to `deadline` for existing ones to end.
+    pub async fn drain(&self, deadline: Duration) {
+        self.app.draining.store(true, Ordering::SeqCst);
+        let until = Instant::now() + deadline;
+        while Instant::now() < until && self.app.registry().session_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stop HTTP and the shards.
+    pub async fn shutdown(self) {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(1)));
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.serve).await;
+        let app = self.app.clone();
+        let _ = tokio::task::spawn_blocking(move || app.dataplane.shutdown()).await;
+    }
+
+    /// Resolves when the HTTP server has stopped for any reason.
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.serve).await??;
+        Ok(())
+    }
+
+    /// Begin a graceful HTTP shutdown.
+    pub fn stop_http(&self) {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(2)));
+    }
+}

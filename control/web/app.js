@@ -1,0 +1,587 @@
+'use strict';
+
+/*
+ * sluice web client: publish camera/microphone over WHIP, watch a stream over WHEP.
+ *
+ * The server is ICE-lite and lists its only candidate in the answer, so each offer is
+ * sent once, after local candidate gathering has finished: no trickle ICE, no PATCH.
+ */
+
+const ICE_GATHER_TIMEOUT_MS = 1000;
+const STATS_PERIOD_MS = 1000;
+
+const VIDEO_CONSTRAINTS = {
+  width: { ideal: 1280 },
+  height: { ideal: 720 },
+  frameRate: { ideal: 30 },
+};
+const PREFERRED_VIDEO_CODECS = ['video/vp8', 'video/h264'];
+
+const $ = (id) => document.getElementById(id);
+
+const ui = {
+  pubForm: $('publish-form'),
+  pubStream: $('pub-stream'),
+  pubToken: $('pub-token'),
+  pubCamera: $('pub-camera'),
+  pubMic: $('pub-mic'),
+  pubStart: $('publish-start'),
+  pubStop: $('publish-stop'),
+  pubStatus: $('pub-status'),
+  pubStats: $('pub-stats'),
+  localVideo: $('local-video'),
+
+  subForm: $('watch-form'),
+  subStream: $('sub-stream'),
+  subToken: $('sub-token'),
+  subStart: $('watch-start'),
+  subStop: $('watch-stop'),
+  subStatus: $('sub-status'),
+  subStats: $('sub-stats'),
+  remoteVideo: $('remote-video'),
+  unmute: $('remote-unmute'),
+};
+
+// Plain, serialisable state so automated tests can read it with a single evaluate().
+const state = {
+  publish: 'idle', // idle | starting | negotiating | connecting | connected | disconnected | failed | closed | error
+  watch: 'idle',
+  publishError: '',
+  watchError: '',
+  publishResource: '',
+  watchResource: '',
+};
+
+const sluice = { pubPc: null, subPc: null, state, stats: collectStats };
+window.sluice = sluice;
+
+/* ---------- helpers ---------- */
+
+function firstLine(text) {
+  return (text || '').trim().split(/\r?\n/, 1)[0].slice(0, 300);
+}
+
+function describe(err) {
+  if (!err) return 'unknown error';
+  if (typeof err === 'string') return err;
+  // DOMExceptions from getUserMedia carry the useful part in their name.
+  const name = err.name && err.name !== 'Error' ? `${err.name}: ` : '';
+  return `${name}${err.message || String(err)}`;
+}
+
+function authHeaders(token) {
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+function stopTracks(media) {
+  media?.getTracks().forEach((t) => t.stop());
+}
+
+function waitForIceGathering(pc, timeoutMs) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const finish = () => {
+      clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', onState);
+      pc.removeEventListener('icecandidate', onCandidate);
+      resolve();
+    };
+    const onState = () => {
+      if (pc.iceGatheringState === 'complete') finish();
+    };
+    // A null candidate also marks the end; some browsers signal it before the state event.
+    const onCandidate = (ev) => {
+      if (!ev.candidate) finish();
+    };
+    // The server never needs our candidates (it learns our address from STUN checks),
+    // so a slow interface must not hold up the offer.
+    const timer = setTimeout(finish, timeoutMs);
+    pc.addEventListener('icegatheringstatechange', onState);
+    pc.addEventListener('icecandidate', onCandidate);
+  });
+}
+
+// WHIP/WHEP exchange: one POST with the complete offer, the answer in the body.
+async function exchangeSdp(pc, url, token, signal) {
+  await pc.setLocalDescription(await pc.createOffer());
+  await waitForIceGathering(pc, ICE_GATHER_TIMEOUT_MS);
+  if (signal.aborted) throw new DOMException('cancelled', 'AbortError');
+
+  const resp = await fetch(url, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/sdp', ...authHeaders(token) },
+    body: pc.localDescription.sdp,
+    signal,
+  });
+  const body = await resp.text();
+  if (!resp.ok) {
+    throw new Error(`${resp.status} ${firstLine(body) || resp.statusText || 'request failed'}`);
+  }
+  const location = resp.headers.get('Location');
+  if (!location) throw new Error('server answer has no Location header');
+
+  await pc.setRemoteDescription({ type: 'answer', sdp: body });
+  // Location may be relative; RFC 9725 resolves it against the request URL.
+  return new URL(location, resp.url || url).href;
+}
+
+function deleteResource(url, token, keepalive = false) {
+  return fetch(url, { method: 'DELETE', headers: authHeaders(token), keepalive })
+    .then(() => undefined)
+    .catch(() => undefined); // the session ends on the server anyway once ICE times out
+}
+
+function preferCodecs(transceiver, preferred) {
+  if (typeof transceiver.setCodecPreferences !== 'function') return;
+  try {
+    const kind = transceiver.sender.track?.kind || 'video';
+    // Receiver capabilities are accepted by every browser that has setCodecPreferences;
+    // older Chrome rejects sender-only entries.
+    const caps = RTCRtpReceiver.getCapabilities?.(kind) || RTCRtpSender.getCapabilities?.(kind);
+    if (!caps?.codecs?.length) return;
+    const rank = (c) => {
+      const i = preferred.indexOf(c.mimeType.toLowerCase());
+      return i === -1 ? preferred.length : i;
+    };
+    // Stable sort: everything else (RTX, RED, FEC, other codecs) keeps the browser's order.
+    const codecs = [...caps.codecs].sort((a, b) => rank(a) - rank(b));
+    transceiver.setCodecPreferences(codecs);
+  } catch (err) {
+    console.warn('setCodecPreferences failed, using browser defaults:', err);
+  }
+}
+
+/* ---------- stats ---------- */
+
+function summarizeInbound(report) {
+  const s = {
+    framesDecoded: 0,
+    frameWidth: 0,
+    frameHeight: 0,
+    framesPerSecond: 0,
+    videoPacketsReceived: 0,
+    audioPacketsReceived: 0,
+    packetsLost: 0,
+    bytesReceived: 0,
+  };
+  report?.forEach((r) => {
+    if (r.type !== 'inbound-rtp') return;
+    const kind = r.kind || r.mediaType;
+    s.bytesReceived += r.bytesReceived || 0;
+    s.packetsLost += r.packetsLost || 0;
+    if (kind === 'video') {
+      s.videoPacketsReceived += r.packetsReceived || 0;
+      s.framesDecoded += r.framesDecoded || 0;
+      s.frameWidth = r.frameWidth || s.frameWidth;
+      s.frameHeight = r.frameHeight || s.frameHeight;
+      s.framesPerSecond = r.framesPerSecond || s.framesPerSecond;
+    } else if (kind === 'audio') {
+      s.audioPacketsReceived += r.packetsReceived || 0;
+    }
+  });
+  return s;
+}
+
+function summarizeOutbound(report) {
+  const s = {
+    bytesSent: 0,
+    packetsSent: 0,
+    framesEncoded: 0,
+    frameWidth: 0,
+    frameHeight: 0,
+    framesPerSecond: 0,
+    qualityLimitationReason: '',
+  };
+  report?.forEach((r) => {
+    if (r.type !== 'outbound-rtp') return;
+    const kind = r.kind || r.mediaType;
+    s.bytesSent += r.bytesSent || 0;
+    s.packetsSent += r.packetsSent || 0;
+    if (kind === 'video') {
+      s.framesEncoded += r.framesEncoded || 0;
+      s.frameWidth = r.frameWidth || s.frameWidth;
+      s.frameHeight = r.frameHeight || s.frameHeight;
+      s.framesPerSecond = r.framesPerSecond || s.framesPerSecond;
+      if (r.qualityLimitationReason && r.qualityLimitationReason !== 'none') {
+        s.qualityLimitationReason = r.qualityLimitationReason;
+      }
+    }
+  });
+  return s;
+}
+
+async function reportOf(pc) {
+  if (!pc || pc.signalingState === 'closed') return null;
+  try {
+    return await pc.getStats();
+  } catch {
+    return null; // the connection was closed while the call was in flight
+  }
+}
+
+function kbps(bytesNow, bytesBefore, msElapsed) {
+  if (!(msElapsed > 0) || bytesNow < bytesBefore) return 0;
+  return Math.round(((bytesNow - bytesBefore) * 8) / msElapsed);
+}
+
+function resolution(s) {
+  return s.frameWidth && s.frameHeight ? `${s.frameWidth}×${s.frameHeight}` : '–';
+}
+
+function formatPublishStats(s, bitrate) {
+  const parts = [
+    `${bitrate} kbit/s sent`,
+    `${s.framesEncoded} frames encoded`,
+    resolution(s),
+  ];
+  if (s.framesPerSecond) parts.push(`${Math.round(s.framesPerSecond)} fps`);
+  if (s.qualityLimitationReason) parts.push(`limited by ${s.qualityLimitationReason}`);
+  return parts.join(' · ');
+}
+
+function formatWatchStats(s, bitrate) {
+  const parts = [
+    `${s.framesDecoded} frames decoded`,
+    resolution(s),
+  ];
+  if (s.framesPerSecond) parts.push(`${Math.round(s.framesPerSecond)} fps`);
+  parts.push(
+    `video pkts ${s.videoPacketsReceived} rcvd / ${s.packetsLost} lost`,
+    `audio pkts ${s.audioPacketsReceived}`,
+    `${bitrate} kbit/s`,
+  );
+  return parts.join(' · ');
+}
+
+// Resolves to a flat object so a test can poll it with page.evaluate().
+async function collectStats() {
+  const [subReport, pubReport] = await Promise.all([
+    reportOf(sluice.subPc),
+    reportOf(sluice.pubPc),
+  ]);
+  const inb = summarizeInbound(subReport);
+  const out = summarizeOutbound(pubReport);
+  return {
+    framesDecoded: inb.framesDecoded,
+    packetsReceived: inb.videoPacketsReceived + inb.audioPacketsReceived,
+    framesEncoded: out.framesEncoded,
+    bytesSent: out.bytesSent,
+    videoPacketsReceived: inb.videoPacketsReceived,
+    audioPacketsReceived: inb.audioPacketsReceived,
+    packetsLost: inb.packetsLost,
+    bytesReceived: inb.bytesReceived,
+    frameWidth: inb.frameWidth,
+    frameHeight: inb.frameHeight,
+    packetsSent: out.packetsSent,
+    publish: state.publish,
+    watch: state.watch,
+  };
+}
+
+/* ---------- sessions ---------- */
+
+const STATE_LABELS = {
+  idle: 'idle',
+  starting: 'starting…',
+  negotiating: 'negotiating…',
+  new: 'connecting…',
+  connecting: 'connecting…',
+  connected: 'connected',
+  disconnected: 'disconnected, waiting for the network…',
+  failed: 'connection failed',
+  closed: 'closed',
+  error: 'error',
+};
+
+// One WHIP or WHEP session with its peer connection, server resource and status line.
+class Session {
+  constructor({ key, pcKey, endpoint, prepare, release, summarize, format, bytesField, ui: els }) {
+    this.key = key; // 'publish' | 'watch', also the field name in `state`
+    this.pcKey = pcKey;
+    this.endpoint = endpoint;
+    this.prepare = prepare;
+    this.release = release;
+    this.summarize = summarize;
+    this.format = format;
+    this.bytesField = bytesField; // counter the bitrate is derived from
+    this.els = els;
+    this.pc = null;
+    this.resource = '';
+    this.token = '';
+    this.abort = null;
+    this.prev = null;
+    this.detail = '';
+    // Bumped on every stop so late results of an abandoned start are ignored.
+    this.generation = 0;
+  }
+
+  async start(stream, token) {
+    stream = stream.trim();
+    token = token.trim();
+    // stop() bumps the generation synchronously, so reading it right after is race-free
+    // even if another start() runs while the old session's DELETE is in flight.
+    const stopped = this.stop();
+    const generation = this.generation;
+    const stale = () => generation !== this.generation;
+    // Wait for the DELETE so a republish of the same stream is not refused as a duplicate.
+    await stopped;
+    if (stale()) return;
+    if (!stream) {
+      this.fail(new Error('enter a stream name'));
+      return;
+    }
+
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    this.pc = pc;
+    sluice[this.pcKey] = pc;
+    this.token = token;
+    this.abort = new AbortController();
+    pc.addEventListener('connectionstatechange', () => {
+      if (this.pc === pc) this.setState(pc.connectionState);
+    });
+
+    this.setState('starting');
+    try {
+      await this.prepare(pc, stale);
+      if (stale()) return;
+      this.setState('negotiating');
+      const url = this.endpoint + encodeURIComponent(stream);
+      const resource = await exchangeSdp(pc, url, token, this.abort.signal);
+      if (stale()) {
+        deleteResource(resource, token);
+        return;
+      }
+      this.resource = resource;
+      state[`${this.key}Resource`] = resource;
+      // The state event may already have fired during setRemoteDescription.
+      this.setState(pc.connectionState === 'new' ? 'connecting' : pc.connectionState);
+    } catch (err) {
+      if (stale()) return;
+      console.error(`${this.key} failed:`, err);
+      this.fail(err);
+    }
+  }
+
+  async stop() {
+    this.generation++;
+    this.abort?.abort();
+    this.abort = null;
+    const { resource, token } = this;
+    this.teardown();
+    state[`${this.key}Error`] = '';
+    this.setState('idle');
+    if (resource) await deleteResource(resource, token);
+  }
+
+  // Called from pagehide: no time for an awaited request, so keepalive carries it.
+  leave() {
+    if (this.resource) deleteResource(this.resource, this.token, true);
+    this.resource = '';
+  }
+
+  fail(err) {
+    const message = describe(err);
+    this.teardown();
+    state[`${this.key}Error`] = message;
+    this.setState('error', message);
+  }
+
+  teardown() {
+    this.pc?.close();
+    this.pc = null;
+    sluice[this.pcKey] = null;
+    this.resource = '';
+    state[`${this.key}Resource`] = '';
+    this.prev = null;
+    this.els.stats.textContent = '';
+    this.release();
+  }
+
+  setState(name, detail = '') {
+    state[this.key] = name;
+    this.detail = detail;
+    this.render();
+    const active = name !== 'idle' && name !== 'error';
+    this.els.start.disabled = active;
+    this.els.stop.disabled = !active;
+  }
+
+  setDetail(detail) {
+    if (detail === this.detail) return;
+    this.detail = detail;
+    this.render();
+  }
+
+  render() {
+    const name = state[this.key];
+    const label = STATE_LABELS[name] || name;
+    this.els.status.textContent = this.detail ? `${label}: ${this.detail}` : label;
+    this.els.status.dataset.state = name;
+  }
+
+  async updateStats() {
+    const pc = this.pc;
+    const report = await reportOf(pc);
+    if (!report || pc !== this.pc) return;
+    const now = performance.now();
+    const s = this.summarize(report);
+    const bytes = s[this.bytesField];
+    const bitrate = this.prev ? kbps(bytes, this.prev.bytes, now - this.prev.at) : 0;
+    this.prev = { bytes, at: now };
+    this.els.stats.textContent = this.format(s, bitrate);
+    this.onStats?.(s);
+  }
+}
+
+/* ---------- publish ---------- */
+
+let localMedia = null;
+
+async function preparePublish(pc, stale) {
+  const wantVideo = ui.pubCamera.checked;
+  const wantAudio = ui.pubMic.checked;
+  if (!wantVideo && !wantAudio) throw new Error('choose a camera, a microphone or both');
+  if (!navigator.mediaDevices?.getUserMedia) {
+    throw new Error('camera access is unavailable (the page must be served over HTTPS)');
+  }
+
+  const media = await navigator.mediaDevices.getUserMedia({
+    audio: wantAudio,
+    video: wantVideo ? VIDEO_CONSTRAINTS : false,
+  });
+  // Stop was pressed while the permission prompt was open: release the devices now.
+  if (stale()) {
+    stopTracks(media);
+    return;
+  }
+  localMedia = media;
+  ui.localVideo.srcObject = media;
+
+  for (const track of media.getTracks()) {
+    const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
+    if (track.kind === 'video') preferCodecs(transceiver, PREFERRED_VIDEO_CODECS);
+  }
+}
+
+function releasePublish() {
+  stopTracks(localMedia);
+  localMedia = null;
+  ui.localVideo.srcObject = null;
+}
+
+const publisher = new Session({
+  key: 'publish',
+  pcKey: 'pubPc',
+  endpoint: '/whip/',
+  prepare: preparePublish,
+  release: releasePublish,
+  summarize: summarizeOutbound,
+  format: formatPublishStats,
+  bytesField: 'bytesSent',
+  ui: { start: ui.pubStart, stop: ui.pubStop, status: ui.pubStatus, stats: ui.pubStats },
+});
+
+/* ---------- watch ---------- */
+
+function prepareWatch(pc) {
+  pc.addTransceiver('audio', { direction: 'recvonly' });
+  pc.addTransceiver('video', { direction: 'recvonly' });
+
+  const remote = new MediaStream();
+  pc.addEventListener('track', (ev) => {
+    remote.addTrack(ev.track);
+    // Re-assigning makes the element reload and pick up a track added after the first one.
+    ui.remoteVideo.srcObject = remote;
+    ui.remoteVideo.play().catch(() => {}); // autoplay policy or a superseded load; harmless
+  });
+}
+
+function releaseWatch() {
+  const media = ui.remoteVideo.srcObject;
+  ui.remoteVideo.srcObject = null;
+  stopTracks(media);
+}
+
+const viewer = new Session({
+  key: 'watch',
+  pcKey: 'subPc',
+  endpoint: '/whep/',
+  prepare: prepareWatch,
+  release: releaseWatch,
+  summarize: summarizeInbound,
+  format: formatWatchStats,
+  bytesField: 'bytesReceived',
+  ui: { start: ui.subStart, stop: ui.subStop, status: ui.subStatus, stats: ui.subStats },
+});
+
+// A viewer is accepted before any publisher exists, so "connected" alone can mean "no media yet".
+viewer.onStats = (s) => {
+  if (state.watch !== 'connected') return;
+  const receiving = s.videoPacketsReceived + s.audioPacketsReceived > 0;
+  viewer.setDetail(receiving ? '' : 'waiting for a publisher');
+};
+
+function syncUnmuteButton() {
+  const muted = ui.remoteVideo.muted;
+  ui.unmute.textContent = muted ? 'Unmute' : 'Mute';
+  ui.unmute.setAttribute('aria-pressed', String(!muted));
+}
+
+/* ---------- wiring ---------- */
+
+function isOff(value) {
+  return value !== null && /^(0|false|no|off)$/i.test(value);
+}
+
+function init() {
+  ui.pubForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    publisher.start(ui.pubStream.value, ui.pubToken.value);
+  });
+  ui.pubStop.addEventListener('click', () => publisher.stop());
+
+  ui.subForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    viewer.start(ui.subStream.value, ui.subToken.value);
+  });
+  ui.subStop.addEventListener('click', () => viewer.stop());
+
+  ui.unmute.addEventListener('click', () => {
+    ui.remoteVideo.muted = !ui.remoteVideo.muted;
+    // Unmuting is a user gesture, which lets playback resume if autoplay was blocked.
+    ui.remoteVideo.play().catch(() => {});
+  });
+  ui.remoteVideo.addEventListener('volumechange', syncUnmuteButton);
+  syncUnmuteButton();
+
+  window.addEventListener('pagehide', () => {
+    publisher.leave();
+    viewer.leave();
+  });
+
+  setInterval(() => {
+    publisher.updateStats();
+    viewer.updateStats();
+  }, STATS_PERIOD_MS);
+
+  // ?publish=NAME / ?watch=NAME start without a click (used by browser tests).
+  const params = new URLSearchParams(window.location.search);
+  const token = params.get('token') || '';
+  if (isOff(params.get('camera'))) ui.pubCamera.checked = false;
+  if (isOff(params.get('mic'))) ui.pubMic.checked = false;
+
+  const publishName = params.get('publish');
+  if (publishName) {
+    ui.pubStream.value = publishName;
+    ui.pubToken.value = token;
+    publisher.start(publishName, token);
+  }
+  const watchName = params.get('watch');
+  if (watchName) {
+    ui.subStream.value = watchName;
+    ui.subToken.value = token;
+    viewer.start(watchName, token);
+  }
+}
+
+init();

@@ -1,0 +1,230 @@
+//! What crosses shards: forwarded packets (payload shared by `Arc`, never
+//! copied per viewer) and the per-stream state every shard can read.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::{MediaKind, Pt};
+
+use crate::ids::{ShardId, StreamId};
+
+/// Upper bound on shards; per-stream viewer counts are a fixed array of this size.
+pub const MAX_SHARDS: usize = 64;
+
+/// One decrypted RTP packet from a publisher, on its way to viewers.
+#[derive(Debug, Clone)]
+pub struct FwdPacket {
+    pub stream: StreamId,
+    pub kind: MediaKind,
+    /// Identifies the publisher session the packet came from; viewers rebase
+    /// sequence numbers and timestamps when it changes.
+    pub epoch: u32,
+    /// Payload type as the publisher negotiated it.
+    pub pt: Pt,
+    pub codec: Codec,
+    /// Extended (64-bit) sequence number from the publisher.
+    pub seq: u64,
+    pub ts: u32,
+    pub marker: bool,
+    pub audio_level: Option<i8>,
+    pub voice_activity: Option<bool>,
+    /// When the publisher's shard received it; used as wallclock and for latency.
+    pub received: Instant,
+    pub payload: Arc<[u8]>,
+}
+
+/// The publisher currently feeding a stream, as viewers need to know it.
+#[derive(Debug)]
+pub struct SourceInfo {
+    pub epoch: u32,
+    /// The publisher's negotiated payload types, to map onto each viewer's.
+    pub params: Vec<PayloadParams>,
+}
+
+/// Per-stream state shared by the control plane and every shard.
+///
+/// The publisher's shard reads `viewers` per packet to know which shards to
+/// send a batch to; viewer shards update their own slot as viewers come and go.
+#[derive(Debug)]
+pub struct StreamShared {
+    pub id: StreamId,
+    pub name: String,
+    viewers: [AtomicU32; MAX_SHARDS],
+    publisher_shard: AtomicU32,
+    source: Mutex<Option<Arc<SourceInfo>>>,
+}
+
+const NO_SHARD: u32 = u32::MAX;
+
+impl StreamShared {
+    pub fn new(id: StreamId, name: impl Into<String>) -> Self {
+        StreamShared {
+            id,
+            name: name.into(),
+            viewers: std::array::from_fn(|_| AtomicU32::new(0)),
+            publisher_shard: AtomicU32::new(NO_SHARD),
+            source: Mutex::new(None),
+        }
+    }
+
+    /// Viewers of this stream on `shard`.
+    pub fn viewers_on(&self, shard: ShardId) -> u32 {
+        self.viewers[shard.0 as usize].load(Ordering::Relaxed)
+    }
+
+    /// Viewers on all shards.
+    pub fn viewer_total(&self) -> u32 {
+        self.viewers.iter().map(|v| v.load(Ordering::Relaxed)).sum()
+    }
+
+    pub(crate) fn add_viewer(&self, shard: ShardId) {
+        self.viewers[shard.0 as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn remove_viewer(&self, shard: ShardId) {
+        self.viewers[shard.0 as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The shard holding the live publisher, if any.
+    pub fn publisher_shard(&self) -> Option<ShardId> {
+        match self.publisher_shard.load(Ordering::Acquire) {
+            NO_SHARD => None,
+            s => Some(ShardId(s as u16)),
+        }
+    }
+
+    pub(crate) fn set_publisher(&self, shard: Option<ShardId>) {
+        let v = shard.map(|s| s.0 as u32).unwrap_or(NO_SHARD);
+        self.publisher_shard.store(v, Ordering::Release);
+    }
+
+    pub(crate) fn set_source(&self, source: Option<Arc<SourceInfo>>) {
+        *self.source.lock().unwrap_or_else(|e| e.into_inner()) = source;
+    }
+
+    /// Clear the source only if it is still the one with `epoch`.
+    pub(crate) fn clear_source(&self, epoch: u32) {
+        let mut s = self.source.lock().unwrap_or_else(|e| e.into_inner());
+        if s.as_ref().map(|s| s.epoch) == Some(epoch) {
+            *s = None;
+        }
+    }
+
+    pub(crate) fn source(&self) -> Option<Arc<SourceInfo>> {
+        self.source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Rewrites a forwarded track's sequence numbers and timestamps for one viewer,
+/// so the viewer sees one continuous stream starting near zero even when it
+/// joins late or the publisher is replaced.
+#[derive(Debug, Clone)]
+pub struct Rebase {
+    epoch: Option<u32>,
+    first_in: u64,
+    seq_delta: u64,
+    ts_delta: u32,
+    last_out_seq: u64,
+    last_out_ts: u32,
+    started: bool,
+}
+
+impl Default for Rebase {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Rebase {
+    pub fn new() -> Self {
+        Rebase {
+            epoch: None,
+            first_in: 0,
+            seq_delta: 0,
+            ts_delta: 0,
+            last_out_seq: 0,
+            last_out_ts: 0,
+            started: false,
+        }
+    }
+
+    /// Map an input (epoch, extended seq, timestamp) to the viewer's numbering.
+    /// `None` for packets older than the first one this viewer saw of a source.
+    pub fn map(&mut self, epoch: u32, seq: u64, ts: u32, ts_gap: u32) -> Option<(u64, u32)> {
+        if self.epoch != Some(epoch) {
+            let next = if self.started {
+                self.last_out_seq + 1
+            } else {
+                // Start within the first 16-bit cycle so the viewer needs no ROC signalling.
+                (seq & 0xffff).max(1)
+            };
+            self.seq_delta = next.wrapping_sub(seq);
+            self.ts_delta = if self.started {
+                self.last_out_ts.wrapping_add(ts_gap).wrapping_sub(ts)
+            } else {
+                0
+            };
+            self.first_in = seq;
+            self.epoch = Some(epoch);
+        }
+        if seq < self.first_in {
+            return None;
+        }
+        let out_seq = seq.wrapping_add(self.seq_delta);
+        let out_ts = ts.wrapping_add(self.ts_delta);
+        if !self.started || out_seq > self.last_out_seq {
+            self.last_out_seq = out_seq;
+            self.last_out_ts = out_ts;
+        }
+        self.started = true;
+        Some((out_seq, out_ts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_joiner_starts_in_first_cycle_and_stays_contiguous() {
+        let mut r = Rebase::new();
+        let base = 5 * 65536 + 100;
+        assert_eq!(r.map(1, base, 1000, 3000), Some((100, 1000)));
+        assert_eq!(r.map(1, base + 1, 1000, 3000), Some((101, 1000)));
+        assert_eq!(r.map(1, base + 3, 4000, 3000), Some((103, 4000)));
+        // Reordered but after join: still mapped.
+        assert_eq!(r.map(1, base + 2, 4000, 3000), Some((102, 4000)));
+        // From before the join: dropped.
+        assert_eq!(r.map(1, base - 1, 0, 3000), None);
+    }
+
+    #[test]
+    fn a_new_publisher_continues_the_viewers_numbering() {
+        let mut r = Rebase::new();
+        r.map(1, 10, 90_000, 3000);
+        r.map(1, 11, 93_000, 3000);
+        // New source with unrelated numbers.
+        assert_eq!(r.map(2, 40_000, 7, 3000), Some((12, 96_000)));
+        assert_eq!(r.map(2, 40_001, 3007, 3000), Some((13, 99_000)));
+    }
+
+    #[test]
+    fn viewer_counts_are_per_shard() {
+        let s = StreamShared::new(StreamId(1), "s");
+        s.add_viewer(ShardId(0));
+        s.add_viewer(ShardId(3));
+        s.add_viewer(ShardId(3));
+        assert_eq!(s.viewers_on(ShardId(3)), 2);
+        assert_eq!(s.viewer_total(), 3);
+        s.remove_viewer(ShardId(3));
+        assert_eq!(s.viewers_on(ShardId(3)), 1);
+        assert_eq!(s.publisher_shard(), None);
+        s.set_publisher(Some(ShardId(2)));
+        assert_eq!(s.publisher_shard(), Some(ShardId(2)));
+    }
+}

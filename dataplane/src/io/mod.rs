@@ -1,0 +1,268 @@
+//! UDP I/O for shards: socket setup, the wake-up eventfd, and the backends
+//! behind one trait, chosen at run time (`--io auto|uring|mmsg|std`).
+//!
+//! All `unsafe` in the project lives under this module.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+
+use crate::shard::Datagram;
+use crate::stats::Counters;
+
+mod mmsg;
+mod plain;
+
+pub use mmsg::MmsgBackend;
+pub use plain::StdBackend;
+
+/// Which backend a shard uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoKind {
+    /// The fastest available on this host: `mmsg`, else `std`.
+    Auto,
+    /// io_uring with provided buffers (falls back when the kernel refuses it).
+    Uring,
+    /// recvmmsg + GSO sendmsg (UDP_SEGMENT) per destination run.
+    Mmsg,
+    /// One recvfrom/sendto per datagram.
+    Std,
+}
+
+impl IoKind {
+    pub fn parse(s: &str) -> Option<IoKind> {
+        match s {
+            "auto" => Some(IoKind::Auto),
+            "uring" | "io_uring" => Some(IoKind::Uring),
+            "mmsg" => Some(IoKind::Mmsg),
+            "std" => Some(IoKind::Std),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoKind::Auto => "auto",
+            IoKind::Uring => "uring",
+            IoKind::Mmsg => "mmsg",
+            IoKind::Std => "std",
+        }
+    }
+}
+
+/// A shard's socket I/O.
+pub trait Backend: Send {
+    fn name(&self) -> &'static str;
+    /// Receive what is queued (without blocking), up to one batch; returns the
+    /// number of datagrams handed to `f`.
+    fn recv(&mut self, f: &mut dyn FnMut(SocketAddr, &[u8])) -> io::Result<usize>;
+    /// Send and clear `out`, counting what went out and what was refused.
+    fn send(&mut self, out: &mut Vec<Datagram>, counters: &mut Counters);
+    fn fd(&self) -> RawFd;
+}
+
+/// Build the backend for `kind` on `socket`, falling back (with a log line) when
+/// the kernel refuses it.
+pub fn make_backend(kind: IoKind, socket: UdpSocket) -> Box<dyn Backend> {
+    match kind {
+        IoKind::Std => Box::new(StdBackend::new(socket)),
+        IoKind::Mmsg | IoKind::Auto => match MmsgBackend::new(socket.try_clone().expect("dup")) {
+            Ok(b) => Box::new(b),
+            Err(e) => {
+                tracing::warn!("mmsg backend unavailable ({e}); using std");
+                Box::new(StdBackend::new(socket))
+            }
+        },
+        IoKind::Uring => {
+            tracing::warn!("io_uring backend not available in this build; using mmsg");
+            make_backend(IoKind::Mmsg, socket)
+        }
+    }
+}
+
+/// Bind a shard's UDP socket with large buffers (forced past the sysctl
+/// maxima when we have CAP_NET_ADMIN), non-blocking.
+pub fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let sock = Socket::new(domain, Type::DGRAM, Some(SockProtocol::UDP))?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    set_buffer(&sock, buffer_bytes, true);
+    set_buffer(&sock, buffer_bytes, false);
+    sock.set_nonblocking(true)?;
+    Ok(sock.into())
+}
+
+fn set_buffer(sock: &Socket, bytes: usize, recv: bool) {
+    let force = if recv {
+        libc::SO_RCVBUFFORCE
+    } else {
+        libc::SO_SNDBUFFORCE
+    };
+    let val = bytes as libc::c_int;
+    // SAFETY: setsockopt on a valid socket fd with a pointer to a live c_int and
+    // its exact size; the kernel copies the value and keeps no reference.
+    let forced = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            force,
+            &val as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    if !forced {
+        let _ = if recv {
+            sock.set_recv_buffer_size(bytes)
+        } else {
+            sock.set_send_buffer_size(bytes)
+        };
+    }
+}
+
+/// Wakes a parked shard when another thread hands it work.
+#[derive(Debug)]
+pub struct Waker {
+    fd: OwnedFd,
+    parked: AtomicBool,
+}
+
+impl Waker {
+    pub fn new() -> io::Result<Waker> {
+        // SAFETY: eventfd has no pointer arguments; a negative return is an error.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by eventfd, is valid and owned by no one else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Waker {
+            fd,
+            parked: AtomicBool::new(false),
+        })
+    }
+
+    /// Wake the owner if it is parked (a syscall only then).
+    pub fn wake(&self) {
+        if self.parked.load(Ordering::SeqCst) {
+            self.signal();
+        }
+    }
+
+    pub(crate) fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an eventfd we own; a failure
+        // (counter overflow) still leaves the fd readable, which is all we need.
+        unsafe {
+            libc::write(
+                self.fd.as_raw_fd(),
+                &one as *const u64 as *const libc::c_void,
+                8,
+            );
+        }
+    }
+
+    fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64; non-blocking fd.
+        unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                &mut v as *mut u64 as *mut libc::c_void,
+                8,
+            );
+        }
+    }
+
+    /// Mark parked. Callers must re-check their queues after this and before `park`.
+    pub fn prepare_park(&self) {
+        self.parked.store(true, Ordering::SeqCst);
+    }
+
+    pub fn unpark(&self) {
+        self.parked.store(false, Ordering::SeqCst);
+    }
+
+    /// Sleep until `sock_fd` is readable, the waker fires, or `timeout` passes.
+    pub fn park(&self, sock_fd: RawFd, timeout: Duration) {
+        let mut fds = [
+            libc::pollfd {
+                fd: sock_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: `fds` is a live array of two initialised pollfd and its length is passed.
+        unsafe {
+            libc::poll(fds.as_mut_ptr(), 2, ms);
+        }
+        if fds[1].revents != 0 {
+            self.drain();
+        }
+        self.unpark();
+    }
+}
+
+/// Wait until `fd` is writable or `timeout` passes.
+pub(crate) fn wait_writable(fd: RawFd, timeout: Duration) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one live, initialised pollfd.
+    unsafe {
+        libc::poll(&mut pfd, 1, ms);
+    }
+}
+
+/// The CPUs this process may run on (its affinity mask), in order.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: passes a live cpu_set_t and its exact size for pid 0 (this thread).
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r != 0 {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        return (0..n).collect();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET reads within the set for indices < CPU_SETSIZE.
+        .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
+        .collect()
+}
+
+/// Restrict the calling thread (and threads it starts later) to `cpus`.
+pub fn set_thread_cpus(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        if c < libc::CPU_SETSIZE as usize {
+            // SAFETY: index checked against CPU_SETSIZE.
+            unsafe { libc::CPU_SET(c, &mut set) };
+        }
+    }
+    // SAFETY: passes a live cpu_set_t and its exact size for pid 0 (this thread).
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! Shard threads: each pinned to a core, owning a socket and an io backend,
+//! running the Sans-IO [`Shard`] core in a loop. Thin glue by design.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
+
+use crate::fanout::{FwdPacket, MAX_SHARDS};
+use crate::ids::{Role, ShardId};
+use crate::io::{bind_udp, make_backend, Backend, IoKind, Waker};
+use crate::shard::{Command, CrossShard, Shard, ShardConfig, ShardEvent};
+use crate::stats::SharedCounters;
+
+/// How the dataplane is laid out.
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    pub shards: usize,
+    /// Address the media sockets bind to.
+    pub bind_ip: IpAddr,
+    /// Address put in ICE candidates.
+    pub announce_ip: IpAddr,
+    /// Shard i binds `media_port + i`; 0 picks ephemeral ports (tests).
+    pub media_port: u16,
+    /// CPU for each shard, in order; empty = do not pin.
+    pub cores: Vec<usize>,
+    pub io: IoKind,
+    pub idle_timeout: Duration,
+    pub setup_timeout: Duration,
+    pub keyframe_throttle: Duration,
+    /// Fan-out batches queued per shard before new ones are dropped.
+    pub fanout_queue: usize,
+    pub socket_buffer: usize,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            shards: 1,
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            announce_ip: IpAddr::from([127, 0, 0, 1]),
+            media_port: 40000,
+            cores: Vec::new(),
+            io: IoKind::Auto,
+            idle_timeout: Duration::from_secs(30),
+            setup_timeout: Duration::from_secs(30),
+            keyframe_throttle: Duration::from_millis(500),
+            fanout_queue: 4096,
+            socket_buffer: 8 << 20,
+        }
+    }
+}
+
+/// The control plane's view of one shard.
+pub struct ShardHandle {
+    pub id: ShardId,
+    /// The candidate address sessions on this shard are told.
+    pub addr: SocketAddr,
+    pub core: Option<usize>,
+    pub io: &'static str,
+    pub counters: Arc<SharedCounters>,
+    /// Live sessions, by role.
+    pub publishers: Arc<AtomicUsize>,
+    pub viewers: Arc<AtomicUsize>,
+    ctl: Sender<Command>,
+    waker: Arc<Waker>,
+    join: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ShardHandle {
+    /// Hand a command to the shard; false when the shard has stopped.
+    pub fn send(&self, cmd: Command) -> bool {
+        let ok = self.ctl.send(cmd).is_ok();
+        self.waker.wake();
+        ok
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.publishers.load(Ordering::Relaxed) + self.viewers.load(Ordering::Relaxed)
+    }
+}
+
+/// All shards of the process.
+pub struct Dataplane {
+    pub shards: Vec<ShardHandle>,
+    stop: Arc<AtomicBool>,
+}
+
+struct Peer {
+    ctl: Sender<Command>,
+    fanout: Sender<Vec<FwdPacket>>,
+    waker: Arc<Waker>,
+}
+
+impl Dataplane {
+    /// Bind sockets and start one pinned thread per shard. Shard events go to `events`.
+    pub fn start(
+        cfg: &DataplaneConfig,
+        events: Sender<(ShardId, ShardEvent)>,
+    ) -> io::Result<Dataplane> {
+        let n = cfg.shards.clamp(1, MAX_SHARDS);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut sockets = Vec::new();
+        for i in 0..n {
+            let port = if cfg.media_port == 0 {
+                0
+            } else {
+                cfg.media_port.checked_add(i as u16).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "media port range overflows")
+                })?
+            };
+            let sock =
+                bind_udp(SocketAddr::new(cfg.bind_ip, port), cfg.socket_buffer).map_err(|e| {
+                    io::Error::new(e.kind(), format!("binding UDP {}:{port}: {e}", cfg.bind_ip))
+                })?;
+            sockets.push(sock);
+        }
+        let mut receivers = Vec::new();
+        let mut peers = Vec::new();
+        for _ in 0..n {
+            let (ctl_tx, ctl_rx) = unbounded();
+            let (fan_tx, fan_rx) = bounded(cfg.fanout_queue.max(1));
+            let waker = Arc::new(Waker::new()?);
+            peers.push(Peer {
+                ctl: ctl_tx,
+                fanout: fan_tx,
+                waker,
+            });
+            receivers.push((ctl_rx, fan_rx));
+        }
+        let peers: Arc<Vec<Peer>> = Arc::new(peers);
+        let mut shards = Vec::new();
+        for (i, (sock, (ctl_rx, fan_rx))) in sockets.into_iter().zip(receivers).enumerate() {
+            let id = ShardId(i as u16);
+            let port = sock.local_addr()?.port();
+            let addr = SocketAddr::new(cfg.announce_ip, port);
+            let mut scfg = ShardConfig::new(id, n, addr);
+            scfg.idle_timeout = cfg.idle_timeout;
+            scfg.setup_timeout = cfg.setup_timeout;
+            scfg.keyframe_throttle = cfg.keyframe_throttle;
+            let backend = make_backend(cfg.io, sock);
+            let io_name = backend.name();
+            let counters = Arc::new(SharedCounters::default());
+            let publishers = Arc::new(AtomicUsize::new(0));
+            let viewers = Arc::new(AtomicUsize::new(0));
+            let core = cfg.cores.get(i).copied();
+            let ctx = ShardThread {
+                core: Shard::new(scfg, Instant::now()),
+                backend,
+                ctl: ctl_rx,
+                fanout: fan_rx,
+                peers: peers.clone(),
+                events: events.clone(),
+                counters: counters.clone(),
+                publishers: publishers.clone(),
+                viewers: viewers.clone(),
+                stop: stop.clone(),
+            };
+            let join = std::thread::Builder::new()
+                .name(format!("shard-{i}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+                            tracing::warn!(shard = i, core = c, "could not pin shard to core");
+                        }
+                    }
+                    ctx.run()
+                })?;
+            shards.push(ShardHandle {
+                id,
+                addr,
+                core,
+                io: io_name,
+                counters,
+                publishers,
+                viewers,
+                ctl: peers[i].ctl.clone(),
+                waker: peers[i].waker.clone(),
+                join: std::sync::Mutex::new(Some(join)),
+            });
+        }
+        Ok(Dataplane { shards, stop })
+    }
+
+    /// The shard with the fewest sessions, ties to the lowest id.
+    pub fn least_loaded(&self) -> ShardId {
+        self.shards
+            .iter()
+            .min_by_key(|s| (s.sessions(), s.id))
+            .map(|s| s.id)
+            .unwrap_or(ShardId(0))
+    }
+
+    pub fn shard(&self, id: ShardId) -> Option<&ShardHandle> {
+        self.shards.get(id.0 as usize)
+    }
+
+    /// Stop every shard thread and wait for them.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for s in &self.shards {
+            s.waker.signal();
+        }
+        for s in &self.shards {
+            let j = s.join.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(j) = j {
+                let _ = j.join();
+            }
+        }
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct ShardThread {
+    core: Shard,
+    backend: Box<dyn Backend>,
+    ctl: Receiver<Command>,
+    fanout: Receiver<Vec<FwdPacket>>,
+    peers: Arc<Vec<Peer>>,
+    events: Sender<(ShardId, ShardEvent)>,
+    counters: Arc<SharedCounters>,
+    publishers: Arc<AtomicUsize>,
+    viewers: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+const MAX_PARK: Duration = Duration::from_millis(100);
+
+impl ShardThread {
+    fn run(mut self) {
+        let id = self.core.id();
+        let my_waker = self.peers[id.0 as usize].waker.clone();
+        let mut last_sessions = usize::MAX;
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let mut work = 0usize;
+
+            let core = &mut self.core;
+            match self
+                .backend
+                .recv(&mut |src, data| core.handle_datagram(now, src, data))
+            {
+                Ok(n) => work += n,
+                Err(e) => tracing::warn!(shard = %id, "recv: {e}"),
+            }
+            while let Ok(cmd) = self.ctl.try_recv() {
+                work += 1;
+                self.core.handle_command(now, cmd);
+            }
+            while let Ok(batch) = self.fanout.try_recv() {
+                work += 1;
+                self.core.handle_fanout(batch);
+            }
+            self.core.handle_timeout(now);
+
+            let (transmits, counters) = self.core.io_parts();
+            self.backend.send(transmits, counters);
+            self.send_cross();
+            while let Some(ev) = self.core.poll_event() {
+                let _ = self.events.send((id, ev));
+            }
+            if self.core.session_count() != last_sessions {
+                last_sessions = self.core.session_count();
+                self.publishers.store(
+                    self.core.session_count_by_role(Role::Publisher),
+                    Ordering::Relaxed,
+                );
+                self.viewers.store(
+                    self.core.session_count_by_role(Role::Viewer),
+                    Ordering::Relaxed,
+                );
+            }
+            self.counters.publish(self.core.counters());
+
+            if work > 0 {
+                continue;
+            }
+            my_waker.prepare_park();
+            if !self.ctl.is_empty() || !self.fanout.is_empty() || self.stop.load(Ordering::SeqCst) {
+                my_waker.unpark();
+                continue;
+            }
+            let timeout = self
+                .core
+                .poll_timeout()
+                .map(|t| t.saturating_duration_since(Instant::now()))
+                .unwrap_or(MAX_PARK)
+                .min(MAX_PARK);
+            my_waker.park(self.backend.fd(), timeout);
+        }
+        // Close sessions so peers see a clean end.
+        tracing::debug!(shard = %id, "stopping");
+    }
+
+    fn send_cross(&mut self) {
+        while let Some(msg) = self.core.poll_cross() {
+            match msg {
+                CrossShard::Fanout(to, batch) => {
+                    let peer = &self.peers[to.0 as usize];
+                    match peer.fanout.try_send(batch) {
+                        Ok(()) => peer.waker.wake(),
+                        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                            self.core.counters_mut().drop_fanout_full += 1;
+                        }
+                    }
+                }
+                CrossShard::Keyframe(to, stream) => {
+                    let peer = &self.peers[to.0 as usize];
+                    if peer.ctl.send(Command::RequestKeyframe(stream)).is_ok() {
+                        peer.waker.wake();
+                    }
+                }
+            }
+        }
+    }
+}

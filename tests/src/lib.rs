@@ -1,0 +1,60 @@
+//! Shared helpers for sluice's integration tests: an in-process server on
+//! loopback with ephemeral ports, and clients pointed at it.
+
+use std::time::{Duration, Instant};
+
+use sluice::{Config, Server};
+use sluice_bench::client::Endpoint;
+
+/// Start a server on 127.0.0.1 with ephemeral HTTPS and media ports.
+pub async fn start(shards: usize, tweak: impl FnOnce(&mut Config)) -> Server {
+    let mut cfg = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        media_port: 0,
+        shards,
+        ..Config::default()
+    };
+    tweak(&mut cfg);
+    Server::start(cfg, false).await.expect("server starts")
+}
+
+pub fn whip(server: &Server, stream: &str) -> Endpoint {
+    Endpoint {
+        url: format!("{}/whip/{stream}", server.url()),
+        token: None,
+        insecure: true,
+    }
+}
+
+pub fn whep(server: &Server, stream: &str) -> Endpoint {
+    Endpoint {
+        url: format!("{}/whep/{stream}", server.url()),
+        token: None,
+        insecure: true,
+    }
+}
+
+/// Poll `f` every 50 ms until it is true or `limit` passes; returns whether it became true.
+pub async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f()
+}
+
+/// Sessions the server's registry and its shards still hold.
+pub fn session_counts(server: &Server) -> (usize, usize) {
+    let reg = server.app.registry().session_count();
+    let shards = server
+        .app
+        .dataplane
+        .shards
+        .iter()
+        .map(|s| s.sessions())
+        .sum();
+    (reg, shards)
+}
