@@ -79,6 +79,12 @@ impl Backend for MmsgBackend {
         for i in 0..n {
             let m = self.meta[i];
             let buf = &self.bufs[i][..m.len];
+            if buf.is_empty() {
+                // An empty datagram is still a datagram: count and drop it upstream.
+                count += 1;
+                f(m.addr, buf);
+                continue;
+            }
             // GRO may coalesce several datagrams of `stride` bytes into one buffer.
             for seg in buf.chunks(m.stride.max(1)) {
                 count += 1;
