@@ -10,6 +10,7 @@ pub mod runtime;
 pub mod shard;
 pub mod stats;
 pub mod stun;
+pub mod testkit;
 pub mod timer;
 
 pub use fanout::{FwdPacket, StreamShared};

@@ -1,0 +1,49 @@
+//! Forward `PACKETS` packets to `VIEWERS` viewers through the Sans-IO core,
+//! for instruction counting under callgrind:
+//!
+//! ```text
+//! valgrind --tool=callgrind --collect-atstart=no --toggle-collect=forward_phase \
+//!     target/release/examples/forward_count 100 400
+//! ```
+//! Only `forward_phase` (the shard turn) is counted; divide by VIEWERS×PACKETS.
+
+use std::time::Duration;
+
+use sluice_dataplane::testkit::Harness;
+
+#[inline(never)]
+#[no_mangle]
+pub fn forward_phase(h: &mut Harness, publisher: usize, d: &[Vec<u8>]) -> usize {
+    h.feed(publisher, d)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let viewers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
+    let packets: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(400);
+    let mut h = Harness::new();
+    let publisher = h.add_publisher();
+    for _ in 0..viewers {
+        let v = h.add_viewer();
+        h.peers[v].count_only = true;
+    }
+    h.connect_all(Duration::from_secs(30));
+    // Warm up.
+    for _ in 0..10 {
+        let d = h.publisher_datagrams(publisher, 8, 1100);
+        h.feed(publisher, &d);
+        h.shard.transmits().clear();
+        h.now += Duration::from_millis(1);
+    }
+    let before = h.shard.counters().rtp_forwarded;
+    let mut sent = 0;
+    while sent < packets {
+        let d = h.publisher_datagrams(publisher, 8, 1100);
+        sent += d.len();
+        forward_phase(&mut h, publisher, &d);
+        h.shard.transmits().clear();
+        h.now += Duration::from_millis(1);
+    }
+    let forwarded = h.shard.counters().rtp_forwarded - before;
+    println!("viewers {viewers} packets {sent} forwarded {forwarded}");
+}

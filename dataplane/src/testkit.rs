@@ -1,0 +1,323 @@
+//! An in-memory harness around one [`Shard`]: str0m peers (publishers and
+//! viewers) connected to it with a fake clock and no sockets. Used by tests,
+//! simulations and benchmarks of the forward path.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::config::DtlsCert;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::{Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig};
+
+use crate::fanout::StreamShared;
+use crate::ids::{Role, SessionId, ShardId, StreamId};
+use crate::shard::{Command, NewSession, Shard, ShardConfig};
+
+/// A client-side peer.
+pub struct Peer {
+    pub rtc: Rtc,
+    pub addr: SocketAddr,
+    pub role: Role,
+    pub id: SessionId,
+    pub connected: bool,
+    pub audio: Option<Mid>,
+    pub video: Option<Mid>,
+    /// RTP packets received (viewers): (ssrc, seq, payload length).
+    pub received: Vec<(u32, u16, usize)>,
+    /// Keyframe requests received (publishers).
+    pub keyframe_requests: u64,
+    /// Count received packets without keeping them.
+    pub count_only: bool,
+    pub received_count: u64,
+    seq: u64,
+    inbox: VecDeque<Vec<u8>>,
+    outbox: Vec<Vec<u8>>,
+}
+
+/// One shard and its peers on a fake clock.
+pub struct Harness {
+    pub now: Instant,
+    pub shard: Shard,
+    pub peers: Vec<Peer>,
+    pub stream: Arc<StreamShared>,
+    /// Datagrams from the shard that were addressed to no peer.
+    pub undeliverable: u64,
+    cert: DtlsCert,
+    server_addr: SocketAddr,
+    next_id: u64,
+}
+
+fn shared_cert() -> DtlsCert {
+    let provider = str0m::crypto::from_feature_flags();
+    let cert = provider
+        .dtls_provider
+        .generate_certificate()
+        .expect("DTLS certificate");
+    provider.install_process_default();
+    cert
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        let now = Instant::now();
+        let server_addr: SocketAddr = "10.0.0.1:40000".parse().expect("addr");
+        let cfg = ShardConfig::new(ShardId(0), 1, server_addr);
+        Harness {
+            now,
+            shard: Shard::new(cfg, now),
+            peers: Vec::new(),
+            stream: Arc::new(StreamShared::new(StreamId(1), "sim")),
+            undeliverable: 0,
+            cert: shared_cert(),
+            server_addr,
+            next_id: 1,
+        }
+    }
+
+    fn server_rtc(&self, ufrag: &str, offer: SdpOffer) -> (Rtc, SdpAnswer) {
+        let mut rtc = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .set_dtls_cert(self.cert.clone())
+            .set_stats_interval(None)
+            .set_local_ice_credentials(IceCreds {
+                ufrag: ufrag.into(),
+                pass: "simulationpassword0123456".into(),
+            })
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(self.now);
+        rtc.add_local_candidate(Candidate::host(self.server_addr, "udp").expect("candidate"));
+        let answer = rtc.sdp_api().accept_offer(offer).expect("answer");
+        (rtc, answer)
+    }
+
+    fn add_peer(&mut self, role: Role) -> usize {
+        let idx = self.peers.len();
+        let addr: SocketAddr = format!("10.0.1.{}:{}", 1 + idx / 60000, 1000 + idx % 60000)
+            .parse()
+            .expect("addr");
+        let mut rtc = RtcConfig::new()
+            .set_rtp_mode(true)
+            .set_stats_interval(None)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        let dir = if role == Role::Publisher {
+            Direction::SendOnly
+        } else {
+            Direction::RecvOnly
+        };
+        let mut api = rtc.sdp_api();
+        let audio = api.add_media(MediaKind::Audio, dir, None, None, None);
+        let video = api.add_media(MediaKind::Video, dir, None, None, None);
+        let (offer, pending) = api.apply().expect("offer");
+        let ufrag = format!("u{:07}", self.next_id);
+        let (server, answer) = self.server_rtc(&ufrag, offer);
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .expect("accept answer");
+        let id = SessionId(self.next_id);
+        self.next_id += 1;
+        self.shard.handle_command(
+            self.now,
+            Command::AddSession(Box::new(NewSession {
+                id,
+                role,
+                stream: self.stream.clone(),
+                ice_ufrag: ufrag,
+                rtc: server,
+            })),
+        );
+        self.peers.push(Peer {
+            rtc,
+            addr,
+            role,
+            id,
+            connected: false,
+            audio: Some(audio),
+            video: Some(video),
+            received: Vec::new(),
+            keyframe_requests: 0,
+            count_only: false,
+            received_count: 0,
+            seq: 1,
+            inbox: VecDeque::new(),
+            outbox: Vec::new(),
+        });
+        idx
+    }
+
+    pub fn add_publisher(&mut self) -> usize {
+        self.add_peer(Role::Publisher)
+    }
+
+    pub fn add_viewer(&mut self) -> usize {
+        self.add_peer(Role::Viewer)
+    }
+
+    /// Drain every peer's output into the shard, and the shard's into the peers.
+    pub fn exchange(&mut self) {
+        for _ in 0..64 {
+            let mut moved = 0;
+            for i in 0..self.peers.len() {
+                let mut out = std::mem::take(&mut self.peers[i].outbox);
+                out.extend(drain_peer(&mut self.peers[i]));
+                for d in out {
+                    moved += 1;
+                    let addr = self.peers[i].addr;
+                    self.shard.handle_datagram(self.now, addr, &d);
+                }
+            }
+            self.shard.handle_timeout(self.now);
+            moved += self.deliver_shard_output();
+            if moved == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Route the shard's pending datagrams to peers' inboxes and feed them.
+    pub fn deliver_shard_output(&mut self) -> usize {
+        let out = std::mem::take(self.shard.transmits());
+        let n = out.len();
+        for d in out {
+            match self.peers.iter_mut().find(|p| p.addr == d.destination) {
+                Some(p) => p.inbox.push_back(d.contents),
+                None => self.undeliverable += 1,
+            }
+        }
+        let now = self.now;
+        let server = self.server_addr;
+        for p in &mut self.peers {
+            while let Some(d) = p.inbox.pop_front() {
+                if let Ok(r) = Receive::new(Protocol::Udp, server, p.addr, &d) {
+                    // One input, then a full drain: str0m's single-mutation rule.
+                    let _ = p.rtc.handle_input(Input::Receive(now, r));
+                    let out = drain_peer(p);
+                    p.outbox.extend(out);
+                }
+            }
+        }
+        n
+    }
+
+    /// Advance the fake clock by `d`, exchanging traffic every millisecond step.
+    pub fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            let step = Duration::from_millis(5).min(end - self.now);
+            self.now += step;
+            for p in &mut self.peers {
+                let _ = p.rtc.handle_input(Input::Timeout(self.now));
+                let out = drain_peer(p);
+                p.outbox.extend(out);
+            }
+            self.shard.handle_timeout(self.now);
+            self.exchange();
+        }
+    }
+
+    /// Run until every peer is connected, or panic after `limit` of fake time.
+    pub fn connect_all(&mut self, limit: Duration) {
+        let end = self.now + limit;
+        while self.now < end {
+            self.advance(Duration::from_millis(10));
+            if self.peers.iter().all(|p| p.connected) {
+                // Let MediaAdded and the viewers' stream setup settle.
+                self.advance(Duration::from_millis(50));
+                return;
+            }
+        }
+        panic!("peers did not connect within {limit:?}");
+    }
+
+    fn pt(&self, peer: usize, mid: Mid, codec: Codec) -> Pt {
+        let rtc = &self.peers[peer].rtc;
+        let remote = rtc.media(mid).expect("media").remote_pts().to_vec();
+        rtc.codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == codec && remote.contains(&p.pt()))
+            .map(|p| p.pt())
+            .expect("negotiated pt")
+    }
+
+    /// Have a publisher write `n` video packets of `len` bytes; returns the
+    /// encrypted datagrams it would send (not yet delivered).
+    pub fn publisher_datagrams(&mut self, peer: usize, n: usize, len: usize) -> Vec<Vec<u8>> {
+        let mid = self.peers[peer].video.expect("video");
+        let pt = self.pt(peer, mid, Codec::Vp8);
+        let now = self.now;
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let p = &mut self.peers[peer];
+            let seq: SeqNo = p.seq.into();
+            let ts = (p.seq / 4 * 3000) as u32;
+            p.seq += 1;
+            let mut payload = vec![0u8; len];
+            payload[0] = if i % 4 == 0 { 0x10 } else { 0 };
+            payload[1..9].copy_from_slice(&(p.seq).to_be_bytes());
+            let mut direct = p.rtc.direct_api();
+            let tx = direct.stream_tx_by_mid(mid, None).expect("stream tx");
+            tx.write_rtp(RtpWrite::new(pt, seq, ts, now, payload).marker(i % 4 == 3));
+            out.extend(drain_peer(p));
+            let _ = p.rtc.handle_input(Input::Timeout(now));
+            out.extend(drain_peer(p));
+        }
+        out
+    }
+
+    /// Hand datagrams from `peer` to the shard as one receive batch and run
+    /// the turn; returns the datagrams the shard produced (left in `transmits`).
+    pub fn feed(&mut self, peer: usize, datagrams: &[Vec<u8>]) -> usize {
+        let addr = self.peers[peer].addr;
+        for d in datagrams {
+            self.shard.handle_datagram(self.now, addr, d);
+        }
+        self.shard.handle_timeout(self.now);
+        self.shard.transmits().len()
+    }
+}
+
+/// Drain a peer's output; return its datagrams and record its events.
+fn drain_peer(p: &mut Peer) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        match p.rtc.poll_output() {
+            Ok(Output::Transmit(t)) => out.push(t.contents.into()),
+            Ok(Output::Timeout(_)) | Err(_) => break,
+            Ok(Output::Event(e)) => match e {
+                Event::Connected => p.connected = true,
+                Event::RtpPacket(pkt) => {
+                    p.received_count += 1;
+                    if !p.count_only {
+                        p.received.push((
+                            *pkt.header.ssrc,
+                            pkt.header.sequence_number,
+                            pkt.payload.len(),
+                        ));
+                    }
+                }
+                Event::KeyframeRequest(_) => p.keyframe_requests += 1,
+                _ => {}
+            },
+        }
+    }
+    out
+}

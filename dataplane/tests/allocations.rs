@@ -1,0 +1,83 @@
+//! Heap allocations on the Sans-IO forward path in steady state, counted by a
+//! wrapping global allocator.
+//!
+//! sluice's own code must add none per forwarded packet. str0m allocates the
+//! encrypted output buffer of each datagram (`Transmit` owns a `Vec<u8>`) and
+//! the payload `Arc` of each packet it receives; the bounds below allow exactly
+//! those and nothing else.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sluice_dataplane::testkit::Harness;
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: delegates every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn forwarding_allocates_only_strom_output_buffers_in_steady_state() {
+    let mut h = Harness::new();
+    let publisher = h.add_publisher();
+    let viewers = 20;
+    for _ in 0..viewers {
+        let v = h.add_viewer();
+        h.peers[v].count_only = true;
+    }
+    h.connect_all(Duration::from_secs(5));
+    // Warm up queues, caches and scratch buffers.
+    for _ in 0..20 {
+        let d = h.publisher_datagrams(publisher, 8, 1100);
+        h.feed(publisher, &d);
+        h.shard.transmits().clear();
+        h.now += Duration::from_millis(1);
+    }
+    let turns = 50;
+    let per_turn = 8;
+    let mut measured = 0;
+    let mut forwarded = 0;
+    for _ in 0..turns {
+        let d = h.publisher_datagrams(publisher, per_turn, 1100);
+        let before_fwd = h.shard.counters().rtp_forwarded;
+        let before = ALLOCS.load(Ordering::Relaxed);
+        let produced = h.feed(publisher, &d);
+        measured += ALLOCS.load(Ordering::Relaxed) - before;
+        forwarded += h.shard.counters().rtp_forwarded - before_fwd;
+        assert!(produced >= per_turn * viewers, "{produced}");
+        h.shard.transmits().clear();
+        h.now += Duration::from_millis(1);
+    }
+    let received = (turns * per_turn) as u64;
+    assert_eq!(forwarded, received * viewers as u64);
+    let per_packet = measured as f64 / forwarded as f64;
+    // One output buffer per forwarded datagram, plus per received packet the
+    // payload Arc (and str0m's own bookkeeping on the publisher side).
+    let allowed = forwarded + 3 * received;
+    println!("allocations: {measured} for {forwarded} forwarded packets ({per_packet:.3} each)");
+    assert!(
+        measured <= allowed,
+        "{measured} allocations for {forwarded} forwarded packets ({per_packet:.3} each), allowed {allowed}"
+    );
+}

@@ -1,0 +1,73 @@
+//! The Sans-IO forward path, driven in memory on a fake clock.
+
+use std::time::Duration;
+
+use sluice_dataplane::testkit::Harness;
+
+#[test]
+fn every_viewer_gets_every_packet_in_order_on_a_fake_clock() {
+    let mut h = Harness::new();
+    let publisher = h.add_publisher();
+    let viewers: Vec<usize> = (0..3).map(|_| h.add_viewer()).collect();
+    h.connect_all(Duration::from_secs(5));
+    let datagrams = h.publisher_datagrams(publisher, 100, 1000);
+    assert_eq!(datagrams.len(), 100);
+    h.feed(publisher, &datagrams);
+    h.exchange();
+    for &v in &viewers {
+        let got = &h.peers[v].received;
+        assert_eq!(got.len(), 100, "viewer {v}");
+        assert!(got.iter().all(|(_, _, len)| *len == 1000));
+        for w in got.windows(2) {
+            assert_eq!(w[1].1, w[0].1.wrapping_add(1), "viewer {v} in order");
+        }
+    }
+    assert_eq!(h.shard.counters().rtp_forwarded, 300);
+    assert_eq!(h.undeliverable, 0);
+}
+
+#[test]
+fn a_viewer_that_leaves_stops_receiving_and_frees_its_slot() {
+    let mut h = Harness::new();
+    let publisher = h.add_publisher();
+    let a = h.add_viewer();
+    let b = h.add_viewer();
+    h.connect_all(Duration::from_secs(5));
+    let id = h.peers[b].id;
+    h.shard
+        .handle_command(h.now, sluice_dataplane::Command::RemoveSession(id));
+    assert_eq!(h.shard.session_count(), 2);
+    let d = h.publisher_datagrams(publisher, 10, 500);
+    h.feed(publisher, &d);
+    h.exchange();
+    assert_eq!(h.peers[a].received.len(), 10);
+    assert_eq!(h.peers[b].received.len(), 0);
+    assert_eq!(h.stream.viewer_total(), 1);
+    assert_eq!(
+        h.shard.poll_event(),
+        Some(sluice_dataplane::ShardEvent::Connected { id: h.peers[0].id })
+    );
+}
+
+#[test]
+fn joining_viewer_triggers_one_throttled_pli_at_the_publisher() {
+    let mut h = Harness::new();
+    let publisher = h.add_publisher();
+    h.connect_all(Duration::from_secs(5));
+    // The publisher's video track becomes known with its first packet.
+    let d = h.publisher_datagrams(publisher, 4, 500);
+    h.feed(publisher, &d);
+    for _ in 0..5 {
+        h.add_viewer();
+    }
+    h.connect_all(Duration::from_secs(5));
+    h.advance(Duration::from_millis(100));
+    assert_eq!(h.peers[publisher].keyframe_requests, 1);
+    assert_eq!(h.shard.counters().keyframe_requests, 1);
+    // After the throttle window a new joiner may ask again.
+    h.advance(Duration::from_millis(600));
+    h.add_viewer();
+    h.connect_all(Duration::from_secs(5));
+    h.advance(Duration::from_millis(100));
+    assert_eq!(h.peers[publisher].keyframe_requests, 2);
+}
