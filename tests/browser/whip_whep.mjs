@@ -1,0 +1,244 @@
+// Browser end-to-end: Chromium publishes its fake camera and microphone over WHIP, a
+// second page watches over WHEP, and both sides' getStats() must show media flowing.
+// Stopping the publisher must remove its session from the server's admin API.
+//
+// Expects a sluice server already listening (tests/suites/browser.sh starts one inside a
+// network namespace that has only loopback).
+//
+// Environment:
+//   SLUICE_URL     base URL of the server (default https://127.0.0.1:8443)
+//   CHROMIUM       browser executable (default /usr/bin/chromium)
+//   ARTIFACTS_DIR  where the screenshot and the console log go (default tests/artifacts)
+//   E2E_DEADLINE_MS  hard limit for the whole script (default 100000)
+
+import { chromium } from 'playwright-core';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const BASE = (process.env.SLUICE_URL || 'https://127.0.0.1:8443').replace(/\/+$/, '');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ARTIFACTS = resolve(process.env.ARTIFACTS_DIR || join(HERE, '..', 'artifacts'));
+const DEADLINE_MS = Number(process.env.E2E_DEADLINE_MS || 100_000);
+const STREAM = 'e2e';
+
+const CONNECT_TIMEOUT_MS = 20_000; // ICE + DTLS on loopback takes well under a second
+const FIRST_FRAME_TIMEOUT_MS = 15_000;
+const MEASURE_MS = 5_000;
+const MIN_FRAMES_IN_WINDOW = 30; // ~100 arrive here (the fake camera sends 20 fps); slack for slow hosts
+const SESSION_GONE_TIMEOUT_MS = 5_000;
+
+// Flags from DESIGN.md's browser recipe; the certificate is self-signed (rcgen at start).
+const CHROMIUM_ARGS = [
+  '--headless=new',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--disable-dev-shm-usage',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
+  '--ignore-certificate-errors',
+];
+
+const started = Date.now();
+const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)}s`;
+const log = (msg) => console.log(`[${elapsed()}] ${msg}`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+class CheckFailed extends Error {}
+
+let lastOk = 'nothing yet';
+
+function check(ok, what, detail) {
+  if (!ok) throw new CheckFailed(`${what}${detail ? ` (${detail})` : ''}`);
+  log(`ok: ${what}${detail ? ` (${detail})` : ''}`);
+  lastOk = what;
+}
+
+// Polls `probe` until `done(value)` holds; returns the last value either way.
+async function pollUntil(probe, done, timeoutMs, periodMs = 250) {
+  const end = Date.now() + timeoutMs;
+  let value = await probe();
+  while (!done(value) && Date.now() < end) {
+    await sleep(periodMs);
+    value = await probe();
+  }
+  return value;
+}
+
+const consoleLines = [];
+function recordConsole(page, name) {
+  page.on('console', (m) => {
+    // 'verbose' is Chromium's DOM lint (e.g. autocomplete hints), noise for this test.
+    if (m.type() !== 'verbose') consoleLines.push(`[${elapsed()}] ${name} ${m.type()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => consoleLines.push(`[${elapsed()}] ${name} pageerror: ${e.message}`));
+  page.on('crash', () => consoleLines.push(`[${elapsed()}] ${name} CRASHED`));
+}
+
+const stats = (page) => page.evaluate(() => window.sluice.stats());
+const pageState = (page) => page.evaluate(() => ({ ...window.sluice.state }));
+
+async function adminSessions(request) {
+  const resp = await request.get(`${BASE}/admin/sessions`, { timeout: 5_000 });
+  const body = await resp.text();
+  if (!resp.ok()) throw new CheckFailed(`GET /admin/sessions: ${resp.status()} ${body.trim()}`);
+  const list = JSON.parse(body);
+  if (!Array.isArray(list)) throw new CheckFailed(`GET /admin/sessions: not an array: ${body}`);
+  return list;
+}
+
+const isOurPublisher = (s) => s.role === 'publisher' && s.stream === STREAM;
+const isOurViewer = (s) => s.role === 'viewer' && s.stream === STREAM;
+
+async function waitConnected(page, key, name) {
+  const st = await pollUntil(
+    () => pageState(page),
+    (s) => s[key] === 'connected' || s[key] === 'error' || s[key] === 'failed',
+    CONNECT_TIMEOUT_MS,
+  );
+  const error = st[`${key}Error`];
+  check(st[key] === 'connected', `${name} connected`, st[key] === 'connected' ? '' : `state ${st[key]}${error ? `: ${error}` : ''}`);
+}
+
+async function run(context) {
+  const request = context.request;
+  const publisher = await context.newPage();
+  recordConsole(publisher, 'publisher');
+  const viewer = await context.newPage();
+  recordConsole(viewer, 'viewer');
+
+  await publisher.goto(`${BASE}/?publish=${STREAM}`, { timeout: 10_000 });
+  await viewer.goto(`${BASE}/?watch=${STREAM}`, { timeout: 10_000 });
+  await viewer.bringToFront();
+
+  await waitConnected(publisher, 'publish', 'publisher');
+  await waitConnected(viewer, 'watch', 'viewer');
+
+  const sessions = await adminSessions(request);
+  check(sessions.some(isOurPublisher), 'admin API lists the publisher', JSON.stringify(sessions));
+  check(sessions.some(isOurViewer), 'admin API lists the viewer');
+
+  // The viewer may have joined before the publisher's first keyframe was forwarded.
+  const first = await pollUntil(
+    () => stats(viewer),
+    (s) => s.framesDecoded > 0,
+    FIRST_FRAME_TIMEOUT_MS,
+  );
+  check(first.framesDecoded > 0, 'viewer decodes a first frame', JSON.stringify(first));
+
+  const pub0 = await stats(publisher);
+  const view0 = await stats(viewer);
+  await sleep(MEASURE_MS);
+  const pub1 = await stats(publisher);
+  const view1 = await stats(viewer);
+  log(`publisher stats: ${JSON.stringify(pub1)}`);
+  log(`viewer stats: ${JSON.stringify(view1)}`);
+
+  check(pub1.framesEncoded > pub0.framesEncoded, 'publisher framesEncoded increases',
+    `${pub0.framesEncoded} -> ${pub1.framesEncoded}`);
+  check(pub1.bytesSent > pub0.bytesSent, 'publisher bytesSent increases',
+    `${pub0.bytesSent} -> ${pub1.bytesSent}`);
+  const decoded = view1.framesDecoded - view0.framesDecoded;
+  check(decoded >= MIN_FRAMES_IN_WINDOW,
+    `viewer decodes >= ${MIN_FRAMES_IN_WINDOW} frames in ${MEASURE_MS / 1000} s`,
+    `${decoded} frames`);
+  check(view1.frameWidth > 0 && view1.frameHeight > 0, 'viewer frame size is known',
+    `${view1.frameWidth}x${view1.frameHeight}`);
+  check(view1.audioPacketsReceived > view0.audioPacketsReceived, 'viewer receives audio',
+    `${view0.audioPacketsReceived} -> ${view1.audioPacketsReceived} packets`);
+  check(view1.videoPacketsReceived > view0.videoPacketsReceived, 'viewer receives video',
+    `${view0.videoPacketsReceived} -> ${view1.videoPacketsReceived} packets`);
+
+  // The <video> element must actually be playing what was decoded.
+  const video = await viewer.evaluate(() => {
+    const v = document.getElementById('remote-video');
+    return { width: v.videoWidth, height: v.videoHeight, paused: v.paused, time: v.currentTime };
+  });
+  check(video.width > 0 && !video.paused && video.time > 0, 'viewer <video> is playing',
+    JSON.stringify(video));
+
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const shot = join(ARTIFACTS, 'whip_whep.png');
+  await viewer.screenshot({ path: shot, fullPage: true, timeout: 10_000 });
+  log(`screenshot: ${shot}`);
+
+  await publisher.click('#publish-stop', { timeout: 5_000 });
+  const afterStop = await pollUntil(
+    () => adminSessions(request),
+    (list) => !list.some(isOurPublisher),
+    SESSION_GONE_TIMEOUT_MS,
+  );
+  check(!afterStop.some(isOurPublisher), 'publisher session removed after Stop',
+    JSON.stringify(afterStop));
+  const pubState = await pageState(publisher);
+  check(pubState.publish === 'idle', 'publisher page is idle after Stop', pubState.publish);
+
+  // Leave nothing behind, so the server's SIGTERM drain has no session to wait for.
+  await viewer.click('#watch-stop', { timeout: 5_000 });
+  const afterWatchStop = await pollUntil(
+    () => adminSessions(request),
+    (list) => !list.some(isOurViewer),
+    SESSION_GONE_TIMEOUT_MS,
+  );
+  check(!afterWatchStop.some(isOurViewer), 'viewer session removed after Stop',
+    JSON.stringify(afterWatchStop));
+}
+
+async function main() {
+  const profile = mkdtempSync(join(tmpdir(), 'sluice-chromium-'));
+  let context;
+  let failure = null;
+  const deadline = setTimeout(() => {
+    console.log(`FAIL whip_whep: deadline of ${DEADLINE_MS / 1000} s exceeded; last passed check: ${lastOk}`);
+    console.log('browser: 0 passed, 1 failed');
+    process.exit(1);
+  }, DEADLINE_MS);
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: CHROMIUM_ARGS,
+      ignoreHTTPSErrors: true,
+      viewport: { width: 1280, height: 800 },
+      timeout: 30_000,
+    });
+    log(`chromium ${context.browser()?.version() ?? ''} started`);
+    await run(context);
+  } catch (err) {
+    failure = err;
+  } finally {
+    await context?.close().catch(() => {});
+    rmSync(profile, { recursive: true, force: true });
+    clearTimeout(deadline);
+  }
+
+  try {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    writeFileSync(join(ARTIFACTS, 'whip_whep.console.log'), consoleLines.join('\n') + '\n');
+  } catch {
+    // the console log is a convenience; its absence must not hide the result
+  }
+
+  if (failure) {
+    const why = failure instanceof CheckFailed ? failure.message : failure.stack || String(failure);
+    console.log(`FAIL whip_whep: ${why}`);
+    if (consoleLines.length) {
+      console.log('--- browser console (last 40 lines) ---');
+      console.log(consoleLines.slice(-40).join('\n'));
+    }
+    console.log('browser: 0 passed, 1 failed');
+    process.exit(1);
+  }
+  log('PASS whip_whep');
+  console.log('browser: 1 passed, 0 failed');
+}
+
+await main();
