@@ -117,3 +117,10 @@ pub async fn drain(State(app): State<Arc<App>>, headers: HeaderMap) -> Response 
     app.draining.store(true, Ordering::SeqCst);
     json(serde_json::json!({"draining": true, "sessions": app.registry().session_count()}))
 }
+
+pub async fn rooms(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(r) = check(&app, &headers) {
+        return r;
+    }
+    json(app.rooms.summary())
+}

@@ -23,7 +23,11 @@ type AppState = Arc<App>;
 pub fn router(app: AppState) -> Router {
     let max_body = app.config.max_body;
     Router::new()
-        .route("/", get(crate::web::index))
+        .route("/", get(crate::web::room))
+        .route("/room.js", get(crate::web::room_js))
+        .route("/room.css", get(crate::web::room_css))
+        .route("/broadcast", get(crate::web::index))
+        .route("/ws", get(crate::rooms::ws_handler))
         .route("/app.js", get(crate::web::app_js))
         .route("/style.css", get(crate::web::style_css))
         .route("/healthz", get(healthz))
@@ -62,6 +66,7 @@ pub fn router(app: AppState) -> Router {
             axum::routing::delete(crate::admin::kick),
         )
         .route("/admin/drain", post(crate::admin::drain))
+        .route("/admin/rooms", get(crate::admin::rooms))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::map_response(cors))
@@ -285,9 +290,10 @@ fn create_session(
     let sent = handle.send(Command::AddSession(Box::new(NewSession {
         id,
         role,
-        stream: shared,
+        stream: Some(shared),
         ice_ufrag: negotiated.ufrag,
         rtc: negotiated.rtc,
+        pending: None,
     })));
     if !sent {
         app.registry().remove(id);

@@ -10,6 +10,7 @@ pub mod http;
 pub mod metrics;
 pub mod negotiate;
 pub mod registry;
+pub mod rooms;
 pub mod server;
 pub mod tls;
 pub mod web;

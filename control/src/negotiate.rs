@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use ring::rand::{SecureRandom, SystemRandom};
-use str0m::change::SdpOffer;
+use str0m::change::{SdpOffer, SdpPendingOffer};
+use str0m::media::{Direction, MediaKind, Mid};
 use str0m::config::DtlsCert;
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 
@@ -28,6 +29,15 @@ pub const CODECS: &str = "Opus, VP8, H264, VP9, AV1";
 pub struct Negotiator {
     cert: DtlsCert,
     rng: SystemRandom,
+}
+
+/// A session whose offer we made; the answer is applied on its shard.
+pub struct Offered {
+    pub rtc: Rtc,
+    pub ufrag: String,
+    pub pending: SdpPendingOffer,
+    pub sdp: String,
+    pub mids: Vec<Mid>,
 }
 
 /// A negotiated session ready to move to its shard.
@@ -84,6 +94,30 @@ impl Negotiator {
             .enable_h264(true)
             .enable_vp9(true)
             .enable_av1(true)
+    }
+
+    /// Make an offer that sends media of `kinds` (a room's receive transport).
+    pub fn offer(&self, kinds: &[MediaKind], candidate: SocketAddr) -> Result<Offered, NegotiateError> {
+        let ufrag = self.random_token(8);
+        let mut rtc = self.config(&ufrag).build(Instant::now());
+        let cand = Candidate::host(candidate, "udp")
+            .map_err(|e| NegotiateError::Unsupported(format!("bad candidate address: {e}")))?;
+        rtc.add_local_candidate(cand);
+        let mut api = rtc.sdp_api();
+        let mids = kinds
+            .iter()
+            .map(|k| api.add_media(*k, Direction::SendOnly, None, None, None))
+            .collect();
+        let (offer, pending) = api
+            .apply()
+            .ok_or_else(|| NegotiateError::Unsupported("nothing to offer".into()))?;
+        Ok(Offered {
+            rtc,
+            ufrag,
+            pending,
+            sdp: offer.to_sdp_string(),
+            mids,
+        })
     }
 
     /// Answer `offer`. `publish` says which way media must flow.
@@ -144,15 +178,16 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").to_string()
 }
 
-struct MediaSection {
-    kind: String,
-    port: String,
-    sends: bool,
-    receives: bool,
+pub(crate) struct MediaSection {
+    pub kind: String,
+    pub port: String,
+    pub sends: bool,
+    pub receives: bool,
+    pub mid: Option<String>,
 }
 
 /// The m= sections of an SDP and their direction (session-level default sendrecv).
-fn media_sections(sdp: &str) -> Vec<MediaSection> {
+pub(crate) fn media_sections(sdp: &str) -> Vec<MediaSection> {
     let mut out: Vec<MediaSection> = Vec::new();
     let mut dir_seen = false;
     let finish = |out: &mut Vec<MediaSection>, dir_seen: bool| {
@@ -174,8 +209,13 @@ fn media_sections(sdp: &str) -> Vec<MediaSection> {
                 port: it.next().unwrap_or("").to_string(),
                 sends: false,
                 receives: false,
+                mid: None,
             });
         } else if let Some(m) = out.last_mut() {
+            if let Some(mid) = line.strip_prefix("a=mid:") {
+                m.mid = Some(mid.trim().to_string());
+                continue;
+            }
             let (s, r) = match line {
                 "a=sendrecv" => (true, true),
                 "a=sendonly" => (true, false),

@@ -150,6 +150,16 @@ impl Registry {
             .unwrap_or(ShardId(0))
     }
 
+    /// Record a session that belongs to no single stream (a room's receive transport).
+    pub fn register_unindexed(&mut self, entry: SessionEntry, max_sessions: usize) -> Result<(), RegisterError> {
+        if max_sessions > 0 && self.sessions.len() >= max_sessions {
+            return Err(RegisterError::AtCapacity);
+        }
+        *self.load.entry(entry.shard).or_insert(0) += 1;
+        self.sessions.insert(entry.id, entry);
+        Ok(())
+    }
+
     pub fn mark_connected(&mut self, id: SessionId) {
         if let Some(s) = self.sessions.get_mut(&id) {
             s.connected = true;

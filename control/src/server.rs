@@ -20,6 +20,7 @@ pub struct App {
     pub config: Config,
     pub dataplane: Dataplane,
     pub registry: Mutex<Registry>,
+    pub rooms: crate::rooms::Rooms,
     pub negotiator: Negotiator,
     pub tokens: Option<TokenKey>,
     pub draining: AtomicBool,
@@ -98,6 +99,7 @@ impl Server {
             config: config.clone(),
             dataplane,
             registry: Mutex::new(Registry::default()),
+            rooms: crate::rooms::Rooms::default(),
             tokens,
             draining: AtomicBool::new(false),
             started: Instant::now(),
@@ -110,6 +112,10 @@ impl Server {
                 // Ends when every shard has dropped its sender, or the app is gone.
                 while let Ok((_shard, ev)) = ev_rx.recv() {
                     let Some(app) = weak.upgrade() else { break };
+                    if let ShardEvent::AudioLevel { id, level, .. } = ev {
+                        app.rooms.handle_level(id, level);
+                        continue;
+                    }
                     let mut reg = app.registry();
                     match ev {
                         ShardEvent::Connected { id } => reg.mark_connected(id),
@@ -118,6 +124,7 @@ impl Server {
                                 tracing::info!(session = %id, role = e.role.as_str(), stream = %e.stream, ?reason, "session ended");
                             }
                         }
+                        ShardEvent::AudioLevel { .. } => {}
                     }
                 }
             })?;

@@ -6,6 +6,24 @@ use axum::response::IntoResponse;
 const INDEX: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
 const STYLE: &str = include_str!("../web/style.css");
+const ROOM: &str = include_str!("../web/room.html");
+const ROOM_JS: &str = include_str!("../web/room.js");
+const ROOM_CSS: &str = include_str!("../web/room.css");
+
+pub async fn room() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], ROOM)
+}
+
+pub async fn room_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        ROOM_JS,
+    )
+}
+
+pub async fn room_css() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], ROOM_CSS)
+}
 
 pub async fn index() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX)

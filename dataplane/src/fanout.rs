@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use str0m::format::{Codec, PayloadParams};
-use str0m::media::{MediaKind, Pt};
+use str0m::media::{MediaKind, Mid, Pt};
 
 use crate::ids::{ShardId, StreamId};
 
@@ -18,6 +18,8 @@ pub const MAX_SHARDS: usize = 64;
 pub struct FwdPacket {
     pub stream: StreamId,
     pub kind: MediaKind,
+    /// The publisher's media section this packet belongs to.
+    pub mid: Mid,
     /// Identifies the publisher session the packet came from; viewers rebase
     /// sequence numbers and timestamps when it changes.
     pub epoch: u32,

@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
@@ -53,10 +54,25 @@ impl ShardConfig {
 pub struct NewSession {
     pub id: SessionId,
     pub role: Role,
-    pub stream: Arc<StreamShared>,
+    /// A publisher's stream, or the one stream a WHEP viewer watches (its
+    /// tracks bind by kind). `None` for a room's receive transport, whose
+    /// tracks are bound one by one with [`Command::Subscribe`].
+    pub stream: Option<Arc<StreamShared>>,
     /// Our ICE ufrag; a new flow's STUN USERNAME names it.
     pub ice_ufrag: String,
     pub rtc: Rtc,
+    /// When we made the offer: the answer arrives later with [`Command::AcceptAnswer`].
+    pub pending: Option<SdpPendingOffer>,
+}
+
+/// Called once with the outcome of a command that needs an answer.
+pub type Reply<T> = Box<dyn FnOnce(Result<T, String>) + Send>;
+
+/// A new offer from the server side of a session and the mids it added.
+#[derive(Debug, Clone)]
+pub struct ServerOffer {
+    pub sdp: String,
+    pub mids: Vec<Mid>,
 }
 
 /// Instructions from the control plane or from other shards.
@@ -66,6 +82,31 @@ pub enum Command {
     RemoveSession(SessionId),
     /// A viewer somewhere wants a keyframe of this stream's publisher (on this shard).
     RequestKeyframe(StreamId),
+    /// Bind a sending `mid` of a receive session to a publisher's track.
+    Subscribe {
+        id: SessionId,
+        mid: Mid,
+        kind: MediaKind,
+        stream: Arc<StreamShared>,
+        source_mid: Mid,
+    },
+    /// Stop forwarding to `mid`; it may be bound again later.
+    Unsubscribe {
+        id: SessionId,
+        mid: Mid,
+    },
+    /// Renegotiate: add sending media of these kinds; replies with the offer.
+    AddMedia {
+        id: SessionId,
+        kinds: Vec<MediaKind>,
+        reply: Reply<ServerOffer>,
+    },
+    /// Complete an offer this side made.
+    AcceptAnswer {
+        id: SessionId,
+        answer: SdpAnswer,
+        reply: Reply<()>,
+    },
 }
 
 /// Why a session ended.
@@ -84,8 +125,20 @@ pub enum CloseReason {
 /// What a shard tells the control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShardEvent {
-    Connected { id: SessionId },
-    Closed { id: SessionId, reason: CloseReason },
+    Connected {
+        id: SessionId,
+    },
+    Closed {
+        id: SessionId,
+        reason: CloseReason,
+    },
+    /// A publisher's loudest audio level (RFC 6464, -dBov: 0 loudest, 127 silence)
+    /// over the last interval, with voice activity if the sender flags it.
+    AudioLevel {
+        id: SessionId,
+        level: u8,
+        voice: bool,
+    },
 }
 
 /// Messages for other shards, produced by the core and sent by the runtime.
@@ -105,11 +158,16 @@ pub struct Datagram {
 struct PubTrack {
     ssrc: Ssrc,
     kind: MediaKind,
+    mid: Mid,
 }
 
 struct ViewerTrack {
     mid: Mid,
     kind: MediaKind,
+    /// (stream, publisher mid, publisher epoch) currently forwarded to this mid.
+    source: Option<(StreamId, Mid, u32)>,
+    /// Binds to whichever track of the session's stream has this kind (WHEP).
+    auto: bool,
     ssrc: Option<Ssrc>,
     rebase: Rebase,
     /// (publisher epoch, publisher pt) → our pt; None when we lack that codec.
@@ -119,7 +177,12 @@ struct ViewerTrack {
 struct Session {
     id: SessionId,
     role: Role,
-    stream: Arc<StreamShared>,
+    stream: Option<Arc<StreamShared>>,
+    /// Streams this viewer receives from (counted in their per-shard viewer counts).
+    subscriptions: Vec<Arc<StreamShared>>,
+    pending: Option<SdpPendingOffer>,
+    /// Loudest audio level since the last report, and voice activity.
+    audio_peak: Option<(u8, bool)>,
     ufrag: String,
     rtc: Box<Rtc>,
     addrs: Vec<SocketAddr>,
@@ -158,7 +221,11 @@ pub struct Shard {
     events: Vec<ShardEvent>,
     counters: Counters,
     scratch_keys: Vec<u32>,
+    last_level_report: Instant,
 }
+
+/// How often publishers' audio levels are reported.
+const LEVEL_INTERVAL: Duration = Duration::from_millis(300);
 
 impl Shard {
     pub fn new(cfg: ShardConfig, now: Instant) -> Self {
@@ -181,6 +248,7 @@ impl Shard {
             events: Vec::new(),
             counters: Counters::default(),
             scratch_keys: Vec::new(),
+            last_level_report: now,
         }
     }
 
@@ -225,6 +293,87 @@ impl Shard {
                 }
             }
             Command::RequestKeyframe(stream) => self.request_keyframe_local(now, stream),
+            Command::Subscribe {
+                id,
+                mid,
+                kind,
+                stream,
+                source_mid,
+            } => {
+                if let Some(&key) = self.by_id.get(&id) {
+                    self.bind_track(now, key, mid, kind, Some((stream, source_mid)));
+                }
+            }
+            Command::Unsubscribe { id, mid } => {
+                if let Some(&key) = self.by_id.get(&id) {
+                    let kind = self.slab[key as usize]
+                        .as_ref()
+                        .and_then(|s| s.viewer_tracks.iter().find(|t| t.mid == mid))
+                        .map(|t| t.kind);
+                    if let Some(kind) = kind {
+                        self.bind_track(now, key, mid, kind, None);
+                    }
+                }
+            }
+            Command::AddMedia { id, kinds, reply } => {
+                let Some(&key) = self.by_id.get(&id) else {
+                    return reply(Err("no such session".into()));
+                };
+                let s = self.slab[key as usize].as_mut().expect("indexed");
+                if s.pending.is_some() {
+                    return reply(Err("an offer is already pending".into()));
+                }
+                let mut api = s.rtc.sdp_api();
+                let mids: Vec<Mid> = kinds
+                    .iter()
+                    .map(|k| api.add_media(*k, Direction::SendOnly, None, None, None))
+                    .collect();
+                match api.apply() {
+                    Some((offer, pending)) => {
+                        s.pending = Some(pending);
+                        for (mid, kind) in mids.iter().zip(&kinds) {
+                            s.viewer_tracks.push(ViewerTrack::new(*mid, *kind, false));
+                        }
+                        reply(Ok(ServerOffer {
+                            sdp: offer.to_sdp_string(),
+                            mids,
+                        }));
+                    }
+                    None => reply(Err("nothing to offer".into())),
+                }
+                self.drive(key, now);
+            }
+            Command::AcceptAnswer { id, answer, reply } => {
+                let Some(&key) = self.by_id.get(&id) else {
+                    return reply(Err("no such session".into()));
+                };
+                let s = self.slab[key as usize].as_mut().expect("indexed");
+                let Some(pending) = s.pending.take() else {
+                    return reply(Err("no offer is pending".into()));
+                };
+                match s.rtc.sdp_api().accept_answer(pending, answer) {
+                    Ok(()) => {
+                        // Tracks offered before the answer now have their send streams.
+                        for t in &mut s.viewer_tracks {
+                            if t.ssrc.is_none() {
+                                t.ssrc = s
+                                    .rtc
+                                    .direct_api()
+                                    .stream_tx_by_mid(t.mid, None)
+                                    .map(|x| x.ssrc());
+                                if let Some(ssrc) = t.ssrc {
+                                    if let Some(tx) = s.rtc.direct_api().stream_tx(&ssrc) {
+                                        tx.set_rtx_cache(512, Duration::from_secs(1), Some(0.15));
+                                    }
+                                }
+                            }
+                        }
+                        reply(Ok(()))
+                    }
+                    Err(e) => reply(Err(e.to_string())),
+                }
+                self.drive(key, now);
+            }
         }
     }
 
@@ -311,6 +460,7 @@ impl Shard {
         self.expired = expired;
         self.flush_pending(now);
         self.flush_out_batches();
+        self.report_levels(now);
     }
 
     // --------------------------------------------------------------- outputs
@@ -355,15 +505,18 @@ impl Shard {
                 (self.slab.len() - 1) as u32
             }
         };
-        let stream_id = new.stream.id;
-        match new.role {
-            Role::Viewer => {
-                new.stream.add_viewer(self.cfg.id);
-                self.viewers.entry(stream_id).or_default().push(key);
-            }
-            Role::Publisher => {
-                // The control plane guarantees one publisher per stream.
-                self.publishers.insert(stream_id, key);
+        let mut subscriptions = Vec::new();
+        if let Some(stream) = &new.stream {
+            match new.role {
+                Role::Viewer => {
+                    stream.add_viewer(self.cfg.id);
+                    self.viewers.entry(stream.id).or_default().push(key);
+                    subscriptions.push(stream.clone());
+                }
+                Role::Publisher => {
+                    // The control plane guarantees one publisher per stream.
+                    self.publishers.insert(stream.id, key);
+                }
             }
         }
         self.by_ufrag.insert(new.ice_ufrag.clone(), key);
@@ -372,6 +525,9 @@ impl Shard {
             id: new.id,
             role: new.role,
             stream: new.stream,
+            subscriptions,
+            pending: new.pending,
+            audio_peak: None,
             ufrag: new.ice_ufrag,
             rtc: Box::new(new.rtc),
             addrs: Vec::new(),
@@ -395,6 +551,82 @@ impl Shard {
         let ufrag = stun::binding_request_local_ufrag(data)?;
         let ufrag = std::str::from_utf8(ufrag).ok()?;
         self.by_ufrag.get(ufrag).copied()
+    }
+
+    fn unsubscribe_stream(&mut self, key: u32, stream: &StreamShared) {
+        stream.remove_viewer(self.cfg.id);
+        if let Some(v) = self.viewers.get_mut(&stream.id) {
+            v.retain(|&k| k != key);
+            if v.is_empty() {
+                self.viewers.remove(&stream.id);
+            }
+        }
+    }
+
+    /// Point `mid` of a receive session at a publisher's track (or at nothing),
+    /// keeping the session's stream subscriptions and the shared counts right.
+    fn bind_track(
+        &mut self,
+        now: Instant,
+        key: u32,
+        mid: Mid,
+        kind: MediaKind,
+        source: Option<(Arc<StreamShared>, Mid)>,
+    ) {
+        let Some(s) = self.slab[key as usize].as_mut() else {
+            return;
+        };
+        if !s.viewer_tracks.iter().any(|t| t.mid == mid) {
+            let mut t = ViewerTrack::new(mid, kind, false);
+            t.ssrc = s
+                .rtc
+                .direct_api()
+                .stream_tx_by_mid(mid, None)
+                .map(|x| x.ssrc());
+            if let Some(ssrc) = t.ssrc {
+                if let Some(tx) = s.rtc.direct_api().stream_tx(&ssrc) {
+                    tx.set_rtx_cache(512, Duration::from_secs(1), Some(0.15));
+                }
+            }
+            s.viewer_tracks.push(t);
+        }
+        let t = s
+            .viewer_tracks
+            .iter_mut()
+            .find(|t| t.mid == mid)
+            .expect("just ensured");
+        t.auto = false;
+        t.source = source.as_ref().map(|(st, m)| (st.id, *m, 0));
+        t.pt_cache.clear();
+        // Subscriptions follow the set of streams the tracks point at.
+        let wanted: Vec<StreamId> = s
+            .viewer_tracks
+            .iter()
+            .filter_map(|t| t.source.map(|x| x.0))
+            .collect();
+        let auto_stream = s.stream.as_ref().map(|x| x.id);
+        let (keep, drop): (Vec<_>, Vec<_>) = std::mem::take(&mut s.subscriptions)
+            .into_iter()
+            .partition(|x| wanted.contains(&x.id) || Some(x.id) == auto_stream);
+        s.subscriptions = keep;
+        let mut added = None;
+        if let Some((stream, _)) = &source {
+            if !s.subscriptions.iter().any(|x| x.id == stream.id) {
+                s.subscriptions.push(stream.clone());
+                added = Some(stream.clone());
+            }
+        }
+        for stream in drop {
+            self.unsubscribe_stream(key, &stream);
+        }
+        if let Some(stream) = added {
+            stream.add_viewer(self.cfg.id);
+            self.viewers.entry(stream.id).or_default().push(key);
+        }
+        if let Some((stream, _)) = source {
+            // The new consumer needs a keyframe to start decoding.
+            self.request_keyframe(now, stream.id, &stream);
+        }
     }
 
     /// Returns false (and removes the session) when it has gone silent.
@@ -447,25 +679,16 @@ impl Shard {
                 self.by_addr.remove(a);
             }
         }
-        let stream_id = s.stream.id;
-        match s.role {
-            Role::Viewer => {
-                s.stream.remove_viewer(self.cfg.id);
-                if let Some(v) = self.viewers.get_mut(&stream_id) {
-                    v.retain(|&k| k != key);
-                    if v.is_empty() {
-                        self.viewers.remove(&stream_id);
-                    }
+        for stream in s.subscriptions.drain(..) {
+            self.unsubscribe_stream(key, &stream);
+        }
+        if let (Role::Publisher, Some(stream)) = (s.role, &s.stream) {
+            if self.publishers.get(&stream.id) == Some(&key) {
+                self.publishers.remove(&stream.id);
+                if stream.publisher_shard() == Some(self.cfg.id) {
+                    stream.set_publisher(None);
                 }
-            }
-            Role::Publisher => {
-                if self.publishers.get(&stream_id) == Some(&key) {
-                    self.publishers.remove(&stream_id);
-                    if s.stream.publisher_shard() == Some(self.cfg.id) {
-                        s.stream.set_publisher(None);
-                    }
-                    s.stream.clear_source(s.epoch);
-                }
+                stream.clear_source(s.epoch);
             }
         }
         self.counters.sessions_removed += 1;
@@ -529,9 +752,8 @@ impl Shard {
             Event::Connected => {
                 s.connected = true;
                 let id = s.id;
-                let stream = s.stream.clone();
-                match s.role {
-                    Role::Publisher => {
+                match (s.role, s.stream.clone()) {
+                    (Role::Publisher, Some(stream)) => {
                         let params = s.rtc.codec_config().params().to_vec();
                         stream.set_source(Some(Arc::new(SourceInfo {
                             epoch: s.epoch,
@@ -539,7 +761,13 @@ impl Shard {
                         })));
                         stream.set_publisher(Some(self.cfg.id));
                     }
-                    Role::Viewer => self.request_keyframe(now, stream.id, &stream),
+                    (Role::Viewer, _) => {
+                        let subs = s.subscriptions.clone();
+                        for stream in subs {
+                            self.request_keyframe(now, stream.id, &stream);
+                        }
+                    }
+                    _ => {}
                 }
                 self.events.push(ShardEvent::Connected { id });
             }
@@ -548,38 +776,48 @@ impl Shard {
                 self.close_session(key, CloseReason::Timeout);
             }
             Event::Closed => self.close_session(key, CloseReason::Closed),
-            Event::MediaAdded(m) => {
-                if s.role == Role::Viewer && m.direction.is_sending() {
-                    let ssrc = s
+            Event::MediaAdded(m)
+                if s.role == Role::Viewer
+                    && m.direction.is_sending()
+                    && !s.viewer_tracks.iter().any(|t| t.mid == m.mid) =>
+            {
+                {
+                    let mut t = ViewerTrack::new(m.mid, m.kind, s.stream.is_some());
+                    t.ssrc = s
                         .rtc
                         .direct_api()
                         .stream_tx_by_mid(m.mid, None)
                         .map(|t| t.ssrc());
-                    if let Some(ssrc) = ssrc {
+                    if let Some(ssrc) = t.ssrc {
                         if let Some(tx) = s.rtc.direct_api().stream_tx(&ssrc) {
                             // Bound NACK memory by time: payloads are shared, so this is headers only.
                             tx.set_rtx_cache(512, Duration::from_secs(1), Some(0.15));
                         }
                     }
-                    s.viewer_tracks.push(ViewerTrack {
-                        mid: m.mid,
-                        kind: m.kind,
-                        ssrc,
-                        rebase: Rebase::new(),
-                        pt_cache: Vec::new(),
-                    });
+                    s.viewer_tracks.push(t);
                 }
             }
-            Event::KeyframeRequest(_) => {
-                if s.role == Role::Viewer {
-                    let stream = s.stream.clone();
-                    self.request_keyframe(now, stream.id, &stream);
+            Event::KeyframeRequest(req) if s.role == Role::Viewer => {
+                {
+                    // Ask the publisher of whatever this mid forwards.
+                    let source = s
+                        .viewer_tracks
+                        .iter()
+                        .find(|t| t.mid == req.mid)
+                        .and_then(|t| t.source.map(|x| x.0));
+                    let stream = s
+                        .subscriptions
+                        .iter()
+                        .find(|x| Some(x.id) == source)
+                        .or(s.stream.as_ref())
+                        .cloned();
+                    if let Some(stream) = stream {
+                        self.request_keyframe(now, stream.id, &stream);
+                    }
                 }
             }
-            Event::RtpPacket(pkt) => {
-                if s.role == Role::Publisher {
-                    self.handle_publisher_rtp(key, pkt);
-                }
+            Event::RtpPacket(pkt) if s.role == Role::Publisher => {
+                self.handle_publisher_rtp(key, pkt);
             }
             _ => {}
         }
@@ -592,17 +830,22 @@ impl Shard {
         let Some(s) = self.slab[key as usize].as_mut() else {
             return;
         };
+        let Some(stream) = s.stream.as_ref() else {
+            return;
+        };
         self.counters.rtp_in += 1;
         let ssrc = pkt.header.ssrc;
-        let kind = match s.pub_tracks.iter().find(|t| t.ssrc == ssrc) {
-            Some(t) => t.kind,
+        let (kind, mid) = match s.pub_tracks.iter().find(|t| t.ssrc == ssrc) {
+            Some(t) => (t.kind, t.mid),
             None => {
                 let mid = s.rtc.direct_api().stream_rx(&ssrc).map(|r| r.mid());
-                let Some(kind) = mid.and_then(|mid| s.rtc.media(mid)).map(|m| m.kind()) else {
+                let Some((kind, mid)) =
+                    mid.and_then(|mid| s.rtc.media(mid).map(|m| (m.kind(), mid)))
+                else {
                     return;
                 };
-                s.pub_tracks.push(PubTrack { ssrc, kind });
-                kind
+                s.pub_tracks.push(PubTrack { ssrc, kind, mid });
+                (kind, mid)
             }
         };
         let pt = pkt.header.payload_type;
@@ -617,10 +860,20 @@ impl Shard {
             // RTX or an unknown payload type: not forwarded as media.
             return;
         };
-        let stream = &s.stream;
+        if kind == MediaKind::Audio {
+            if let Some(level) = pkt.header.ext_vals.audio_level {
+                let level = level.unsigned_abs().min(127);
+                let voice = pkt.header.ext_vals.voice_activity.unwrap_or(false);
+                s.audio_peak = Some(match s.audio_peak {
+                    Some((l, v)) => (l.min(level), v || voice),
+                    None => (level, voice),
+                });
+            }
+        }
         let fwd = FwdPacket {
             stream: stream.id,
             kind,
+            mid,
             epoch: s.epoch,
             pt,
             codec,
@@ -641,6 +894,23 @@ impl Shard {
                 self.pending.push(fwd.clone());
             } else {
                 self.out_batches[shard].push(fwd.clone());
+            }
+        }
+    }
+
+    /// Report each local publisher's loudest audio level since the last report.
+    fn report_levels(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_level_report) < LEVEL_INTERVAL {
+            return;
+        }
+        self.last_level_report = now;
+        for s in self.slab.iter_mut().flatten() {
+            if let Some((level, voice)) = s.audio_peak.take() {
+                self.events.push(ShardEvent::AudioLevel {
+                    id: s.id,
+                    level,
+                    voice,
+                });
             }
         }
     }
@@ -763,10 +1033,51 @@ enum WriteResult {
     Skipped,
 }
 
+impl ViewerTrack {
+    fn new(mid: Mid, kind: MediaKind, auto: bool) -> Self {
+        ViewerTrack {
+            mid,
+            kind,
+            source: None,
+            auto,
+            ssrc: None,
+            rebase: Rebase::new(),
+            pt_cache: Vec::new(),
+        }
+    }
+
+    /// Does this track take `p`? Auto tracks follow the first track of their
+    /// kind from each new publisher (epoch) of the session's stream.
+    fn takes(&mut self, p: &FwdPacket) -> bool {
+        if self.kind != p.kind {
+            return false;
+        }
+        match self.source {
+            Some((stream, mid, epoch)) if stream == p.stream && mid == p.mid => {
+                if !self.auto || epoch == p.epoch {
+                    return true;
+                }
+                self.source = Some((p.stream, p.mid, p.epoch));
+                true
+            }
+            Some((_, _, epoch)) if self.auto && epoch != p.epoch => {
+                self.source = Some((p.stream, p.mid, p.epoch));
+                true
+            }
+            None if self.auto => {
+                self.source = Some((p.stream, p.mid, p.epoch));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 fn write_to_viewer(s: &mut Session, p: &FwdPacket) -> WriteResult {
-    let Some(track) = s.viewer_tracks.iter_mut().find(|t| t.kind == p.kind) else {
+    let Some(i) = s.viewer_tracks.iter_mut().position(|t| t.takes(p)) else {
         return WriteResult::Skipped;
     };
+    let track = &mut s.viewer_tracks[i];
     let pt = match track
         .pt_cache
         .iter()
@@ -774,7 +1085,8 @@ fn write_to_viewer(s: &mut Session, p: &FwdPacket) -> WriteResult {
     {
         Some(&(_, _, out)) => out,
         None => {
-            let out = resolve_pt(&s.rtc, &s.stream, track.mid, p);
+            let stream = s.subscriptions.iter().find(|x| x.id == p.stream);
+            let out = resolve_pt(&s.rtc, stream.map(|x| &**x), track.mid, p);
             track.pt_cache.push((p.epoch, p.pt, out));
             out
         }
@@ -826,7 +1138,7 @@ fn write_to_viewer(s: &mut Session, p: &FwdPacket) -> WriteResult {
 
 /// The viewer's payload type for a publisher's: same codec and parameters if
 /// negotiated, else the same codec with other parameters, else none.
-fn resolve_pt(rtc: &Rtc, stream: &StreamShared, mid: Mid, p: &FwdPacket) -> Option<Pt> {
+fn resolve_pt(rtc: &Rtc, stream: Option<&StreamShared>, mid: Mid, p: &FwdPacket) -> Option<Pt> {
     let remote = rtc.media(mid)?.remote_pts();
     let ours: Vec<_> = rtc
         .codec_config()
@@ -834,7 +1146,9 @@ fn resolve_pt(rtc: &Rtc, stream: &StreamShared, mid: Mid, p: &FwdPacket) -> Opti
         .iter()
         .filter(|x| remote.contains(&x.pt()))
         .collect();
-    let source = stream.source().filter(|s| s.epoch == p.epoch);
+    let source = stream
+        .and_then(|s| s.source())
+        .filter(|s| s.epoch == p.epoch);
     if let Some(src) = source
         .as_ref()
         .and_then(|s| s.params.iter().find(|x| x.pt() == p.pt))

@@ -139,9 +139,10 @@ impl Harness {
             Command::AddSession(Box::new(NewSession {
                 id,
                 role,
-                stream: self.stream.clone(),
+                stream: Some(self.stream.clone()),
                 ice_ufrag: ufrag,
                 rtc: server,
+                pending: None,
             })),
         );
         self.peers.push(Peer {

@@ -115,8 +115,8 @@ async function run(context) {
   const viewer = await context.newPage();
   recordConsole(viewer, 'viewer');
 
-  await publisher.goto(`${BASE}/?publish=${STREAM}`, { timeout: 10_000 });
-  await viewer.goto(`${BASE}/?watch=${STREAM}`, { timeout: 10_000 });
+  await publisher.goto(`${BASE}/broadcast?publish=${STREAM}`, { timeout: 10_000 });
+  await viewer.goto(`${BASE}/broadcast?watch=${STREAM}`, { timeout: 10_000 });
   await viewer.bringToFront();
 
   await waitConnected(publisher, 'publish', 'publisher');

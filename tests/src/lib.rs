@@ -1,6 +1,8 @@
 //! Shared helpers for sluice's integration tests: an in-process server on
 //! loopback with ephemeral ports, and clients pointed at it.
 
+pub mod room;
+
 use std::time::{Duration, Instant};
 
 use sluice::{Config, Server};

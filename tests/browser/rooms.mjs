@@ -1,0 +1,339 @@
+// Browser end-to-end for conference rooms: three Chromium pages (A, B, C) join one room
+// through the web app at '/', each sending its fake camera and microphone. Every page must
+// show the other two as tiles and decode their video and receive their audio; chat and
+// mute must reach the others; when C leaves, A and B must drop C's tile and keep decoding
+// each other; the server's session count must follow (two transports per participant).
+//
+// Expects a sluice server already listening (tests/suites/rooms.sh starts one inside a
+// network namespace that has only loopback).
+//
+// Environment:
+//   SLUICE_URL       base URL of the server (default https://127.0.0.1:8443)
+//   CHROMIUM         browser executable (default /usr/bin/chromium)
+//   ARTIFACTS_DIR    where screenshots and logs go (default tests/artifacts)
+//   E2E_DEADLINE_MS  hard limit for the whole script (default 150000)
+//   ROOMS_WEB_DIR    serve room.html/js/css from this folder instead of the server's
+//                    embedded copies (to try client edits without rebuilding the binary)
+
+import { chromium } from 'playwright-core';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const BASE = (process.env.SLUICE_URL || 'https://127.0.0.1:8443').replace(/\/+$/, '');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ARTIFACTS = resolve(process.env.ARTIFACTS_DIR || join(HERE, '..', 'artifacts'));
+const DEADLINE_MS = Number(process.env.E2E_DEADLINE_MS || 150_000);
+const WEB_DIR = process.env.ROOMS_WEB_DIR || '';
+const ROOM = 'e2e';
+const NAMES = ['A', 'B', 'C'];
+
+const JOIN_TIMEOUT_MS = 20_000;
+const TILES_TIMEOUT_MS = 15_000;
+const FIRST_MEDIA_TIMEOUT_MS = 20_000;
+const MEASURE_WINDOW_MS = 8_000;
+const MIN_FRAMES_IN_WINDOW = 20; // the fake camera gives ~30 fps; slack for a loaded 2-core host
+const NOTIFY_TIMEOUT_MS = 5_000;
+const SESSIONS_TIMEOUT_MS = 10_000;
+const SESSIONS_PER_PEER = 2; // a send transport and a receive transport
+
+const CHROMIUM_ARGS = [
+  '--headless=new',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--disable-dev-shm-usage',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
+  '--ignore-certificate-errors',
+  // Three pages share one browser; none of them may be throttled as a background tab.
+  '--disable-background-timer-throttling',
+  '--disable-backgrounding-occluded-windows',
+  '--disable-renderer-backgrounding',
+];
+
+const started = Date.now();
+const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)}s`;
+const log = (msg) => console.log(`[${elapsed()}] ${msg}`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+class CheckFailed extends Error {}
+
+let passed = 0;
+let lastOk = 'nothing yet';
+
+function check(ok, what, detail) {
+  if (!ok) throw new CheckFailed(`${what}${detail ? ` (${detail})` : ''}`);
+  passed++;
+  lastOk = what;
+  log(`ok: ${what}${detail ? ` (${detail})` : ''}`);
+}
+
+// Polls `probe` until `done(value)` holds; returns the last value either way.
+async function pollUntil(probe, done, timeoutMs, periodMs = 250) {
+  const end = Date.now() + timeoutMs;
+  let value = await probe();
+  while (!done(value) && Date.now() < end) {
+    await sleep(periodMs);
+    value = await probe();
+  }
+  return value;
+}
+
+const consoleLines = [];
+const wsLines = [];
+function record(page, name) {
+  page.on('console', (m) => {
+    if (m.type() !== 'verbose') consoleLines.push(`[${elapsed()}] ${name} ${m.type()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => consoleLines.push(`[${elapsed()}] ${name} pageerror: ${e.message}`));
+  page.on('crash', () => consoleLines.push(`[${elapsed()}] ${name} CRASHED`));
+  // The signaling trace is what a protocol bug report needs.
+  page.on('websocket', (ws) => {
+    wsLines.push(`[${elapsed()}] ${name} open ${ws.url()}`);
+    ws.on('framesent', (f) => wsLines.push(`[${elapsed()}] ${name} C→S ${f.payload}`));
+    ws.on('framereceived', (f) => wsLines.push(`[${elapsed()}] ${name} S→C ${f.payload}`));
+    ws.on('close', () => wsLines.push(`[${elapsed()}] ${name} closed`));
+  });
+}
+
+const roomState = (page) =>
+  page.evaluate(() => ({ state: window.room?.state, error: window.room?.error, peerId: window.room?.peerId, warnings: window.room?.warnings }));
+const stats = (page) => page.evaluate(() => window.room.stats());
+const remoteTileIds = (page) =>
+  page.evaluate(() => [...document.querySelectorAll('#grid .tile.remote')].map((t) => t.dataset.peerId).sort());
+
+async function adminSessions(request) {
+  const resp = await request.get(`${BASE}/admin/sessions`, { timeout: 5_000 });
+  const body = await resp.text();
+  if (!resp.ok()) throw new CheckFailed(`GET /admin/sessions: ${resp.status()} ${body.trim()}`);
+  const list = JSON.parse(body);
+  if (!Array.isArray(list)) throw new CheckFailed(`GET /admin/sessions: not an array: ${body}`);
+  return list;
+}
+
+async function expectSessions(request, count, why) {
+  const list = await pollUntil(() => adminSessions(request), (l) => l.length === count, SESSIONS_TIMEOUT_MS);
+  check(list.length === count, `server has ${count} sessions ${why}`,
+    list.length === count ? '' : `has ${list.length}: ${JSON.stringify(list.map((s) => `${s.role}:${s.stream}`))}`);
+}
+
+// Waits until `page` decodes >= MIN_FRAMES_IN_WINDOW new frames and new audio packets
+// from every peer in `from`, within MEASURE_WINDOW_MS; then checks each pair.
+async function expectFlowing(pages, peerIds, label) {
+  const before = {};
+  for (const [name, page] of pages) before[name] = (await stats(page)).remote;
+  const deltas = () =>
+    Promise.all(
+      [...pages].map(async ([name, page]) => {
+        const now = (await stats(page)).remote;
+        const out = {};
+        for (const [other] of pages) {
+          if (other === name) continue;
+          const id = peerIds[other];
+          const a = before[name][id] || {};
+          const b = now[id] || {};
+          out[other] = {
+            frames: (b.framesDecoded || 0) - (a.framesDecoded || 0),
+            audio: (b.audioPacketsReceived || 0) - (a.audioPacketsReceived || 0),
+            video: (b.videoPacketsReceived || 0) - (a.videoPacketsReceived || 0),
+            width: b.frameWidth || 0,
+          };
+        }
+        return [name, out];
+      }),
+    ).then(Object.fromEntries);
+  const good = (d) => d.frames >= MIN_FRAMES_IN_WINDOW && d.audio > 0;
+  const t0 = Date.now();
+  const result = await pollUntil(
+    deltas,
+    (all) => Object.values(all).every((per) => Object.values(per).every(good)),
+    MEASURE_WINDOW_MS,
+    500,
+  );
+  const secs = ((Date.now() - t0) / 1000).toFixed(1);
+  for (const [name, per] of Object.entries(result)) {
+    for (const [other, d] of Object.entries(per)) {
+      check(d.frames >= MIN_FRAMES_IN_WINDOW,
+        `${label}: ${name} decodes ${other}'s video (>= ${MIN_FRAMES_IN_WINDOW} frames within ${MEASURE_WINDOW_MS / 1000} s)`,
+        `+${d.frames} frames, +${d.video} packets in ${secs} s, ${d.width}px wide`);
+      check(d.audio > 0, `${label}: ${name} receives ${other}'s audio`, `+${d.audio} packets`);
+    }
+  }
+}
+
+async function open(context, name) {
+  const page = await context.newPage();
+  record(page, name);
+  await page.goto(`${BASE}/?roomId=${ROOM}&displayName=${name}`, { timeout: 10_000 });
+  return page;
+}
+
+async function run(context) {
+  const request = context.request;
+  if (WEB_DIR) {
+    for (const [path, type] of [['/', 'text/html'], ['/room.js', 'text/javascript'], ['/room.css', 'text/css']]) {
+      const file = path === '/' ? 'room.html' : path.slice(1);
+      await context.route((url) => url.pathname === path, (route) =>
+        route.fulfill({ contentType: `${type}; charset=utf-8`, body: readFileSync(join(WEB_DIR, file)) }));
+    }
+    log(`serving room.* from ${WEB_DIR}`);
+  }
+
+  // Old broadcast links keep working.
+  const probe = await context.newPage();
+  await probe.goto(`${BASE}/?watch=nothing`, { timeout: 10_000 });
+  await probe.waitForURL((u) => u.pathname === '/broadcast', { timeout: 5_000 }).catch(() => {});
+  const broadcast = new URL(probe.url()).pathname === '/broadcast' && (await probe.locator('#watch-form').count()) === 1;
+  check(broadcast, '?watch= link is redirected to the /broadcast page', probe.url());
+  await probe.close();
+
+  const pages = new Map();
+  for (const name of NAMES) pages.set(name, await open(context, name));
+
+  const peerIds = {};
+  for (const [name, page] of pages) {
+    const st = await pollUntil(() => roomState(page), (s) => s.state === 'joined' || s.state === 'error', JOIN_TIMEOUT_MS);
+    check(st.state === 'joined', `${name} joined`, st.state === 'joined' ? `peer ${st.peerId}` : `state ${st.state}: ${st.error}`);
+    check(!st.warnings?.length, `${name} sends camera and microphone without warnings`, (st.warnings || []).join('; '));
+    peerIds[name] = st.peerId;
+  }
+
+  for (const [name, page] of pages) {
+    const want = NAMES.filter((n) => n !== name).map((n) => peerIds[n]).sort();
+    const ids = await pollUntil(() => remoteTileIds(page), (v) => JSON.stringify(v) === JSON.stringify(want), TILES_TIMEOUT_MS);
+    check(JSON.stringify(ids) === JSON.stringify(want), `${name} shows two remote tiles`, `${JSON.stringify(ids)}, want ${JSON.stringify(want)}`);
+  }
+
+  await expectSessions(request, NAMES.length * SESSIONS_PER_PEER, 'with three participants');
+
+  // A page may have joined before another's first keyframe was forwarded.
+  for (const [name, page] of pages) {
+    const others = NAMES.filter((n) => n !== name).map((n) => peerIds[n]);
+    const s = await pollUntil(
+      () => stats(page),
+      (v) => others.every((id) => v.remote[id]?.framesDecoded > 0 && v.remote[id]?.audioPacketsReceived > 0),
+      FIRST_MEDIA_TIMEOUT_MS,
+    );
+    check(others.every((id) => s.remote[id]?.framesDecoded > 0 && s.remote[id]?.audioPacketsReceived > 0),
+      `${name} gets first frames and audio from both others`, JSON.stringify(s.remote));
+  }
+
+  await expectFlowing(pages, peerIds, 'three in the room');
+
+  // The tiles' <video> elements must be playing what is decoded.
+  for (const [name, page] of pages) {
+    const videos = await page.evaluate(() =>
+      [...document.querySelectorAll('#grid .tile.remote .main-video')].map((v) => ({ w: v.videoWidth, paused: v.paused, t: v.currentTime })));
+    check(videos.length === 2 && videos.every((v) => v.w > 0 && !v.paused && v.t > 0), `${name}'s remote tiles play video`, JSON.stringify(videos));
+  }
+
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const pageA = pages.get('A');
+  await pageA.bringToFront();
+  // One tile's stats panel open, to show it in the picture.
+  await pageA.click(`.tile[data-peer-id="${peerIds.B}"] .stats-toggle`);
+  await sleep(1_500);
+  const shot = join(ARTIFACTS, 'room-grid.png');
+  await pageA.screenshot({ path: shot, timeout: 10_000 });
+  log(`screenshot: ${shot}`);
+
+  // Chat: sent by A, echoed to A, delivered to B and C.
+  const text = `hello from A ${Date.now() % 100000}`;
+  await pageA.fill('#chat-input', text);
+  await pageA.click('#chat-send');
+  for (const [name, page] of pages) {
+    const ok = await pollUntil(() => page.evaluate((t) => document.getElementById('chat-log').textContent.includes(t), text), Boolean, NOTIFY_TIMEOUT_MS);
+    check(ok, `${name} sees A's chat message`);
+  }
+
+  // Mute: A pauses its microphone; B sees the muted icon, then sees it cleared.
+  const pageB = pages.get('B');
+  const micOfA = () => pageB.evaluate((id) => document.querySelector(`.tile[data-peer-id="${id}"]`)?.dataset.mic, peerIds.A);
+  await pageA.click('#toggle-mic');
+  const muted = await pollUntil(micOfA, (v) => v === 'off', NOTIFY_TIMEOUT_MS);
+  check(muted === 'off', "B sees A's microphone muted (producerPaused)", `data-mic=${muted}`);
+  await pageA.click('#toggle-mic');
+  const unmuted = await pollUntil(micOfA, (v) => v === 'on', NOTIFY_TIMEOUT_MS);
+  check(unmuted === 'on', "B sees A's microphone unmuted (producerResumed)", `data-mic=${unmuted}`);
+
+  // C leaves: A and B drop C's tile and keep decoding each other.
+  const pageC = pages.get('C');
+  await pageC.click('#leave');
+  for (const name of ['A', 'B']) {
+    const page = pages.get(name);
+    const ids = await pollUntil(() => remoteTileIds(page), (v) => !v.includes(peerIds.C), NOTIFY_TIMEOUT_MS);
+    check(!ids.includes(peerIds.C) && ids.length === 1, `${name} drops C's tile after C leaves`, JSON.stringify(ids));
+  }
+  const cState = await roomState(pageC);
+  check(cState.state === 'idle', 'C is back on the landing page', cState.state);
+  await expectSessions(request, 2 * SESSIONS_PER_PEER, 'after C leaves');
+  pages.delete('C');
+  await expectFlowing(pages, peerIds, 'after C left');
+
+  for (const [, page] of pages) await page.click('#leave');
+  await expectSessions(request, 0, 'after everyone leaves');
+}
+
+async function main() {
+  const profile = mkdtempSync(join(tmpdir(), 'sluice-chromium-'));
+  let context;
+  let failure = null;
+  const deadline = setTimeout(() => {
+    flushLogs();
+    console.log(`FAIL rooms: deadline of ${DEADLINE_MS / 1000} s exceeded; last passed check: ${lastOk}`);
+    console.log(`rooms: ${passed} passed, 1 failed`);
+    process.exit(1);
+  }, DEADLINE_MS);
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: CHROMIUM_ARGS,
+      ignoreHTTPSErrors: true,
+      viewport: { width: 1280, height: 800 },
+      timeout: 30_000,
+    });
+    log(`chromium ${context.browser()?.version() ?? ''} started`);
+    await run(context);
+  } catch (err) {
+    failure = err;
+  } finally {
+    clearTimeout(deadline);
+    await context?.close().catch(() => {});
+    rmSync(profile, { recursive: true, force: true });
+  }
+  flushLogs();
+
+  if (failure) {
+    const why = failure instanceof CheckFailed ? failure.message : failure.stack || String(failure);
+    console.log(`FAIL rooms: ${why}`);
+    if (consoleLines.length) {
+      console.log('--- browser console (last 40 lines) ---');
+      console.log(consoleLines.slice(-40).join('\n'));
+    }
+    console.log(`rooms: ${passed} passed, 1 failed`);
+    process.exit(1);
+  }
+  log('PASS rooms');
+  console.log(`rooms: ${passed} passed, 0 failed`);
+}
+
+function flushLogs() {
+  try {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    writeFileSync(join(ARTIFACTS, 'rooms.console.log'), consoleLines.join('\n') + '\n');
+    writeFileSync(join(ARTIFACTS, 'rooms.signaling.log'), wsLines.join('\n') + '\n');
+  } catch {
+    // the logs are a convenience; their absence must not hide the result
+  }
+}
+
+await main();

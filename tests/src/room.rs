@@ -1,0 +1,537 @@
+//! A room participant for protocol tests: the WebSocket signaling of
+//! docs/rooms.md plus str0m send and receive transports on loopback, sending
+//! stamped synthetic audio and video and checking what it receives.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use sluice_bench::client::{check_payload, make_payload};
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
+
+/// Accepts any server certificate: tests talk to a self-signed loopback server.
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Open the room WebSocket; `Err` carries the HTTP status when refused.
+pub async fn connect_ws(base: &str, query: &str) -> Result<Ws, u16> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("tls versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    let url = format!("{}/ws?{query}", base.replacen("https://", "wss://", 1));
+    match tokio_tungstenite::connect_async_tls_with_config(
+        url,
+        None,
+        false,
+        Some(tokio_tungstenite::Connector::Rustls(Arc::new(cfg))),
+    )
+    .await
+    {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
+        Err(e) => panic!("websocket connect: {e}"),
+    }
+}
+
+/// Media seen on one receive mid.
+#[derive(Debug, Default, Clone)]
+pub struct MidStats {
+    pub packets: u64,
+    pub corrupt: u64,
+    /// Counter gaps (lost or reordered packets).
+    pub gaps: u64,
+    last: Option<(u8, u32)>,
+}
+
+/// What a participant has seen.
+#[derive(Debug, Default)]
+pub struct State {
+    pub notifications: Vec<Value>,
+    /// mid → (peer, kind) from newConsumer; removed on consumerClosed.
+    pub consumers: HashMap<String, (String, String)>,
+    pub media: HashMap<String, MidStats>,
+    pub send_connected: bool,
+    pub recv_connected: bool,
+    pub offers_answered: u64,
+}
+
+impl State {
+    /// Good packets received from `peer` of `kind`.
+    pub fn packets_from(&self, peer: &str, kind: &str) -> u64 {
+        self.consumers
+            .iter()
+            .filter(|(_, (p, k))| p == peer && k == kind)
+            .filter_map(|(mid, _)| self.media.get(mid))
+            .map(|m| m.packets)
+            .sum()
+    }
+
+    pub fn corrupt(&self) -> u64 {
+        self.media.values().map(|m| m.corrupt).sum()
+    }
+
+    pub fn has(&self, method: &str, key: &str, value: &str) -> bool {
+        self.notifications
+            .iter()
+            .any(|n| n["method"] == method && n["data"][key] == value)
+    }
+}
+
+enum Cmd {
+    SendOffer(oneshot::Sender<String>),
+    SendAnswer(String, oneshot::Sender<Vec<(Mid, MediaKind)>>),
+}
+
+/// One room participant.
+pub struct Participant {
+    pub peer: String,
+    pub state: Arc<Mutex<State>>,
+    sink: Arc<tokio::sync::Mutex<SplitSink<Ws, Message>>>,
+    pending: Pending,
+    next_id: Arc<Mutex<u64>>,
+    cmd: mpsc::UnboundedSender<Cmd>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Participant {
+    /// Connect and join; returns the join response data too.
+    pub async fn join(base: &str, room: &str, peer: &str, answer_offers: bool) -> (Participant, Value) {
+        let ws = connect_ws(base, &format!("roomId={room}&peerId={peer}"))
+            .await
+            .expect("websocket accepted");
+        let (sink, stream) = ws.split();
+        let state = Arc::new(Mutex::new(State::default()));
+        let pending: Pending = Arc::default();
+        let sink = Arc::new(tokio::sync::Mutex::new(sink));
+        let (srv_tx, srv_rx) = mpsc::unbounded_channel();
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_loop(stream, pending.clone(), state.clone(), srv_tx));
+        let media = tokio::spawn(media_loop(
+            state.clone(),
+            sink.clone(),
+            srv_rx,
+            cmd_rx,
+            answer_offers,
+        ));
+        let p = Participant {
+            peer: peer.to_string(),
+            state,
+            sink,
+            pending,
+            next_id: Arc::new(Mutex::new(0)),
+            cmd: cmd_tx,
+            tasks: vec![reader, media],
+        };
+        let joined = p
+            .request("join", json!({"displayName": format!("name-{peer}")}))
+            .await;
+        assert_eq!(joined["ok"], true, "join: {joined}");
+        (p, joined["data"].clone())
+    }
+
+    /// Send a request and wait for its response message.
+    pub async fn request(&self, method: &str, data: Value) -> Value {
+        let id = {
+            let mut n = self.next_id.lock().unwrap();
+            *n += 1;
+            *n
+        };
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap().insert(id, tx);
+        let msg = json!({"request": true, "id": id, "method": method, "data": data});
+        self.send_raw(msg.to_string()).await;
+        tokio::time::timeout(Duration::from_secs(15), rx)
+            .await
+            .expect("response in time")
+            .expect("response")
+    }
+
+    /// Send a raw text frame.
+    pub async fn send_raw(&self, text: String) {
+        self.sink
+            .lock()
+            .await
+            .send(Message::Text(text.into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// Responses to frames sent with `send_raw` that carry no known id arrive here.
+    pub async fn next_unmatched(&self, id: u64) -> Value {
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap().insert(id, tx);
+        tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .expect("response in time")
+            .expect("response")
+    }
+
+    /// Create the send transport and produce microphone and camera.
+    pub async fn publish(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(Cmd::SendOffer(tx)).unwrap();
+        let offer = rx.await.unwrap();
+        let r = self.request("createSendTransport", json!({"sdp": offer})).await;
+        assert_eq!(r["ok"], true, "createSendTransport: {r}");
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::SendAnswer(r["data"]["sdp"].as_str().unwrap().to_string(), tx))
+            .unwrap();
+        let mids = rx.await.unwrap();
+        for (i, (mid, kind)) in mids.iter().enumerate().take(2) {
+            let (k, source) = if *kind == MediaKind::Audio {
+                ("audio", "mic")
+            } else {
+                ("video", "cam")
+            };
+            let r = self
+                .request("produce", json!({"kind": k, "source": source, "mid": mid.to_string()}))
+                .await;
+            assert_eq!(r["ok"], true, "produce {i}: {r}");
+        }
+    }
+
+    /// Leave cleanly.
+    pub async fn leave(self) {
+        let _ = self.request("leave", json!({})).await;
+        let _ = self.sink.lock().await.close().await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+
+    /// Drop the connection without a word, as a crashed client would.
+    pub async fn vanish(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+        drop(self.sink);
+    }
+}
+
+async fn read_loop(
+    mut stream: SplitStream<Ws>,
+    pending: Pending,
+    state: Arc<Mutex<State>>,
+    srv: mpsc::UnboundedSender<Value>,
+) {
+    while let Some(Ok(msg)) = stream.next().await {
+        let Message::Text(text) = msg else { continue };
+        let v: Value = serde_json::from_str(&text).expect("server sends JSON");
+        if v["response"] == true {
+            let id = v["id"].as_u64().unwrap_or(0);
+            if let Some(tx) = pending.lock().unwrap().remove(&id) {
+                let _ = tx.send(v);
+            }
+        } else if v["request"] == true {
+            let _ = srv.send(v);
+        } else if v["notification"] == true {
+            let mut s = state.lock().unwrap();
+            let d = &v["data"];
+            match v["method"].as_str() {
+                Some("newConsumer") => {
+                    s.consumers.insert(
+                        d["mid"].as_str().unwrap_or("").to_string(),
+                        (
+                            d["peerId"].as_str().unwrap_or("").to_string(),
+                            d["kind"].as_str().unwrap_or("").to_string(),
+                        ),
+                    );
+                }
+                Some("consumerClosed") => {
+                    let mid = d["mid"].as_str().unwrap_or("");
+                    s.consumers.remove(mid);
+                    s.media.remove(mid);
+                }
+                _ => {}
+            }
+            s.notifications.push(v);
+        }
+    }
+}
+
+struct Sender {
+    mid: Mid,
+    kind: MediaKind,
+    pt: Option<Pt>,
+    seq: u64,
+    counter: u32,
+}
+
+fn rtc_config() -> RtcConfig {
+    RtcConfig::new()
+        .set_rtp_mode(true)
+        .set_stats_interval(None)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+}
+
+fn drain(rtc: &mut Rtc, out: &mut Vec<(SocketAddr, Vec<u8>)>, events: &mut Vec<Event>) -> Instant {
+    loop {
+        match rtc.poll_output() {
+            Ok(Output::Timeout(t)) => return t,
+            Ok(Output::Transmit(t)) => out.push((t.destination, t.contents.into())),
+            Ok(Output::Event(e)) => events.push(e),
+            Err(_) => return Instant::now() + Duration::from_secs(3600),
+        }
+    }
+}
+
+async fn recv_opt(sock: &Option<UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn media_loop(
+    state: Arc<Mutex<State>>,
+    sink: Arc<tokio::sync::Mutex<SplitSink<Ws, Message>>>,
+    mut srv: mpsc::UnboundedReceiver<Value>,
+    mut cmd: mpsc::UnboundedReceiver<Cmd>,
+    answer_offers: bool,
+) {
+    let mut send: Option<(Rtc, UdpSocket, Option<str0m::change::SdpPendingOffer>)> = None;
+    let mut send_sock: Option<UdpSocket> = None;
+    let mut recv: Option<Rtc> = None;
+    let mut recv_sock: Option<UdpSocket> = None;
+    let mut senders: Vec<Sender> = Vec::new();
+    let mut next_media = Instant::now();
+    let mut sbuf = vec![0u8; 2048];
+    let mut rbuf = vec![0u8; 2048];
+    loop {
+        // Drain both transports.
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        let mut wake = Instant::now() + Duration::from_millis(100);
+        if let Some((rtc, _, _)) = send.as_mut() {
+            wake = wake.min(drain(rtc, &mut out, &mut events));
+        }
+        for e in events.drain(..) {
+            if matches!(e, Event::Connected) {
+                state.lock().unwrap().send_connected = true;
+            }
+        }
+        if let Some(s) = &send_sock {
+            for (to, d) in out.drain(..) {
+                let _ = s.send_to(&d, to).await;
+            }
+        }
+        if let Some(rtc) = recv.as_mut() {
+            wake = wake.min(drain(rtc, &mut out, &mut events));
+            for e in events.drain(..) {
+                match e {
+                    Event::Connected => state.lock().unwrap().recv_connected = true,
+                    Event::RtpPacket(pkt) => {
+                        let mid = rtc.direct_api().stream_rx(&pkt.header.ssrc).map(|r| r.mid());
+                        let Some(mid) = mid else { continue };
+                        let mut s = state.lock().unwrap();
+                        let m = s.media.entry(mid.to_string()).or_default();
+                        match check_payload(&pkt.payload) {
+                            Some(st) => {
+                                m.packets += 1;
+                                if let Some((t, c)) = m.last {
+                                    if t == st.track && st.counter != c + 1 {
+                                        m.gaps += 1;
+                                    }
+                                }
+                                m.last = Some((st.track, st.counter));
+                            }
+                            None => m.corrupt += 1,
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(s) = &recv_sock {
+                for (to, d) in out.drain(..) {
+                    let _ = s.send_to(&d, to).await;
+                }
+            }
+        }
+        let connected = state.lock().unwrap().send_connected;
+        let now = Instant::now();
+        if connected && !senders.is_empty() && now >= next_media {
+            if let Some((rtc, _, _)) = send.as_mut() {
+                write_media(rtc, &mut senders, now);
+                let _ = rtc.handle_input(Input::Timeout(now));
+            }
+            next_media = now + Duration::from_millis(20);
+            continue;
+        }
+        if connected && !senders.is_empty() {
+            wake = wake.min(next_media);
+        }
+        tokio::select! {
+            r = recv_opt(&send_sock, &mut sbuf) => {
+                if let (Ok((n, src)), Some((rtc, sock, _))) = (r, send.as_mut()) {
+                    let local = sock.local_addr().unwrap();
+                    if let Ok(r) = Receive::new(Protocol::Udp, src, local, &sbuf[..n]) {
+                        let _ = rtc.handle_input(Input::Receive(Instant::now(), r));
+                    }
+                }
+            }
+            r = recv_opt(&recv_sock, &mut rbuf) => {
+                if let (Ok((n, src)), Some(rtc), Some(sock)) = (r, recv.as_mut(), recv_sock.as_ref()) {
+                    let local = sock.local_addr().unwrap();
+                    if let Ok(r) = Receive::new(Protocol::Udp, src, local, &rbuf[..n]) {
+                        let _ = rtc.handle_input(Input::Receive(Instant::now(), r));
+                    }
+                }
+            }
+            Some(req) = srv.recv() => {
+                if req["method"] != "receiveOffer" || !answer_offers {
+                    continue;
+                }
+                let id = req["id"].as_u64().unwrap();
+                let offer = SdpOffer::from_sdp_string(req["data"]["sdp"].as_str().unwrap()).expect("offer parses");
+                if recv.is_none() {
+                    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                    let mut rtc = rtc_config().build(Instant::now());
+                    rtc.add_local_candidate(Candidate::host(sock.local_addr().unwrap(), "udp").unwrap());
+                    recv = Some(rtc);
+                    recv_sock = Some(sock);
+                }
+                let rtc = recv.as_mut().unwrap();
+                let answer = rtc.sdp_api().accept_offer(offer).expect("answer the server's offer");
+                state.lock().unwrap().offers_answered += 1;
+                let msg = json!({"response": true, "id": id, "ok": true, "data": {"sdp": answer.to_sdp_string()}});
+                let _ = sink.lock().await.send(Message::Text(msg.to_string().into())).await;
+            }
+            Some(c) = cmd.recv() => match c {
+                Cmd::SendOffer(reply) => {
+                    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                    let mut rtc = rtc_config().build(Instant::now());
+                    rtc.add_local_candidate(Candidate::host(sock.local_addr().unwrap(), "udp").unwrap());
+                    let mut api = rtc.sdp_api();
+                    let a = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+                    let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+                    let s = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+                    let (offer, pending) = api.apply().unwrap();
+                    senders = vec![
+                        Sender { mid: a, kind: MediaKind::Audio, pt: None, seq: 1, counter: 0 },
+                        Sender { mid: v, kind: MediaKind::Video, pt: None, seq: 1, counter: 0 },
+                    ];
+                    let _ = s;
+                    let _ = reply.send(offer.to_sdp_string());
+                    send_sock = Some(sock.try_clone_std());
+                    send = Some((rtc, sock, Some(pending)));
+                }
+                Cmd::SendAnswer(sdp, reply) => {
+                    if let Some((rtc, _, pending)) = send.as_mut() {
+                        let answer = SdpAnswer::from_sdp_string(&sdp).expect("answer parses");
+                        rtc.sdp_api().accept_answer(pending.take().unwrap(), answer).expect("accept answer");
+                    }
+                    let _ = reply.send(senders.iter().map(|s| (s.mid, s.kind)).collect());
+                }
+            },
+            _ = tokio::time::sleep_until(wake.max(Instant::now()).into()) => {
+                let now = Instant::now();
+                if let Some((rtc, _, _)) = send.as_mut() { let _ = rtc.handle_input(Input::Timeout(now)); }
+                if let Some(rtc) = recv.as_mut() { let _ = rtc.handle_input(Input::Timeout(now)); }
+            }
+        }
+    }
+}
+
+trait TryCloneStd {
+    fn try_clone_std(&self) -> UdpSocket;
+}
+
+impl TryCloneStd for UdpSocket {
+    /// A second handle on the same socket, for sending while the first receives.
+    fn try_clone_std(&self) -> UdpSocket {
+        let fd = socket2::SockRef::from(self).try_clone().expect("dup socket");
+        let std: std::net::UdpSocket = fd.into();
+        std.set_nonblocking(true).unwrap();
+        UdpSocket::from_std(std).unwrap()
+    }
+}
+
+/// One audio packet and one small video frame (two packets) per 20 ms.
+fn write_media(rtc: &mut Rtc, senders: &mut [Sender], now: Instant) {
+    for s in senders.iter_mut() {
+        if s.pt.is_none() {
+            let codec = if s.kind == MediaKind::Audio { Codec::Opus } else { Codec::Vp8 };
+            let remote = rtc.media(s.mid).map(|m| m.remote_pts().to_vec()).unwrap_or_default();
+            s.pt = rtc
+                .codec_config()
+                .params()
+                .iter()
+                .find(|p| p.spec().codec == codec && remote.contains(&p.pt()))
+                .map(|p| p.pt());
+        }
+        let Some(pt) = s.pt else { continue };
+        let n = if s.kind == MediaKind::Audio { 1 } else { 2 };
+        for i in 0..n {
+            let (track, len, prefix) = if s.kind == MediaKind::Audio {
+                (0, 80, [0xfc, 0, 0, 0])
+            } else {
+                (1, 900, [if i == 0 { 0x10 } else { 0 }, 0, 0, 0])
+            };
+            let payload = make_payload(track, s.counter, len, prefix);
+            let ts = s.counter.wrapping_mul(if s.kind == MediaKind::Audio { 960 } else { 1500 });
+            let seq: SeqNo = s.seq.into();
+            let mut direct = rtc.direct_api();
+            if let Some(tx) = direct.stream_tx_by_mid(s.mid, None) {
+                tx.write_rtp(RtpWrite::new(pt, seq, ts, now, payload).marker(i + 1 == n));
+            }
+            s.seq += 1;
+            s.counter += 1;
+        }
+    }
+}
