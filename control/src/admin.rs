@@ -13,6 +13,7 @@ use crate::http::{bearer, end_session, error, json};
 use crate::server::App;
 
 /// Admin access: the admin token when set; in open dev mode anyone; otherwise no one.
+#[allow(clippy::result_large_err)] // The error is the ready HTTP response.
 fn check(app: &App, headers: &HeaderMap) -> Result<(), Response> {
     match (&app.config.admin_token, &app.config.secret) {
         (Some(t), _) => match bearer(headers) {

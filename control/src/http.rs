@@ -27,6 +27,8 @@ pub fn router(app: AppState) -> Router {
         .route("/room.js", get(crate::web::room_js))
         .route("/room.css", get(crate::web::room_css))
         .route("/broadcast", get(crate::web::index))
+        .route("/dashboard", get(crate::web::dashboard))
+        .route("/dashboard.js", get(crate::web::dashboard_js))
         .route("/ws", get(crate::rooms::ws_handler))
         .route("/app.js", get(crate::web::app_js))
         .route("/style.css", get(crate::web::style_css))
@@ -151,6 +153,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Verify the request's token when a secret is configured.
+#[allow(clippy::result_large_err)] // The error is the ready HTTP response.
 pub fn authorize(app: &App, headers: &HeaderMap) -> Result<Option<Claims>, Response> {
     let Some(key) = &app.tokens else {
         return Ok(None);
@@ -294,6 +297,7 @@ fn create_session(
         ice_ufrag: negotiated.ufrag,
         rtc: negotiated.rtc,
         pending: None,
+        max_layer: None,
     })));
     if !sent {
         app.registry().remove(id);
@@ -326,6 +330,7 @@ fn parse_session_id(id: &str) -> Option<SessionId> {
 }
 
 /// Find the session a resource URL names, checking the stream matches.
+#[allow(clippy::result_large_err)] // The error is the ready HTTP response.
 fn resource(app: &App, stream: &str, id: &str, method: &Method) -> Result<SessionEntry, Response> {
     let not_found = || error(StatusCode::NOT_FOUND, "no such session");
     let id = parse_session_id(id).ok_or_else(not_found)?;

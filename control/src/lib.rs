@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod doctor;
 pub mod http;
 pub mod metrics;
 pub mod negotiate;

@@ -29,6 +29,8 @@ enum Cmd {
     Serve(ServeArgs),
     /// Mint an HS256 token for WHIP/WHEP or rooms.
     Token(TokenArgs),
+    /// Check this host's settings for running sluice and say what to change.
+    Doctor,
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -187,6 +189,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", args.resolve()?.to_toml());
             Ok(())
         }
+        Cmd::Doctor => std::process::exit(sluice::doctor::run()),
         Cmd::Token(t) => {
             if !t.publish && !t.subscribe {
                 anyhow::bail!("grant at least one of --publish, --subscribe");

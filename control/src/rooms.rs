@@ -51,10 +51,18 @@ struct Consumer {
     mid: Mid,
 }
 
+/// A participant's send transport: its publisher session and the mids it offered.
+struct SendTransport {
+    id: SessionId,
+    shard: ShardId,
+    stream: Arc<StreamShared>,
+    mids: Vec<(String, MediaKind)>,
+}
+
 struct Peer {
     display_name: String,
     out: Outbox,
-    send: Option<(SessionId, ShardId, Arc<StreamShared>, Vec<(String, MediaKind)>)>,
+    send: Option<SendTransport>,
     recv: Option<(SessionId, ShardId)>,
     producers: Vec<Producer>,
     consumers: Vec<Consumer>,
@@ -159,7 +167,10 @@ impl Rooms {
         };
         if let Some((id, level)) = next {
             room.speaker = Some(id.clone());
-            let msg = notification("activeSpeaker", json!({"peerId": id, "level": -(level as i32)}));
+            let msg = notification(
+                "activeSpeaker",
+                json!({"peerId": id, "level": -(level as i32)}),
+            );
             for p in room.peers.values() {
                 let _ = p.out.send(msg.clone());
             }
@@ -213,7 +224,10 @@ pub async fn ws_handler(
     ws: WebSocketUpgrade,
 ) -> Response {
     let (Some(room), Some(peer)) = (q.room_id, q.peer_id) else {
-        return error(StatusCode::BAD_REQUEST, "roomId and peerId query parameters are required");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "roomId and peerId query parameters are required",
+        );
     };
     if !valid_id(&room) || !valid_id(&peer) {
         return error(
@@ -254,7 +268,13 @@ pub async fn ws_handler(
         .on_upgrade(move |socket| run_peer(app, room, peer, claims, socket))
 }
 
-async fn run_peer(app: Arc<App>, room: String, peer: String, claims: Option<Claims>, socket: WebSocket) {
+async fn run_peer(
+    app: Arc<App>,
+    room: String,
+    peer: String,
+    claims: Option<Claims>,
+    socket: WebSocket,
+) {
     use futures_util::{SinkExt, StreamExt};
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
@@ -279,7 +299,11 @@ async fn run_peer(app: Arc<App>, room: String, peer: String, claims: Option<Clai
         let text = match msg {
             Ok(Message::Text(t)) => t.to_string(),
             Ok(Message::Binary(_)) => {
-                let _ = tx.send(err(0, 400, "binary messages are not supported; send JSON text"));
+                let _ = tx.send(err(
+                    0,
+                    400,
+                    "binary messages are not supported; send JSON text",
+                ));
                 continue;
             }
             Ok(Message::Close(_)) | Err(_) => break,
@@ -467,11 +491,17 @@ impl PeerSession {
             }
             reg.least_loaded(app.dataplane.shards.len())
         };
-        let handle = app.dataplane.shard(shard).ok_or((503, "no shard".to_string()))?;
-        let n = app.negotiator.answer(sdp, true, handle.addr).map_err(|e| match e {
-            NegotiateError::Malformed(m) => (400, m),
-            NegotiateError::Unsupported(m) => (422, m),
-        })?;
+        let handle = app
+            .dataplane
+            .shard(shard)
+            .ok_or((503, "no shard".to_string()))?;
+        let n = app
+            .negotiator
+            .answer(sdp, true, handle.addr)
+            .map_err(|e| match e {
+                NegotiateError::Malformed(m) => (400, m),
+                NegotiateError::Unsupported(m) => (422, m),
+            })?;
         let mids: Vec<(String, MediaKind)> = media_sections(sdp)
             .into_iter()
             .filter_map(|m| {
@@ -497,7 +527,12 @@ impl PeerSession {
                 },
                 max,
             )
-            .map_err(|_| (409, "send transport exists or server at capacity".to_string()))?;
+            .map_err(|_| {
+                (
+                    409,
+                    "send transport exists or server at capacity".to_string(),
+                )
+            })?;
         {
             let mut rooms = app.rooms.lock();
             let Some(p) = rooms
@@ -511,7 +546,12 @@ impl PeerSession {
                 app.registry().remove(id);
                 return Err((409, "send transport already created".into()));
             }
-            p.send = Some((id, shard, shared.clone(), mids));
+            p.send = Some(SendTransport {
+                id,
+                shard,
+                stream: shared.clone(),
+                mids,
+            });
         }
         app.rooms
             .senders
@@ -525,6 +565,7 @@ impl PeerSession {
             ice_ufrag: n.ufrag,
             rtc: n.rtc,
             pending: None,
+            max_layer: None,
         })));
         Ok(json!({"sdp": n.answer}))
     }
@@ -538,23 +579,29 @@ impl PeerSession {
         let source = data
             .get("source")
             .and_then(Value::as_str)
-            .unwrap_or(if kind == MediaKind::Audio { "mic" } else { "cam" })
+            .unwrap_or(if kind == MediaKind::Audio {
+                "mic"
+            } else {
+                "cam"
+            })
             .chars()
             .take(16)
             .collect::<String>();
-        let mid_str = data
-            .get("mid")
-            .and_then(Value::as_str)
-            .ok_or((400, "data.mid (the send transceiver's mid) is required".to_string()))?;
+        let mid_str = data.get("mid").and_then(Value::as_str).ok_or((
+            400,
+            "data.mid (the send transceiver's mid) is required".to_string(),
+        ))?;
         let producer_id = self.app.negotiator.random_token(10);
         {
             let mut rooms = self.app.rooms.lock();
-            let room = rooms.get_mut(&self.room).ok_or((409, "not in the room".to_string()))?;
+            let room = rooms
+                .get_mut(&self.room)
+                .ok_or((409, "not in the room".to_string()))?;
             let p = room
                 .peers
                 .get_mut(&self.peer)
                 .ok_or((409, "not in the room".to_string()))?;
-            let Some((_, _, _, mids)) = &p.send else {
+            let Some(SendTransport { mids, .. }) = &p.send else {
                 return Err((409, "createSendTransport first".into()));
             };
             match mids.iter().find(|(m, _)| m == mid_str) {
@@ -589,8 +636,13 @@ impl PeerSession {
             .and_then(Value::as_str)
             .ok_or((400, "data.producerId is required".to_string()))?;
         let mut rooms = self.app.rooms.lock();
-        let room = rooms.get_mut(&self.room).ok_or((409, "not in the room".to_string()))?;
-        let p = room.peers.get_mut(&self.peer).ok_or((409, "not in the room".to_string()))?;
+        let room = rooms
+            .get_mut(&self.room)
+            .ok_or((409, "not in the room".to_string()))?;
+        let p = room
+            .peers
+            .get_mut(&self.peer)
+            .ok_or((409, "not in the room".to_string()))?;
         let before = p.producers.len();
         p.producers.retain(|x| x.id != pid);
         if p.producers.len() == before {
@@ -610,15 +662,24 @@ impl PeerSession {
             .and_then(Value::as_str)
             .ok_or((400, "data.producerId is required".to_string()))?;
         let mut rooms = self.app.rooms.lock();
-        let room = rooms.get_mut(&self.room).ok_or((409, "not in the room".to_string()))?;
-        let p = room.peers.get_mut(&self.peer).ok_or((409, "not in the room".to_string()))?;
+        let room = rooms
+            .get_mut(&self.room)
+            .ok_or((409, "not in the room".to_string()))?;
+        let p = room
+            .peers
+            .get_mut(&self.peer)
+            .ok_or((409, "not in the room".to_string()))?;
         let prod = p
             .producers
             .iter_mut()
             .find(|x| x.id == pid)
             .ok_or((404, format!("no producer {pid:?}")))?;
         prod.paused = paused;
-        let method = if paused { "producerPaused" } else { "producerResumed" };
+        let method = if paused {
+            "producerPaused"
+        } else {
+            "producerResumed"
+        };
         let note = notification(method, json!({"peerId": self.peer, "producerId": pid}));
         for (id, other) in &room.peers {
             if id != &self.peer {
@@ -637,7 +698,9 @@ impl PeerSession {
             return Err((400, "chat messages are at most 1000 characters".into()));
         }
         let rooms = self.app.rooms.lock();
-        let room = rooms.get(&self.room).ok_or((409, "not in the room".to_string()))?;
+        let room = rooms
+            .get(&self.room)
+            .ok_or((409, "not in the room".to_string()))?;
         let name = room
             .peers
             .get(&self.peer)
@@ -685,7 +748,7 @@ impl PeerSession {
             rooms.remove(&self.room);
         }
         drop(rooms);
-        if let Some((id, shard, _, _)) = p.send {
+        if let Some(SendTransport { id, shard, .. }) = p.send {
             self.app
                 .rooms
                 .senders
@@ -741,7 +804,7 @@ async fn sync_once(app: &Arc<App>, room_name: &str, peer_id: &str) -> Result<(),
             .iter()
             .filter(|(id, _)| id.as_str() != peer_id)
             .flat_map(|(id, p)| {
-                let stream = p.send.as_ref().map(|s| s.2.clone());
+                let stream = p.send.as_ref().map(|s| s.stream.clone());
                 p.producers.iter().filter_map(move |x| {
                     Some(Want {
                         peer: id.clone(),
@@ -830,9 +893,13 @@ async fn sync_once(app: &Arc<App>, room_name: &str, peer_id: &str) -> Result<(),
                 ice_ufrag: offered.ufrag,
                 rtc: offered.rtc,
                 pending: Some(offered.pending),
+                max_layer: None,
             })));
             let mut rooms = app.rooms.lock();
-            match rooms.get_mut(room_name).and_then(|r| r.peers.get_mut(peer_id)) {
+            match rooms
+                .get_mut(room_name)
+                .and_then(|r| r.peers.get_mut(peer_id))
+            {
                 Some(me) => me.recv = Some((id, shard)),
                 None => {
                     drop(rooms);
@@ -874,7 +941,10 @@ async fn sync_once(app: &Arc<App>, room_name: &str, peer_id: &str) -> Result<(),
     });
     rx.await.map_err(|_| "shard dropped the request")??;
     let mut rooms = app.rooms.lock();
-    let Some(me) = rooms.get_mut(room_name).and_then(|r| r.peers.get_mut(peer_id)) else {
+    let Some(me) = rooms
+        .get_mut(room_name)
+        .and_then(|r| r.peers.get_mut(peer_id))
+    else {
         return Ok(());
     };
     for (w, mid) in need.into_iter().zip(mids) {
@@ -919,7 +989,13 @@ fn bind(app: &App, me: &mut Peer, id: SessionId, shard: ShardId, mid: Mid, w: Wa
 }
 
 /// Send a request to a participant and wait for its response.
-async fn request(app: &App, room: &str, peer: &str, method: &str, data: Value) -> Result<Value, String> {
+async fn request(
+    app: &App,
+    room: &str,
+    peer: &str,
+    method: &str,
+    data: Value,
+) -> Result<Value, String> {
     let (tx, rx) = oneshot::channel();
     {
         let mut rooms = app.rooms.lock();

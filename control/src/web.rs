@@ -6,6 +6,23 @@ use axum::response::IntoResponse;
 const INDEX: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
 const STYLE: &str = include_str!("../web/style.css");
+const DASHBOARD: &str = include_str!("../web/dashboard.html");
+const DASHBOARD_JS: &str = include_str!("../web/dashboard.js");
+
+pub async fn dashboard() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        DASHBOARD,
+    )
+}
+
+pub async fn dashboard_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        DASHBOARD_JS,
+    )
+}
+
 const ROOM: &str = include_str!("../web/room.html");
 const ROOM_JS: &str = include_str!("../web/room.js");
 const ROOM_CSS: &str = include_str!("../web/room.css");
@@ -22,7 +39,10 @@ pub async fn room_js() -> impl IntoResponse {
 }
 
 pub async fn room_css() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], ROOM_CSS)
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        ROOM_CSS,
+    )
 }
 
 pub async fn index() -> impl IntoResponse {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use str0m::format::{Codec, PayloadParams};
-use str0m::media::{MediaKind, Mid, Pt};
+use str0m::media::{MediaKind, Mid, Pt, Rid};
 
 use crate::ids::{ShardId, StreamId};
 
@@ -20,6 +20,10 @@ pub struct FwdPacket {
     pub kind: MediaKind,
     /// The publisher's media section this packet belongs to.
     pub mid: Mid,
+    /// Simulcast layer, when the publisher sends several.
+    pub rid: Option<Rid>,
+    /// Starts a video keyframe (a point where a viewer may switch layers).
+    pub keyframe: bool,
     /// Identifies the publisher session the packet came from; viewers rebase
     /// sequence numbers and timestamps when it changes.
     pub epoch: u32,
@@ -56,6 +60,8 @@ pub struct StreamShared {
     viewers: [AtomicU32; MAX_SHARDS],
     publisher_shard: AtomicU32,
     source: Mutex<Option<Arc<SourceInfo>>>,
+    /// Simulcast layers of the current publisher with their measured bits/s.
+    layers: Mutex<Vec<(Rid, u64)>>,
 }
 
 const NO_SHARD: u32 = u32::MAX;
@@ -68,6 +74,7 @@ impl StreamShared {
             viewers: std::array::from_fn(|_| AtomicU32::new(0)),
             publisher_shard: AtomicU32::new(NO_SHARD),
             source: Mutex::new(None),
+            layers: Mutex::new(Vec::new()),
         }
     }
 
@@ -112,6 +119,19 @@ impl StreamShared {
         if s.as_ref().map(|s| s.epoch) == Some(epoch) {
             *s = None;
         }
+    }
+
+    /// Simulcast layers, lowest bitrate first.
+    pub fn layers(&self) -> Vec<(Rid, u64)> {
+        self.layers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_layers(&self, mut layers: Vec<(Rid, u64)>) {
+        layers.sort_by_key(|l| l.1);
+        *self.layers.lock().unwrap_or_else(|e| e.into_inner()) = layers;
     }
 
     pub(crate) fn source(&self) -> Option<Arc<SourceInfo>> {

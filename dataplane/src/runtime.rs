@@ -313,9 +313,9 @@ impl ShardThread {
                         }
                     }
                 }
-                CrossShard::Keyframe(to, stream) => {
+                CrossShard::Keyframe(to, stream, rid) => {
                     let peer = &self.peers[to.0 as usize];
-                    if peer.ctl.send(Command::RequestKeyframe(stream)).is_ok() {
+                    if peer.ctl.send(Command::RequestKeyframe(stream, rid)).is_ok() {
                         peer.waker.wake();
                     }
                 }

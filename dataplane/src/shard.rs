@@ -10,8 +10,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
@@ -63,6 +65,8 @@ pub struct NewSession {
     pub rtc: Rtc,
     /// When we made the offer: the answer arrives later with [`Command::AcceptAnswer`].
     pub pending: Option<SdpPendingOffer>,
+    /// Cap on the simulcast layer this viewer receives (0 = lowest).
+    pub max_layer: Option<u8>,
 }
 
 /// Called once with the outcome of a command that needs an answer.
@@ -80,8 +84,16 @@ pub enum Command {
     AddSession(Box<NewSession>),
     /// End a session (DELETE, kick).
     RemoveSession(SessionId),
-    /// A viewer somewhere wants a keyframe of this stream's publisher (on this shard).
-    RequestKeyframe(StreamId),
+    /// A viewer somewhere wants a keyframe of this stream's publisher (on this
+    /// shard), of one simulcast layer or of every video track.
+    RequestKeyframe(StreamId, Option<Rid>),
+    /// Cap the simulcast layer a viewer receives (0 = lowest); `None` = no cap.
+    /// `mid` `None` applies to every video track of the session.
+    SetMaxLayer {
+        id: SessionId,
+        mid: Option<Mid>,
+        max: Option<u8>,
+    },
     /// Bind a sending `mid` of a receive session to a publisher's track.
     Subscribe {
         id: SessionId,
@@ -145,7 +157,7 @@ pub enum ShardEvent {
 #[derive(Debug)]
 pub enum CrossShard {
     Fanout(ShardId, Vec<FwdPacket>),
-    Keyframe(ShardId, StreamId),
+    Keyframe(ShardId, StreamId, Option<Rid>),
 }
 
 /// A datagram to send.
@@ -159,6 +171,10 @@ struct PubTrack {
     ssrc: Ssrc,
     kind: MediaKind,
     mid: Mid,
+    rid: Option<Rid>,
+    last_pli: Option<Instant>,
+    /// Payload bytes since the last layer-rate report.
+    bytes: u64,
 }
 
 struct ViewerTrack {
@@ -168,6 +184,10 @@ struct ViewerTrack {
     source: Option<(StreamId, Mid, u32)>,
     /// Binds to whichever track of the session's stream has this kind (WHEP).
     auto: bool,
+    /// Simulcast: the layer being forwarded, the one wanted, and the cap.
+    layer: Option<Rid>,
+    target: Option<Rid>,
+    max_layer: Option<u8>,
     ssrc: Option<Ssrc>,
     rebase: Rebase,
     /// (publisher epoch, publisher pt) → our pt; None when we lack that codec.
@@ -178,11 +198,16 @@ struct Session {
     id: SessionId,
     role: Role,
     stream: Option<Arc<StreamShared>>,
+    initial_max_layer: Option<u8>,
     /// Streams this viewer receives from (counted in their per-shard viewer counts).
     subscriptions: Vec<Arc<StreamShared>>,
     pending: Option<SdpPendingOffer>,
     /// Loudest audio level since the last report, and voice activity.
     audio_peak: Option<(u8, bool)>,
+    /// Latest bandwidth estimate toward this viewer (TWCC), bits/s.
+    estimate: Option<u64>,
+    next_layer_eval: Instant,
+    last_rate_report: Instant,
     ufrag: String,
     rtc: Box<Rtc>,
     addrs: Vec<SocketAddr>,
@@ -195,7 +220,6 @@ struct Session {
     epoch: u32,
     pub_tracks: Vec<PubTrack>,
     viewer_tracks: Vec<ViewerTrack>,
-    last_keyframe_request: Option<Instant>,
 }
 
 /// The shard core.
@@ -223,6 +247,9 @@ pub struct Shard {
     scratch_keys: Vec<u32>,
     last_level_report: Instant,
 }
+
+/// How often each viewer's simulcast layer choice is revisited.
+const LAYER_EVAL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How often publishers' audio levels are reported.
 const LEVEL_INTERVAL: Duration = Duration::from_millis(300);
@@ -292,7 +319,18 @@ impl Shard {
                     self.close_session(key, CloseReason::Removed);
                 }
             }
-            Command::RequestKeyframe(stream) => self.request_keyframe_local(now, stream),
+            Command::RequestKeyframe(stream, rid) => self.request_keyframe_local(now, stream, rid),
+            Command::SetMaxLayer { id, mid, max } => {
+                if let Some(&key) = self.by_id.get(&id) {
+                    let s = self.slab[key as usize].as_mut().expect("indexed");
+                    for t in &mut s.viewer_tracks {
+                        if mid.is_none_or(|m| m == t.mid) {
+                            t.max_layer = max;
+                        }
+                    }
+                    s.next_layer_eval = now;
+                }
+            }
             Command::Subscribe {
                 id,
                 mid,
@@ -525,9 +563,13 @@ impl Shard {
             id: new.id,
             role: new.role,
             stream: new.stream,
+            initial_max_layer: new.max_layer,
             subscriptions,
             pending: new.pending,
             audio_peak: None,
+            estimate: None,
+            next_layer_eval: now,
+            last_rate_report: now,
             ufrag: new.ice_ufrag,
             rtc: Box::new(new.rtc),
             addrs: Vec::new(),
@@ -539,7 +581,6 @@ impl Shard {
             epoch: (new.id.0 as u32) | 1,
             pub_tracks: Vec::new(),
             viewer_tracks: Vec::new(),
-            last_keyframe_request: None,
         });
         self.counters.sessions_added += 1;
         let s = self.slab[key as usize].as_mut().expect("just inserted");
@@ -625,7 +666,7 @@ impl Shard {
         }
         if let Some((stream, _)) = source {
             // The new consumer needs a keyframe to start decoding.
-            self.request_keyframe(now, stream.id, &stream);
+            self.request_keyframe(now, stream.id, &stream, None);
         }
     }
 
@@ -764,7 +805,7 @@ impl Shard {
                     (Role::Viewer, _) => {
                         let subs = s.subscriptions.clone();
                         for stream in subs {
-                            self.request_keyframe(now, stream.id, &stream);
+                            self.request_keyframe(now, stream.id, &stream, None);
                         }
                     }
                     _ => {}
@@ -783,6 +824,7 @@ impl Shard {
             {
                 {
                     let mut t = ViewerTrack::new(m.mid, m.kind, s.stream.is_some());
+                    t.max_layer = s.initial_max_layer;
                     t.ssrc = s
                         .rtc
                         .direct_api()
@@ -812,9 +854,12 @@ impl Shard {
                         .or(s.stream.as_ref())
                         .cloned();
                     if let Some(stream) = stream {
-                        self.request_keyframe(now, stream.id, &stream);
+                        self.request_keyframe(now, stream.id, &stream, None);
                     }
                 }
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                s.estimate = Some(estimate.as_u64());
             }
             Event::RtpPacket(pkt) if s.role == Role::Publisher => {
                 self.handle_publisher_rtp(key, pkt);
@@ -835,19 +880,33 @@ impl Shard {
         };
         self.counters.rtp_in += 1;
         let ssrc = pkt.header.ssrc;
-        let (kind, mid) = match s.pub_tracks.iter().find(|t| t.ssrc == ssrc) {
-            Some(t) => (t.kind, t.mid),
+        let ti = match s.pub_tracks.iter().position(|t| t.ssrc == ssrc) {
+            Some(i) => i,
             None => {
-                let mid = s.rtc.direct_api().stream_rx(&ssrc).map(|r| r.mid());
-                let Some((kind, mid)) =
-                    mid.and_then(|mid| s.rtc.media(mid).map(|m| (m.kind(), mid)))
+                let rx = s
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&ssrc)
+                    .map(|r| (r.mid(), r.rid()));
+                let Some((kind, mid, rid)) =
+                    rx.and_then(|(mid, rid)| s.rtc.media(mid).map(|m| (m.kind(), mid, rid)))
                 else {
                     return;
                 };
-                s.pub_tracks.push(PubTrack { ssrc, kind, mid });
-                (kind, mid)
+                s.pub_tracks.push(PubTrack {
+                    ssrc,
+                    kind,
+                    mid,
+                    rid,
+                    last_pli: None,
+                    bytes: 0,
+                });
+                s.pub_tracks.len() - 1
             }
         };
+        let track = &mut s.pub_tracks[ti];
+        track.bytes += pkt.payload.len() as u64;
+        let (kind, mid, rid) = (track.kind, track.mid, track.rid);
         let pt = pkt.header.payload_type;
         let Some(codec) = s
             .rtc
@@ -870,10 +929,13 @@ impl Shard {
                 });
             }
         }
+        let keyframe = kind == MediaKind::Video && is_keyframe(codec, &pkt.payload);
         let fwd = FwdPacket {
             stream: stream.id,
             kind,
             mid,
+            rid,
+            keyframe,
             epoch: s.epoch,
             pt,
             codec,
@@ -905,6 +967,28 @@ impl Shard {
         }
         self.last_level_report = now;
         for s in self.slab.iter_mut().flatten() {
+            if s.role == Role::Publisher
+                && now.saturating_duration_since(s.last_rate_report) >= Duration::from_millis(500)
+            {
+                let secs = now
+                    .saturating_duration_since(s.last_rate_report)
+                    .as_secs_f64();
+                s.last_rate_report = now;
+                let layers: Vec<(Rid, u64)> = s
+                    .pub_tracks
+                    .iter_mut()
+                    .filter_map(|t| {
+                        let bps = (t.bytes as f64 * 8.0 / secs) as u64;
+                        t.bytes = 0;
+                        t.rid.map(|r| (r, bps))
+                    })
+                    .collect();
+                if let Some(stream) = &s.stream {
+                    if !layers.is_empty() {
+                        stream.set_layers(layers);
+                    }
+                }
+            }
             if let Some((level, voice)) = s.audio_peak.take() {
                 self.events.push(ShardEvent::AudioLevel {
                     id: s.id,
@@ -964,6 +1048,11 @@ impl Shard {
             if !s.connected {
                 continue;
             }
+            let mut switch_requests = Vec::new();
+            if now >= s.next_layer_eval {
+                s.next_layer_eval = now + LAYER_EVAL_INTERVAL;
+                evaluate_layers(s, &mut switch_requests);
+            }
             let mut wrote = false;
             for p in packets {
                 match write_to_viewer(s, p) {
@@ -979,6 +1068,10 @@ impl Shard {
                 let _ = s.rtc.handle_input(Input::Timeout(now));
                 self.drive(key, now);
             }
+            for (stream, rid) in switch_requests {
+                self.counters.layer_switch_requests += 1;
+                self.request_keyframe(now, stream.id, &stream, Some(rid));
+            }
         }
         self.scratch_keys = keys_buf;
     }
@@ -986,15 +1079,23 @@ impl Shard {
     // ------------------------------------------------------------- keyframes
 
     /// Ask the stream's publisher for a keyframe, wherever it lives.
-    fn request_keyframe(&mut self, now: Instant, stream_id: StreamId, stream: &StreamShared) {
+    fn request_keyframe(
+        &mut self,
+        now: Instant,
+        stream_id: StreamId,
+        stream: &StreamShared,
+        rid: Option<Rid>,
+    ) {
         match stream.publisher_shard() {
-            Some(shard) if shard == self.cfg.id => self.request_keyframe_local(now, stream_id),
-            Some(shard) => self.cross.push(CrossShard::Keyframe(shard, stream_id)),
+            Some(shard) if shard == self.cfg.id => self.request_keyframe_local(now, stream_id, rid),
+            Some(shard) => self.cross.push(CrossShard::Keyframe(shard, stream_id, rid)),
             None => {}
         }
     }
 
-    fn request_keyframe_local(&mut self, now: Instant, stream: StreamId) {
+    /// PLI to the publisher's video tracks (one layer's, or all), each track
+    /// throttled on its own so a layer switch is not blocked by another's request.
+    fn request_keyframe_local(&mut self, now: Instant, stream: StreamId, rid: Option<Rid>) {
         let Some(&key) = self.publishers.get(&stream) else {
             return;
         };
@@ -1002,28 +1103,26 @@ impl Shard {
         let Some(s) = self.slab[key as usize].as_mut() else {
             return;
         };
-        if let Some(last) = s.last_keyframe_request {
-            if now.saturating_duration_since(last) < throttle {
-                return;
+        let mut sent = false;
+        for t in &mut s.pub_tracks {
+            if t.kind != MediaKind::Video || (rid.is_some() && t.rid != rid) {
+                continue;
             }
-        }
-        let video: Vec<Ssrc> = s
-            .pub_tracks
-            .iter()
-            .filter(|t| t.kind == MediaKind::Video)
-            .map(|t| t.ssrc)
-            .collect();
-        if video.is_empty() {
-            return;
-        }
-        s.last_keyframe_request = Some(now);
-        for ssrc in video {
-            if let Some(rx) = s.rtc.direct_api().stream_rx(&ssrc) {
+            if t.last_pli
+                .is_some_and(|last| now.saturating_duration_since(last) < throttle)
+            {
+                continue;
+            }
+            if let Some(rx) = s.rtc.direct_api().stream_rx(&t.ssrc) {
                 rx.request_keyframe(KeyframeRequestKind::Pli);
+                t.last_pli = Some(now);
                 self.counters.keyframe_requests += 1;
+                sent = true;
             }
         }
-        self.drive(key, now);
+        if sent {
+            self.drive(key, now);
+        }
     }
 }
 
@@ -1040,6 +1139,9 @@ impl ViewerTrack {
             kind,
             source: None,
             auto,
+            layer: None,
+            target: None,
+            max_layer: None,
             ssrc: None,
             rebase: Rebase::new(),
             pt_cache: Vec::new(),
@@ -1049,9 +1151,25 @@ impl ViewerTrack {
     /// Does this track take `p`? Auto tracks follow the first track of their
     /// kind from each new publisher (epoch) of the session's stream.
     fn takes(&mut self, p: &FwdPacket) -> bool {
-        if self.kind != p.kind {
+        if self.kind != p.kind || !self.takes_source(p) {
             return false;
         }
+        let Some(rid) = p.rid else {
+            return true;
+        };
+        if self.layer == Some(rid) {
+            return true;
+        }
+        // Switch (or start) only where the wanted layer has a keyframe.
+        let wanted = self.target.or(self.layer);
+        if p.keyframe && (wanted == Some(rid) || (wanted.is_none() && self.layer.is_none())) {
+            self.layer = Some(rid);
+            return true;
+        }
+        false
+    }
+
+    fn takes_source(&mut self, p: &FwdPacket) -> bool {
         match self.source {
             Some((stream, mid, epoch)) if stream == p.stream && mid == p.mid => {
                 if !self.auto || epoch == p.epoch {
@@ -1114,7 +1232,9 @@ fn write_to_viewer(s: &mut Session, p: &FwdPacket) -> WriteResult {
     } else {
         3000
     };
-    let Some((seq, ts)) = track.rebase.map(p.epoch, p.seq, p.ts, ts_gap) else {
+    // Each simulcast layer has its own numbering: a layer switch rebases like a new source.
+    let epoch = p.epoch ^ p.rid.map(rid_tag).unwrap_or(0);
+    let Some((seq, ts)) = track.rebase.map(epoch, p.seq, p.ts, ts_gap) else {
         return WriteResult::Skipped;
     };
     let mut direct = s.rtc.direct_api();
@@ -1160,4 +1280,203 @@ fn resolve_pt(rtc: &Rtc, stream: Option<&StreamShared>, mid: Mid, p: &FwdPacket)
     ours.iter()
         .find(|x| x.spec().codec == p.codec)
         .map(|x| x.pt())
+}
+
+/// The layer to forward: the highest allowed by the viewer's cap whose rate
+/// fits the bandwidth estimate (with headroom for audio and overhead); the
+/// lowest when none fits. `layers` is sorted by rate, lowest first.
+pub fn choose_layer(
+    layers: &[(Rid, u64)],
+    max_layer: Option<u8>,
+    estimate: Option<u64>,
+) -> Option<Rid> {
+    let top = match max_layer {
+        Some(m) => (m as usize).min(layers.len().checked_sub(1)?),
+        None => layers.len().checked_sub(1)?,
+    };
+    let allowed = &layers[..=top];
+    match estimate {
+        Some(est) => allowed
+            .iter()
+            .rev()
+            .find(|(_, bps)| (*bps as f64) * 1.15 + 64_000.0 <= est as f64)
+            .or(allowed.first())
+            .map(|l| l.0),
+        None => allowed.last().map(|l| l.0),
+    }
+}
+
+/// Re-pick each simulcast track's layer; collect keyframe requests for switches.
+fn evaluate_layers(s: &mut Session, requests: &mut Vec<(Arc<StreamShared>, Rid)>) {
+    let mut want_min = 0u64;
+    let mut want_max = 0u64;
+    for t in &mut s.viewer_tracks {
+        if t.kind != MediaKind::Video {
+            continue;
+        }
+        let Some((stream_id, _, _)) = t.source else {
+            continue;
+        };
+        let Some(stream) = s.subscriptions.iter().find(|x| x.id == stream_id) else {
+            continue;
+        };
+        let layers = stream.layers();
+        if layers.is_empty() {
+            continue;
+        }
+        want_min += layers[0].1;
+        want_max += layers[layers.len() - 1].1;
+        let target = choose_layer(&layers, t.max_layer, s.estimate);
+        if target != t.target {
+            t.target = target;
+            if let Some(rid) = target {
+                if t.layer != Some(rid) {
+                    requests.push((stream.clone(), rid));
+                }
+            }
+        }
+    }
+    if s.estimate.is_some() && want_max > 0 {
+        // Keep the estimator probing toward the top layer.
+        s.rtc
+            .bwe()
+            .set_bitrate(Bitrate::from(want_min), Bitrate::from(want_max + 64_000));
+    }
+}
+
+fn rid_tag(rid: Rid) -> u32 {
+    rid.as_bytes().iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ *b as u32).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Does this payload start a keyframe? Cheap header checks per codec.
+pub fn is_keyframe(codec: Codec, p: &[u8]) -> bool {
+    match codec {
+        Codec::Vp8 => {
+            // RFC 7741 descriptor: S bit and partition 0, then the frame tag's P bit clear.
+            let Some(&b0) = p.first() else { return false };
+            if b0 & 0x10 == 0 || b0 & 0x0f != 0 {
+                return false;
+            }
+            let mut i = 1;
+            if b0 & 0x80 != 0 {
+                let Some(&x) = p.get(1) else { return false };
+                i = 2;
+                if x & 0x80 != 0 {
+                    i += if p.get(i).is_some_and(|b| b & 0x80 != 0) {
+                        2
+                    } else {
+                        1
+                    };
+                }
+                if x & 0x40 != 0 {
+                    i += 1;
+                }
+                if x & 0x30 != 0 {
+                    i += 1;
+                }
+            }
+            p.get(i).is_some_and(|b| b & 0x01 == 0)
+        }
+        Codec::H264 => {
+            let Some(&b0) = p.first() else { return false };
+            match b0 & 0x1f {
+                5 | 7 => true,
+                // STAP-A: look at each aggregated NAL unit.
+                24 => {
+                    let mut i = 1;
+                    while i + 2 < p.len() {
+                        let len = u16::from_be_bytes([p[i], p[i + 1]]) as usize;
+                        if matches!(p[i + 2] & 0x1f, 5 | 7) {
+                            return true;
+                        }
+                        i += 2 + len;
+                    }
+                    false
+                }
+                // FU-A: the start fragment of an IDR slice.
+                28 => p.get(1).is_some_and(|b| b & 0x80 != 0 && b & 0x1f == 5),
+                _ => false,
+            }
+        }
+        // RFC 9628: not inter-predicted (P=0) and the start of a frame (B=1).
+        Codec::Vp9 => p.first().is_some_and(|b| b & 0x40 == 0 && b & 0x08 != 0),
+        // AV1 aggregation header: N = first packet of a new coded video sequence.
+        Codec::Av1 => p.first().is_some_and(|b| b & 0x08 != 0),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_choice_follows_cap_and_estimate() {
+        let l = [
+            (Rid::from("q"), 150_000),
+            (Rid::from("h"), 500_000),
+            (Rid::from("f"), 1_500_000),
+        ];
+        assert_eq!(choose_layer(&l, None, None), Some(Rid::from("f")));
+        assert_eq!(choose_layer(&l, Some(0), None), Some(Rid::from("q")));
+        assert_eq!(choose_layer(&l, Some(7), None), Some(Rid::from("f")));
+        assert_eq!(choose_layer(&l, None, Some(300_000)), Some(Rid::from("q")));
+        assert_eq!(
+            choose_layer(&l, None, Some(1_000_000)),
+            Some(Rid::from("h"))
+        );
+        assert_eq!(
+            choose_layer(&l, None, Some(5_000_000)),
+            Some(Rid::from("f"))
+        );
+        assert_eq!(
+            choose_layer(&l, Some(1), Some(5_000_000)),
+            Some(Rid::from("h"))
+        );
+        // Nothing fits: the lowest layer rather than nothing.
+        assert_eq!(choose_layer(&l, None, Some(10_000)), Some(Rid::from("q")));
+        assert_eq!(choose_layer(&[], None, None), None);
+    }
+
+    #[test]
+    fn vp8_keyframes_are_found_behind_extended_descriptors() {
+        assert!(is_keyframe(Codec::Vp8, &[0x10, 0x00, 0x9d]));
+        assert!(!is_keyframe(Codec::Vp8, &[0x10, 0x01, 0x9d]));
+        // Continuation packet: S bit clear.
+        assert!(!is_keyframe(Codec::Vp8, &[0x00, 0x00]));
+        // X, I with a 15-bit picture id, L, T/K: header after 5 descriptor bytes.
+        assert!(is_keyframe(
+            Codec::Vp8,
+            &[0x90, 0xf0, 0x80, 0x01, 0x02, 0x03, 0x00]
+        ));
+        assert!(!is_keyframe(
+            Codec::Vp8,
+            &[0x90, 0xf0, 0x80, 0x01, 0x02, 0x03, 0x01]
+        ));
+        assert!(!is_keyframe(Codec::Vp8, &[0x90]));
+    }
+
+    #[test]
+    fn h264_idr_is_found_in_single_stap_a_and_fu_a_packets() {
+        assert!(is_keyframe(Codec::H264, &[0x65, 0]));
+        assert!(!is_keyframe(Codec::H264, &[0x41, 0]));
+        assert!(is_keyframe(
+            Codec::H264,
+            &[0x78, 0, 2, 0x67, 0x42, 0, 1, 0x68]
+        ));
+        assert!(is_keyframe(Codec::H264, &[0x7c, 0x85]));
+        assert!(!is_keyframe(Codec::H264, &[0x7c, 0x05]));
+        assert!(!is_keyframe(Codec::H264, &[0x78, 0, 9]));
+    }
+
+    #[test]
+    fn vp9_and_av1_keyframe_bits() {
+        assert!(is_keyframe(Codec::Vp9, &[0x08]));
+        assert!(!is_keyframe(Codec::Vp9, &[0x48]));
+        assert!(is_keyframe(Codec::Av1, &[0x18]));
+        assert!(!is_keyframe(Codec::Opus, &[0x18]));
+        assert!(!is_keyframe(Codec::Av1, &[0x10]));
+    }
 }

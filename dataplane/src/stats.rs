@@ -54,6 +54,7 @@ counters! {
     fanout_batches_out: "fan-out batches sent to other shards",
     fanout_packets_in: "packets received from other shards",
     keyframe_requests: "keyframe requests (PLI) sent to publishers",
+    layer_switch_requests: "simulcast layer changes asked for by viewers",
     sessions_added: "sessions placed on this shard",
     sessions_removed: "sessions removed from this shard",
     sessions_timed_out: "sessions removed for silence or failed setup",

@@ -34,6 +34,10 @@ pub struct Peer {
     pub keyframe_requests: u64,
     /// Count received packets without keeping them.
     pub count_only: bool,
+    /// Fraction of datagrams from the shard to this peer that are lost.
+    pub loss: f64,
+    /// Datagrams lost on the way to this peer.
+    pub lost: u64,
     pub received_count: u64,
     seq: u64,
     inbox: VecDeque<Vec<u8>>,
@@ -48,6 +52,8 @@ pub struct Harness {
     pub stream: Arc<StreamShared>,
     /// Datagrams from the shard that were addressed to no peer.
     pub undeliverable: u64,
+    /// Seeded state of the loss generator.
+    pub rng: u64,
     cert: DtlsCert,
     server_addr: SocketAddr,
     next_id: u64,
@@ -80,6 +86,7 @@ impl Harness {
             peers: Vec::new(),
             stream: Arc::new(StreamShared::new(StreamId(1), "sim")),
             undeliverable: 0,
+            rng: 0x5eed_1234_abcd_0001,
             cert: shared_cert(),
             server_addr,
             next_id: 1,
@@ -143,6 +150,7 @@ impl Harness {
                 ice_ufrag: ufrag,
                 rtc: server,
                 pending: None,
+                max_layer: None,
             })),
         );
         self.peers.push(Peer {
@@ -156,6 +164,8 @@ impl Harness {
             received: Vec::new(),
             keyframe_requests: 0,
             count_only: false,
+            loss: 0.0,
+            lost: 0,
             received_count: 0,
             seq: 1,
             inbox: VecDeque::new(),
@@ -198,7 +208,14 @@ impl Harness {
         let out = std::mem::take(self.shard.transmits());
         let n = out.len();
         for d in out {
+            // xorshift64*: deterministic for a given seed.
+            self.rng ^= self.rng >> 12;
+            self.rng ^= self.rng << 25;
+            self.rng ^= self.rng >> 27;
+            let r =
+                (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
             match self.peers.iter_mut().find(|p| p.addr == d.destination) {
+                Some(p) if r < p.loss => p.lost += 1,
                 Some(p) => p.inbox.push_back(d.contents),
                 None => self.undeliverable += 1,
             }

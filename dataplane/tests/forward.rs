@@ -71,3 +71,38 @@ fn joining_viewer_triggers_one_throttled_pli_at_the_publisher() {
     h.advance(Duration::from_millis(100));
     assert_eq!(h.peers[publisher].keyframe_requests, 2);
 }
+
+#[test]
+fn lost_packets_are_repaired_from_the_sfu_cache_with_rtx() {
+    let mut h = Harness::new();
+    let publisher = h.add_publisher();
+    let clean = h.add_viewer();
+    let lossy = h.add_viewer();
+    h.connect_all(Duration::from_secs(5));
+    h.peers[lossy].loss = 0.05;
+    // 2 s of video: 4 packets every 20 ms.
+    for _ in 0..100 {
+        let d = h.publisher_datagrams(publisher, 4, 900);
+        h.feed(publisher, &d);
+        h.advance(Duration::from_millis(20));
+    }
+    h.advance(Duration::from_millis(500));
+    assert!(
+        h.peers[lossy].lost > 5,
+        "the link dropped packets: {}",
+        h.peers[lossy].lost
+    );
+    let distinct = |v: usize| {
+        let mut seqs: Vec<u16> = h.peers[v].received.iter().map(|x| x.1).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        seqs.len()
+    };
+    assert_eq!(distinct(clean), 400);
+    assert_eq!(
+        distinct(lossy),
+        400,
+        "every lost packet was resent (lost {})",
+        h.peers[lossy].lost
+    );
+}

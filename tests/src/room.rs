@@ -147,7 +147,12 @@ pub struct Participant {
 
 impl Participant {
     /// Connect and join; returns the join response data too.
-    pub async fn join(base: &str, room: &str, peer: &str, answer_offers: bool) -> (Participant, Value) {
+    pub async fn join(
+        base: &str,
+        room: &str,
+        peer: &str,
+        answer_offers: bool,
+    ) -> (Participant, Value) {
         let ws = connect_ws(base, &format!("roomId={room}&peerId={peer}"))
             .await
             .expect("websocket accepted");
@@ -223,11 +228,16 @@ impl Participant {
         let (tx, rx) = oneshot::channel();
         self.cmd.send(Cmd::SendOffer(tx)).unwrap();
         let offer = rx.await.unwrap();
-        let r = self.request("createSendTransport", json!({"sdp": offer})).await;
+        let r = self
+            .request("createSendTransport", json!({"sdp": offer}))
+            .await;
         assert_eq!(r["ok"], true, "createSendTransport: {r}");
         let (tx, rx) = oneshot::channel();
         self.cmd
-            .send(Cmd::SendAnswer(r["data"]["sdp"].as_str().unwrap().to_string(), tx))
+            .send(Cmd::SendAnswer(
+                r["data"]["sdp"].as_str().unwrap().to_string(),
+                tx,
+            ))
             .unwrap();
         let mids = rx.await.unwrap();
         for (i, (mid, kind)) in mids.iter().enumerate().take(2) {
@@ -237,7 +247,10 @@ impl Participant {
                 ("video", "cam")
             };
             let r = self
-                .request("produce", json!({"kind": k, "source": source, "mid": mid.to_string()}))
+                .request(
+                    "produce",
+                    json!({"kind": k, "source": source, "mid": mid.to_string()}),
+                )
                 .await;
             assert_eq!(r["ok"], true, "produce {i}: {r}");
         }
@@ -330,7 +343,10 @@ fn drain(rtc: &mut Rtc, out: &mut Vec<(SocketAddr, Vec<u8>)>, events: &mut Vec<E
     }
 }
 
-async fn recv_opt(sock: &Option<UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+async fn recv_opt(
+    sock: &Option<UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
     match sock {
         Some(s) => s.recv_from(buf).await,
         None => std::future::pending().await,
@@ -377,7 +393,10 @@ async fn media_loop(
                 match e {
                     Event::Connected => state.lock().unwrap().recv_connected = true,
                     Event::RtpPacket(pkt) => {
-                        let mid = rtc.direct_api().stream_rx(&pkt.header.ssrc).map(|r| r.mid());
+                        let mid = rtc
+                            .direct_api()
+                            .stream_rx(&pkt.header.ssrc)
+                            .map(|r| r.mid());
                         let Some(mid) = mid else { continue };
                         let mut s = state.lock().unwrap();
                         let m = s.media.entry(mid.to_string()).or_default();
@@ -495,7 +514,9 @@ trait TryCloneStd {
 impl TryCloneStd for UdpSocket {
     /// A second handle on the same socket, for sending while the first receives.
     fn try_clone_std(&self) -> UdpSocket {
-        let fd = socket2::SockRef::from(self).try_clone().expect("dup socket");
+        let fd = socket2::SockRef::from(self)
+            .try_clone()
+            .expect("dup socket");
         let std: std::net::UdpSocket = fd.into();
         std.set_nonblocking(true).unwrap();
         UdpSocket::from_std(std).unwrap()
@@ -506,8 +527,15 @@ impl TryCloneStd for UdpSocket {
 fn write_media(rtc: &mut Rtc, senders: &mut [Sender], now: Instant) {
     for s in senders.iter_mut() {
         if s.pt.is_none() {
-            let codec = if s.kind == MediaKind::Audio { Codec::Opus } else { Codec::Vp8 };
-            let remote = rtc.media(s.mid).map(|m| m.remote_pts().to_vec()).unwrap_or_default();
+            let codec = if s.kind == MediaKind::Audio {
+                Codec::Opus
+            } else {
+                Codec::Vp8
+            };
+            let remote = rtc
+                .media(s.mid)
+                .map(|m| m.remote_pts().to_vec())
+                .unwrap_or_default();
             s.pt = rtc
                 .codec_config()
                 .params()
@@ -524,7 +552,11 @@ fn write_media(rtc: &mut Rtc, senders: &mut [Sender], now: Instant) {
                 (1, 900, [if i == 0 { 0x10 } else { 0 }, 0, 0, 0])
             };
             let payload = make_payload(track, s.counter, len, prefix);
-            let ts = s.counter.wrapping_mul(if s.kind == MediaKind::Audio { 960 } else { 1500 });
+            let ts = s.counter.wrapping_mul(if s.kind == MediaKind::Audio {
+                960
+            } else {
+                1500
+            });
             let seq: SeqNo = s.seq.into();
             let mut direct = rtc.direct_api();
             if let Some(tx) = direct.stream_tx_by_mid(s.mid, None) {

@@ -16,6 +16,7 @@ use crate::stats::Counters;
 
 mod mmsg;
 mod plain;
+pub mod probe;
 
 pub use mmsg::MmsgBackend;
 pub use plain::StdBackend;
