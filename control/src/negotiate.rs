@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use ring::rand::{SecureRandom, SystemRandom};
 use str0m::change::{SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, MediaKind, Mid};
 use str0m::config::DtlsCert;
+use str0m::media::{Direction, MediaKind, Mid};
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 
 /// Why an offer cannot be answered; each maps to an HTTP status.
@@ -97,7 +97,11 @@ impl Negotiator {
     }
 
     /// Make an offer that sends media of `kinds` (a room's receive transport).
-    pub fn offer(&self, kinds: &[MediaKind], candidate: SocketAddr) -> Result<Offered, NegotiateError> {
+    pub fn offer(
+        &self,
+        kinds: &[MediaKind],
+        candidate: SocketAddr,
+    ) -> Result<Offered, NegotiateError> {
         let ufrag = self.random_token(8);
         let mut rtc = self.config(&ufrag).build(Instant::now());
         let cand = Candidate::host(candidate, "udp")

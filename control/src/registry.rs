@@ -151,7 +151,11 @@ impl Registry {
     }
 
     /// Record a session that belongs to no single stream (a room's receive transport).
-    pub fn register_unindexed(&mut self, entry: SessionEntry, max_sessions: usize) -> Result<(), RegisterError> {
+    pub fn register_unindexed(
+        &mut self,
+        entry: SessionEntry,
+        max_sessions: usize,
+    ) -> Result<(), RegisterError> {
         if max_sessions > 0 && self.sessions.len() >= max_sessions {
             return Err(RegisterError::AtCapacity);
         }
