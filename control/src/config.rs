@@ -49,6 +49,9 @@ pub struct Config {
     pub log_format: String,
     /// Seconds to wait for sessions to end on drain before exiting.
     pub drain_timeout_secs: f64,
+    /// Initial bandwidth estimate (bits/s) for viewers, whose simulcast layer
+    /// follows TWCC estimation; 0 turns estimation (and its pacing) off.
+    pub viewer_bwe_bps: u64,
 }
 
 impl Default for Config {
@@ -72,6 +75,7 @@ impl Default for Config {
             keyframe_interval_ms: 500,
             log_format: "text".into(),
             drain_timeout_secs: 30.0,
+            viewer_bwe_bps: 2_500_000,
         }
     }
 }

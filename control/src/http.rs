@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -189,16 +189,30 @@ async fn whip_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    create_session(&app, &stream, Role::Publisher, &headers, &body)
+    create_session(&app, &stream, Role::Publisher, &headers, &body, None)
 }
 
+/// WHEP options: `?layer=low|mid|high` (or 0, 1, 2) caps the simulcast layer.
 async fn whep_post(
     State(app): State<AppState>,
     Path(stream): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    create_session(&app, &stream, Role::Viewer, &headers, &body)
+    let max_layer = match q.get("layer").map(String::as_str) {
+        None | Some("auto") => None,
+        Some("low" | "l" | "q" | "0") => Some(0),
+        Some("mid" | "m" | "h" | "1") => Some(1),
+        Some("high" | "f" | "2") => Some(2),
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("layer {other:?} is not one of auto, low, mid, high, 0, 1, 2"),
+            )
+        }
+    };
+    create_session(&app, &stream, Role::Viewer, &headers, &body, max_layer)
 }
 
 fn create_session(
@@ -207,6 +221,7 @@ fn create_session(
     role: Role,
     headers: &HeaderMap,
     body: &[u8],
+    max_layer: Option<u8>,
 ) -> Response {
     let ctype = headers
         .get(header::CONTENT_TYPE)
@@ -297,7 +312,7 @@ fn create_session(
         ice_ufrag: negotiated.ufrag,
         rtc: negotiated.rtc,
         pending: None,
-        max_layer: None,
+        max_layer,
     })));
     if !sent {
         app.registry().remove(id);

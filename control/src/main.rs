@@ -104,6 +104,9 @@ struct ServeArgs {
     /// Seconds to wait for sessions on drain (SIGTERM) before exiting.
     #[arg(long, env = "SLUICE_DRAIN_TIMEOUT_SECS")]
     drain_timeout_secs: Option<f64>,
+    /// Initial TWCC estimate for viewers in bits/s (0 = no estimation or pacing).
+    #[arg(long, env = "SLUICE_VIEWER_BWE_BPS")]
+    viewer_bwe_bps: Option<u64>,
 }
 
 impl ServeArgs {
@@ -129,7 +132,8 @@ impl ServeArgs {
             setup_timeout_secs,
             keyframe_interval_ms,
             log_format,
-            drain_timeout_secs
+            drain_timeout_secs,
+            viewer_bwe_bps
         );
         macro_rules! over_opt {
             ($($f:ident),*) => { $(if let Some(v) = self.$f.clone() { c.$f = Some(v); })* };

@@ -29,6 +29,8 @@ pub const CODECS: &str = "Opus, VP8, H264, VP9, AV1";
 pub struct Negotiator {
     cert: DtlsCert,
     rng: SystemRandom,
+    /// Initial TWCC estimate for viewers, or `None` to leave estimation off.
+    pub viewer_bwe: Option<u64>,
 }
 
 /// A session whose offer we made; the answer is applied on its shard.
@@ -58,6 +60,7 @@ impl Negotiator {
         Ok(Negotiator {
             cert,
             rng: SystemRandom::new(),
+            viewer_bwe: Some(2_500_000),
         })
     }
 
@@ -156,7 +159,12 @@ impl Negotiator {
             ));
         }
         let ufrag = self.random_token(8);
-        let mut rtc = self.config(&ufrag).build(Instant::now());
+        let mut cfg = self.config(&ufrag);
+        if let (false, Some(bps)) = (publish, self.viewer_bwe) {
+            // Viewers' simulcast layer follows the TWCC estimate.
+            cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::from(bps)));
+        }
+        let mut rtc = cfg.build(Instant::now());
         let cand = Candidate::host(candidate, "udp")
             .map_err(|e| NegotiateError::Unsupported(format!("bad candidate address: {e}")))?;
         rtc.add_local_candidate(cand);

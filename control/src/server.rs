@@ -94,8 +94,10 @@ impl Server {
         let (ev_tx, ev_rx) = crossbeam_channel::unbounded::<(ShardId, ShardEvent)>();
         let dataplane = Dataplane::start(&dp_cfg, ev_tx)?;
         let tokens = config.secret.as_ref().map(|s| TokenKey::new(s.as_bytes()));
+        let mut negotiator = Negotiator::new()?;
+        negotiator.viewer_bwe = (config.viewer_bwe_bps > 0).then_some(config.viewer_bwe_bps);
         let app = Arc::new(App {
-            negotiator: Negotiator::new()?,
+            negotiator,
             config: config.clone(),
             dataplane,
             registry: Mutex::new(Registry::default()),

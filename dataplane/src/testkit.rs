@@ -19,6 +19,9 @@ use crate::fanout::StreamShared;
 use crate::ids::{Role, SessionId, ShardId, StreamId};
 use crate::shard::{Command, NewSession, Shard, ShardConfig};
 
+/// Rids of a simulcast publisher's layers, lowest first.
+pub const LAYERS: [&str; 3] = ["l", "m", "h"];
+
 /// A client-side peer.
 pub struct Peer {
     pub rtc: Rtc,
@@ -40,6 +43,10 @@ pub struct Peer {
     pub lost: u64,
     pub received_count: u64,
     seq: u64,
+    layer_seq: [u64; 3],
+    layer_frames: [u32; 3],
+    /// Layer byte (payload[9]) of each received video packet, for simulcast checks.
+    pub layers_seen: Vec<u8>,
     inbox: VecDeque<Vec<u8>>,
     outbox: Vec<Vec<u8>>,
 }
@@ -112,7 +119,16 @@ impl Harness {
         (rtc, answer)
     }
 
+    /// A publisher whose video is simulcast in three layers, rids `l`, `m`, `h`.
+    pub fn add_simulcast_publisher(&mut self) -> usize {
+        self.add_peer_with(Role::Publisher, true)
+    }
+
     fn add_peer(&mut self, role: Role) -> usize {
+        self.add_peer_with(role, false)
+    }
+
+    fn add_peer_with(&mut self, role: Role, simulcast: bool) -> usize {
         let idx = self.peers.len();
         let addr: SocketAddr = format!("10.0.1.{}:{}", 1 + idx / 60000, 1000 + idx % 60000)
             .parse()
@@ -132,7 +148,14 @@ impl Harness {
         };
         let mut api = rtc.sdp_api();
         let audio = api.add_media(MediaKind::Audio, dir, None, None, None);
-        let video = api.add_media(MediaKind::Video, dir, None, None, None);
+        let sim = simulcast.then(|| {
+            let mut sc = str0m::media::Simulcast::new();
+            for rid in LAYERS {
+                sc.send.push(str0m::media::SimulcastLayer::new(rid));
+            }
+            sc
+        });
+        let video = api.add_media(MediaKind::Video, dir, None, None, sim);
         let (offer, pending) = api.apply().expect("offer");
         let ufrag = format!("u{:07}", self.next_id);
         let (server, answer) = self.server_rtc(&ufrag, offer);
@@ -168,6 +191,9 @@ impl Harness {
             lost: 0,
             received_count: 0,
             seq: 1,
+            layer_seq: [100, 20_000, 40_000],
+            layer_frames: [0; 3],
+            layers_seen: Vec::new(),
             inbox: VecDeque::new(),
             outbox: Vec::new(),
         });
@@ -301,6 +327,43 @@ impl Harness {
         out
     }
 
+    /// Have a simulcast publisher write one frame of `n` packets on layer
+    /// `layer` (index into [`LAYERS`]); byte 9 of each payload names the layer.
+    pub fn layer_frame(
+        &mut self,
+        peer: usize,
+        layer: usize,
+        n: usize,
+        keyframe: bool,
+    ) -> Vec<Vec<u8>> {
+        let mid = self.peers[peer].video.expect("video");
+        let pt = self.pt(peer, mid, Codec::Vp8);
+        let now = self.now;
+        let rid = str0m::media::Rid::from(LAYERS[layer]);
+        let mut out = Vec::with_capacity(n);
+        let p = &mut self.peers[peer];
+        let base = p.layer_seq[layer];
+        p.layer_seq[layer] += n as u64;
+        let frame = p.layer_frames[layer];
+        p.layer_frames[layer] += 1;
+        for i in 0..n {
+            let seq: SeqNo = (base + i as u64).into();
+            let mut payload = vec![0u8; 300 * (layer + 1)];
+            payload[0] = if i == 0 { 0x10 } else { 0 };
+            payload[1] = if keyframe { 0x00 } else { 0x01 };
+            payload[9] = layer as u8;
+            let mut direct = p.rtc.direct_api();
+            let tx = direct
+                .stream_tx_by_mid(mid, Some(rid))
+                .expect("layer stream");
+            tx.write_rtp(RtpWrite::new(pt, seq, frame * 3000, now, payload).marker(i + 1 == n));
+        }
+        out.extend(drain_peer(p));
+        let _ = p.rtc.handle_input(Input::Timeout(now));
+        out.extend(drain_peer(p));
+        out
+    }
+
     /// Hand datagrams from `peer` to the shard as one receive batch and run
     /// the turn; returns the datagrams the shard produced (left in `transmits`).
     pub fn feed(&mut self, peer: usize, datagrams: &[Vec<u8>]) -> usize {
@@ -324,6 +387,9 @@ fn drain_peer(p: &mut Peer) -> Vec<Vec<u8>> {
                 Event::Connected => p.connected = true,
                 Event::RtpPacket(pkt) => {
                     p.received_count += 1;
+                    if pkt.payload.len() >= 300 && pkt.payload.len() % 300 == 0 {
+                        p.layers_seen.push(pkt.payload[9]);
+                    }
                     if !p.count_only {
                         p.received.push((
                             *pkt.header.ssrc,

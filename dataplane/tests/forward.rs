@@ -106,3 +106,88 @@ fn lost_packets_are_repaired_from_the_sfu_cache_with_rtx() {
         h.peers[lossy].lost
     );
 }
+
+/// One frame on every layer, then exchange and let time pass.
+fn simulcast_frames(h: &mut Harness, publisher: usize, frames: usize, key_every: usize) {
+    for f in 0..frames {
+        for layer in 0..3 {
+            let d = h.layer_frame(publisher, layer, 2, f % key_every == 0);
+            h.feed(publisher, &d);
+        }
+        h.advance(Duration::from_millis(33));
+    }
+}
+
+#[test]
+fn simulcast_viewers_get_their_capped_layer_and_switch_up_on_a_keyframe() {
+    let mut h = Harness::new();
+    let publisher = h.add_simulcast_publisher();
+    let low = h.add_viewer();
+    let high = h.add_viewer();
+    h.connect_all(Duration::from_secs(5));
+    let low_id = h.peers[low].id;
+    h.shard.handle_command(
+        h.now,
+        sluice_dataplane::Command::SetMaxLayer {
+            id: low_id,
+            mid: None,
+            max: Some(0),
+        },
+    );
+    // Layer rates are learned from traffic first, then choices settle.
+    simulcast_frames(&mut h, publisher, 60, 10);
+    let tail = |v: usize, h: &Harness| {
+        h.peers[v]
+            .layers_seen
+            .iter()
+            .rev()
+            .take(20)
+            .copied()
+            .collect::<Vec<u8>>()
+    };
+    assert!(
+        tail(low, &h).iter().all(|&l| l == 0),
+        "capped viewer on layer 0: {:?}",
+        tail(low, &h)
+    );
+    assert!(
+        tail(high, &h).iter().all(|&l| l == 2),
+        "uncapped viewer on layer 2: {:?}",
+        tail(high, &h)
+    );
+    assert!(h.peers[low].layers_seen.len() > 40);
+
+    // Lift the cap: the viewer moves to the top layer at the next keyframe, and
+    // its sequence numbers stay contiguous across the switch.
+    h.shard.handle_command(
+        h.now,
+        sluice_dataplane::Command::SetMaxLayer {
+            id: low_id,
+            mid: None,
+            max: None,
+        },
+    );
+    simulcast_frames(&mut h, publisher, 30, 10);
+    assert!(
+        tail(low, &h).iter().all(|&l| l == 2),
+        "switched up: {:?}",
+        tail(low, &h)
+    );
+    let video: Vec<u16> = {
+        let p = &h.peers[low];
+        let vssrc = p.received.iter().find(|x| x.2 >= 300).unwrap().0;
+        p.received
+            .iter()
+            .filter(|x| x.0 == vssrc)
+            .map(|x| x.1)
+            .collect()
+    };
+    for w in video.windows(2) {
+        assert_eq!(
+            w[1],
+            w[0].wrapping_add(1),
+            "contiguous across the layer switch"
+        );
+    }
+    assert!(h.shard.counters().layer_switch_requests >= 1);
+}
