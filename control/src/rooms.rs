@@ -30,6 +30,7 @@ use crate::server::App;
 /// Largest accepted WebSocket message.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+const SPEAKER_HOLD: Duration = Duration::from_millis(1500);
 
 type Outbox = mpsc::UnboundedSender<String>;
 
@@ -77,6 +78,7 @@ struct Peer {
 struct Room {
     peers: HashMap<String, Peer>,
     speaker: Option<String>,
+    speaker_since: Option<Instant>,
 }
 
 /// All rooms of the process.
@@ -158,8 +160,15 @@ impl Rooms {
             .as_ref()
             .and_then(|s| room.peers.get(s))
             .and_then(fresh);
+        // Hold a speaker at least SPEAKER_HOLD while they keep talking, so
+        // equal voices do not make the highlight flicker.
+        let held = room
+            .speaker_since
+            .is_some_and(|t| now.duration_since(t) < SPEAKER_HOLD);
         let next = match (loudest, current) {
-            (Some((l, id)), Some(c)) if Some(&id) != room.speaker.as_ref() && l + 3 <= c => {
+            (Some((l, id)), Some(c))
+                if Some(&id) != room.speaker.as_ref() && !held && l + 3 <= c =>
+            {
                 Some((id, l))
             }
             (Some((l, id)), None) if Some(&id) != room.speaker.as_ref() => Some((id, l)),
@@ -167,6 +176,7 @@ impl Rooms {
         };
         if let Some((id, level)) = next {
             room.speaker = Some(id.clone());
+            room.speaker_since = Some(now);
             let msg = notification(
                 "activeSpeaker",
                 json!({"peerId": id, "level": -(level as i32)}),

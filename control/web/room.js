@@ -167,7 +167,11 @@ class Signaling {
         const wasClosed = this.closed;
         this.closed = true;
         if (!opened) {
-          reject(new Error(`cannot open the room connection to ${location.host} (${ev.code})`));
+          // Refusals come as an HTTP status on the upgrade, which browsers do not expose.
+          reject(new Error(
+            `cannot open the room connection to ${location.host} (${ev.code}): the server is unreachable ` +
+            'or refused it (peer id already in the room, missing or invalid token, server draining)',
+          ));
         } else if (!wasClosed) {
           this.onClose(why);
         }
@@ -494,6 +498,7 @@ class RoomSession {
     this.recvQueue = serialQueue();
     this.bindings = new Map(); // mid -> { consumerId, peerId, producerId, kind, source, track, baseline }
     this.unbound = new Map(); // mid -> newConsumer data that arrived before its transceiver
+    this.usedMids = new Set(); // mids bound at least once: a later consumer there needs a baseline
 
     this.selfTile = new Tile(peerId, displayName, { self: true });
     this.statsTimer = 0;
@@ -781,14 +786,14 @@ class RoomSession {
     }
     this.unbound.delete(c.mid);
     const track = t.receiver.track;
-    const previous = this.bindings.get(c.mid);
     let baseline = null;
-    if (previous) {
+    if (this.usedMids.has(c.mid)) {
       // A reused mid keeps its counters: count this consumer's share from here on.
       this.unbind(c.mid);
       baseline = await this.inboundSnapshot(c.mid);
       if (this.closed || !this.peers.has(c.peerId) || !peer.consumers.has(c.id)) return;
     }
+    this.usedMids.add(c.mid);
     this.bindings.set(c.mid, {
       consumerId: c.id,
       peerId: c.peerId,
@@ -804,7 +809,7 @@ class RoomSession {
 
   bindPending() {
     for (const c of [...this.unbound.values()]) {
-      if (this.transceiverOf(c.mid)) this.bindConsumer(c);
+      if (this.transceiverOf(c.mid)) this.bindConsumer(c).catch((err) => console.error('newConsumer:', err));
     }
   }
 
@@ -1373,7 +1378,6 @@ function init() {
     ev.preventDefault();
     sendChat();
   });
-  ui.selfStatsHint = null;
 
   new ResizeObserver(() => layoutGrid()).observe(ui.grid);
   window.addEventListener('pagehide', () => current?.signaling?.close());

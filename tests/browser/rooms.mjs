@@ -1,8 +1,9 @@
 // Browser end-to-end for conference rooms: three Chromium pages (A, B, C) join one room
 // through the web app at '/', each sending its fake camera and microphone. Every page must
-// show the other two as tiles and decode their video and receive their audio; chat and
-// mute must reach the others; when C leaves, A and B must drop C's tile and keep decoding
-// each other; the server's session count must follow (two transports per participant).
+// show the other two as tiles and decode their video and receive their audio; chat, mute
+// and a screen share must reach the others; when C leaves, A and B must drop C's tile and
+// keep decoding each other; a late joiner D must be seen and heard on the mids C released;
+// the server's session count must follow (two transports per participant).
 //
 // Expects a sluice server already listening (tests/suites/rooms.sh starts one inside a
 // network namespace that has only loopback).
@@ -12,11 +13,9 @@
 //   CHROMIUM         browser executable (default /usr/bin/chromium)
 //   ARTIFACTS_DIR    where screenshots and logs go (default tests/artifacts)
 //   E2E_DEADLINE_MS  hard limit for the whole script (default 150000)
-//   ROOMS_WEB_DIR    serve room.html/js/css from this folder instead of the server's
-//                    embedded copies (to try client edits without rebuilding the binary)
 
 import { chromium } from 'playwright-core';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,7 +25,6 @@ const BASE = (process.env.SLUICE_URL || 'https://127.0.0.1:8443').replace(/\/+$/
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = resolve(process.env.ARTIFACTS_DIR || join(HERE, '..', 'artifacts'));
 const DEADLINE_MS = Number(process.env.E2E_DEADLINE_MS || 150_000);
-const WEB_DIR = process.env.ROOMS_WEB_DIR || '';
 const ROOM = 'e2e';
 const NAMES = ['A', 'B', 'C'];
 
@@ -36,6 +34,7 @@ const FIRST_MEDIA_TIMEOUT_MS = 20_000;
 const MEASURE_WINDOW_MS = 8_000;
 const MIN_FRAMES_IN_WINDOW = 20; // the fake camera gives ~30 fps; slack for a loaded 2-core host
 const NOTIFY_TIMEOUT_MS = 5_000;
+const SCREEN_TIMEOUT_MS = 10_000;
 const SESSIONS_TIMEOUT_MS = 10_000;
 const SESSIONS_PER_PEER = 2; // a send transport and a receive transport
 
@@ -176,56 +175,52 @@ async function open(context, name) {
   return page;
 }
 
+async function expectJoined(name, page, peerIds) {
+  const st = await pollUntil(() => roomState(page), (s) => s.state === 'joined' || s.state === 'error', JOIN_TIMEOUT_MS);
+  check(st.state === 'joined', `${name} joined`, st.state === 'joined' ? `peer ${st.peerId}` : `state ${st.state}: ${st.error}`);
+  check(!st.warnings?.length, `${name} sends camera and microphone without warnings`, (st.warnings || []).join('; '));
+  peerIds[name] = st.peerId;
+}
+
+// Each page shows exactly the other pages' participants as remote tiles.
+async function expectTiles(pages, peerIds, label) {
+  for (const [name, page] of pages) {
+    const want = [...pages.keys()].filter((n) => n !== name).map((n) => peerIds[n]).sort();
+    const ids = await pollUntil(() => remoteTileIds(page), (v) => JSON.stringify(v) === JSON.stringify(want), TILES_TIMEOUT_MS);
+    check(JSON.stringify(ids) === JSON.stringify(want), `${label}: ${name} shows ${want.length} remote tiles`,
+      `${JSON.stringify(ids)}, want ${JSON.stringify(want)}`);
+  }
+}
+
+// A page may have joined before another's first keyframe was forwarded.
+async function expectFirstMedia(pages, peerIds, label) {
+  for (const [name, page] of pages) {
+    const others = [...pages.keys()].filter((n) => n !== name).map((n) => peerIds[n]);
+    const has = (v) => others.every((id) => v.remote[id]?.framesDecoded > 0 && v.remote[id]?.audioPacketsReceived > 0);
+    const s = await pollUntil(() => stats(page), has, FIRST_MEDIA_TIMEOUT_MS);
+    check(has(s), `${label}: ${name} gets first frames and audio from everyone else`, JSON.stringify(s.remote));
+  }
+}
+
 async function run(context) {
   const request = context.request;
-  if (WEB_DIR) {
-    for (const [path, type] of [['/', 'text/html'], ['/room.js', 'text/javascript'], ['/room.css', 'text/css']]) {
-      const file = path === '/' ? 'room.html' : path.slice(1);
-      await context.route((url) => url.pathname === path, (route) =>
-        route.fulfill({ contentType: `${type}; charset=utf-8`, body: readFileSync(join(WEB_DIR, file)) }));
-    }
-    log(`serving room.* from ${WEB_DIR}`);
-  }
 
-  // Old broadcast links keep working.
+  // Old broadcast links keep working. An empty name makes the broadcast page start no
+  // session, which would otherwise linger in the session counts below.
   const probe = await context.newPage();
-  await probe.goto(`${BASE}/?watch=nothing`, { timeout: 10_000 });
+  await probe.goto(`${BASE}/?watch=`, { timeout: 10_000 });
   await probe.waitForURL((u) => u.pathname === '/broadcast', { timeout: 5_000 }).catch(() => {});
   const broadcast = new URL(probe.url()).pathname === '/broadcast' && (await probe.locator('#watch-form').count()) === 1;
   check(broadcast, '?watch= link is redirected to the /broadcast page', probe.url());
   await probe.close();
 
   const pages = new Map();
-  for (const name of NAMES) pages.set(name, await open(context, name));
-
   const peerIds = {};
-  for (const [name, page] of pages) {
-    const st = await pollUntil(() => roomState(page), (s) => s.state === 'joined' || s.state === 'error', JOIN_TIMEOUT_MS);
-    check(st.state === 'joined', `${name} joined`, st.state === 'joined' ? `peer ${st.peerId}` : `state ${st.state}: ${st.error}`);
-    check(!st.warnings?.length, `${name} sends camera and microphone without warnings`, (st.warnings || []).join('; '));
-    peerIds[name] = st.peerId;
-  }
-
-  for (const [name, page] of pages) {
-    const want = NAMES.filter((n) => n !== name).map((n) => peerIds[n]).sort();
-    const ids = await pollUntil(() => remoteTileIds(page), (v) => JSON.stringify(v) === JSON.stringify(want), TILES_TIMEOUT_MS);
-    check(JSON.stringify(ids) === JSON.stringify(want), `${name} shows two remote tiles`, `${JSON.stringify(ids)}, want ${JSON.stringify(want)}`);
-  }
-
+  for (const name of NAMES) pages.set(name, await open(context, name));
+  for (const [name, page] of pages) await expectJoined(name, page, peerIds);
+  await expectTiles(pages, peerIds, 'three in the room');
   await expectSessions(request, NAMES.length * SESSIONS_PER_PEER, 'with three participants');
-
-  // A page may have joined before another's first keyframe was forwarded.
-  for (const [name, page] of pages) {
-    const others = NAMES.filter((n) => n !== name).map((n) => peerIds[n]);
-    const s = await pollUntil(
-      () => stats(page),
-      (v) => others.every((id) => v.remote[id]?.framesDecoded > 0 && v.remote[id]?.audioPacketsReceived > 0),
-      FIRST_MEDIA_TIMEOUT_MS,
-    );
-    check(others.every((id) => s.remote[id]?.framesDecoded > 0 && s.remote[id]?.audioPacketsReceived > 0),
-      `${name} gets first frames and audio from both others`, JSON.stringify(s.remote));
-  }
-
+  await expectFirstMedia(pages, peerIds, 'three in the room');
   await expectFlowing(pages, peerIds, 'three in the room');
 
   // The tiles' <video> elements must be playing what is decoded.
@@ -237,6 +232,7 @@ async function run(context) {
 
   mkdirSync(ARTIFACTS, { recursive: true });
   const pageA = pages.get('A');
+  const pageB = pages.get('B');
   await pageA.bringToFront();
   // One tile's stats panel open, to show it in the picture.
   await pageA.click(`.tile[data-peer-id="${peerIds.B}"] .stats-toggle`);
@@ -255,28 +251,48 @@ async function run(context) {
   }
 
   // Mute: A pauses its microphone; B sees the muted icon, then sees it cleared.
-  const pageB = pages.get('B');
-  const micOfA = () => pageB.evaluate((id) => document.querySelector(`.tile[data-peer-id="${id}"]`)?.dataset.mic, peerIds.A);
+  const tileOfA = () => pageB.evaluate((id) => {
+    const t = document.querySelector(`.tile[data-peer-id="${id}"]`);
+    const v = t?.querySelector('.main-video');
+    return t && { mic: t.dataset.mic, screen: t.dataset.screen, showsScreen: t.classList.contains('main-is-screen'), width: v.videoWidth, height: v.videoHeight };
+  }, peerIds.A);
   await pageA.click('#toggle-mic');
-  const muted = await pollUntil(micOfA, (v) => v === 'off', NOTIFY_TIMEOUT_MS);
-  check(muted === 'off', "B sees A's microphone muted (producerPaused)", `data-mic=${muted}`);
+  let a = await pollUntil(tileOfA, (v) => v?.mic === 'off', NOTIFY_TIMEOUT_MS);
+  check(a?.mic === 'off', "B sees A's microphone muted (producerPaused)", JSON.stringify(a));
   await pageA.click('#toggle-mic');
-  const unmuted = await pollUntil(micOfA, (v) => v === 'on', NOTIFY_TIMEOUT_MS);
-  check(unmuted === 'on', "B sees A's microphone unmuted (producerResumed)", `data-mic=${unmuted}`);
+  a = await pollUntil(tileOfA, (v) => v?.mic === 'on', NOTIFY_TIMEOUT_MS);
+  check(a?.mic === 'on', "B sees A's microphone unmuted (producerResumed)", JSON.stringify(a));
+
+  // Screen share: a third producer of A's, consumed by B; stopping it closes the consumer.
+  await pageA.click('#share-screen');
+  // Switching the element to the screen's stream resets its size until that stream's first frame.
+  a = await pollUntil(tileOfA, (v) => v?.showsScreen && v.width > 0, SCREEN_TIMEOUT_MS);
+  check(a?.showsScreen && a.width > 0, "B shows A's shared screen", JSON.stringify(a));
+  await pageA.click('#share-screen');
+  a = await pollUntil(tileOfA, (v) => v?.screen === 'off' && !v.showsScreen, NOTIFY_TIMEOUT_MS);
+  check(a?.screen === 'off' && !a.showsScreen, "B drops A's screen after A stops sharing (consumerClosed)", JSON.stringify(a));
 
   // C leaves: A and B drop C's tile and keep decoding each other.
   const pageC = pages.get('C');
   await pageC.click('#leave');
-  for (const name of ['A', 'B']) {
-    const page = pages.get(name);
+  pages.delete('C');
+  for (const [name, page] of pages) {
     const ids = await pollUntil(() => remoteTileIds(page), (v) => !v.includes(peerIds.C), NOTIFY_TIMEOUT_MS);
     check(!ids.includes(peerIds.C) && ids.length === 1, `${name} drops C's tile after C leaves`, JSON.stringify(ids));
   }
   const cState = await roomState(pageC);
   check(cState.state === 'idle', 'C is back on the landing page', cState.state);
+  await pageC.close();
   await expectSessions(request, 2 * SESSIONS_PER_PEER, 'after C leaves');
-  pages.delete('C');
   await expectFlowing(pages, peerIds, 'after C left');
+
+  // A late joiner: A and B consume D on the mids that C's consumers released.
+  pages.set('D', await open(context, 'D'));
+  await expectJoined('D', pages.get('D'), peerIds);
+  await expectTiles(pages, peerIds, 'D joined');
+  await expectSessions(request, 3 * SESSIONS_PER_PEER, 'after D joins');
+  await expectFirstMedia(pages, peerIds, 'D joined');
+  await expectFlowing(pages, peerIds, 'D joined');
 
   for (const [, page] of pages) await page.click('#leave');
   await expectSessions(request, 0, 'after everyone leaves');
