@@ -60,6 +60,7 @@ pub fn router(app: AppState) -> Router {
                 .options(preflight)
                 .fallback(method_not_allowed),
         )
+        .route("/whep/{stream}/{id}/layer", post(whep_layer))
         .route("/admin/shards", get(crate::admin::shards))
         .route("/admin/streams", get(crate::admin::streams))
         .route("/admin/sessions", get(crate::admin::sessions))
@@ -200,17 +201,9 @@ async fn whep_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let max_layer = match q.get("layer").map(String::as_str) {
-        None | Some("auto") => None,
-        Some("low" | "l" | "q" | "0") => Some(0),
-        Some("mid" | "m" | "h" | "1") => Some(1),
-        Some("high" | "f" | "2") => Some(2),
-        Some(other) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("layer {other:?} is not one of auto, low, mid, high, 0, 1, 2"),
-            )
-        }
+    let max_layer = match parse_layer(q.get("layer").map(String::as_str)) {
+        Ok(m) => m,
+        Err(r) => return r,
     };
     create_session(&app, &stream, Role::Viewer, &headers, &body, max_layer)
 }
@@ -372,6 +365,52 @@ async fn resource_delete(
     };
     end_session(&app, &entry);
     (StatusCode::OK, "session ended\n").into_response()
+}
+
+/// `POST /whep/{stream}/{id}/layer?max=low|mid|high|auto`: change a viewer's
+/// simulcast cap during the session; the switch happens at the next keyframe.
+async fn whep_layer(
+    State(app): State<AppState>,
+    Path((stream, id)): Path<(String, String)>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(res) = authorize(&app, &headers) {
+        return res;
+    }
+    let entry = match resource(&app, &stream, &id, &Method::POST) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    if entry.role != Role::Viewer {
+        return error(StatusCode::BAD_REQUEST, "layer applies to WHEP viewers only");
+    }
+    let max = match parse_layer(q.get("max").map(String::as_str)) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    if let Some(h) = app.dataplane.shard(entry.shard) {
+        h.send(Command::SetMaxLayer {
+            id: entry.id,
+            mid: None,
+            max,
+        });
+    }
+    (StatusCode::NO_CONTENT, "").into_response()
+}
+
+#[allow(clippy::result_large_err)] // The error is the ready HTTP response.
+fn parse_layer(v: Option<&str>) -> Result<Option<u8>, Response> {
+    match v {
+        None | Some("auto") => Ok(None),
+        Some("low" | "l" | "q" | "0") => Ok(Some(0)),
+        Some("mid" | "m" | "h" | "1") => Ok(Some(1)),
+        Some("high" | "f" | "2") => Ok(Some(2)),
+        Some(other) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("layer {other:?} is not one of auto, low, mid, high, 0, 1, 2"),
+        )),
+    }
 }
 
 /// Forget a session now and tell its shard to close it.
