@@ -1,0 +1,112 @@
+//! `sluice config print`: flags > SLUICE_* environment > TOML file > defaults,
+//! and bad keys or values are errors that name the key.
+
+use std::process::Command;
+
+fn sluice() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SLUICE_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn value(toml: &str, key: &str) -> String {
+    toml.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("{key} missing in:\n{toml}"))
+        .to_string()
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn flags_beat_environment_beat_file_beat_defaults() {
+    let file = temp_file("p.toml", "shards = 3\nmedia_port = 41000\nmax_sessions = 7\nio = \"std\"\n");
+    let out = sluice()
+        .args(["config", "print", "--config"])
+        .arg(&file)
+        .args(["--shards", "5"])
+        .env("SLUICE_SHARDS", "4")
+        .env("SLUICE_MEDIA_PORT", "42000")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let toml = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(value(&toml, "shards"), "5", "flag wins over env and file");
+    assert_eq!(value(&toml, "media_port"), "42000", "env wins over file");
+    assert_eq!(value(&toml, "max_sessions"), "7", "file wins over default");
+    assert_eq!(value(&toml, "io"), "\"std\"");
+    assert_eq!(value(&toml, "listen"), "\"127.0.0.1:8443\"", "default");
+}
+
+#[test]
+fn unknown_keys_and_bad_values_name_the_key() {
+    let file = temp_file("bad.toml", "shardz = 2\n");
+    let out = sluice().args(["config", "print", "--config"]).arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shardz"));
+
+    let out = sluice().args(["config", "print", "--io", "epoll"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("io") && err.contains("auto, uring, mmsg, std"), "{err}");
+
+    let out = sluice().args(["config", "print"]).env("SLUICE_SHARDS", "many").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shards"));
+}
+
+#[test]
+fn token_command_mints_a_verifiable_token() {
+    let out = sluice()
+        .args(["token", "--secret", "k", "--stream", "cam", "--publish"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap();
+    let claims = sluice::auth::TokenKey::new(b"k")
+        .verify(token.trim(), sluice::auth::unix_now())
+        .unwrap();
+    assert!(claims.publish && !claims.subscribe);
+    assert_eq!(claims.stream.as_deref(), Some("cam"));
+}
+
+#[test]
+fn sigterm_with_no_sessions_exits_cleanly() {
+    use std::io::{BufRead, BufReader};
+    let mut child = sluice()
+        .args(["serve", "--listen", "127.0.0.1:0", "--media-port", "0", "--shards", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("sluice listening on https://127.0.0.1:"), "{first}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            assert!(s.success(), "exit status {s}");
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("did not exit after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
