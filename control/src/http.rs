@@ -383,7 +383,10 @@ async fn whep_layer(
         Err(r) => return r,
     };
     if entry.role != Role::Viewer {
-        return error(StatusCode::BAD_REQUEST, "layer applies to WHEP viewers only");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "layer applies to WHEP viewers only",
+        );
     }
     let max = match parse_layer(q.get("max").map(String::as_str)) {
         Ok(m) => m,

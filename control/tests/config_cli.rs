@@ -30,7 +30,10 @@ fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
 
 #[test]
 fn flags_beat_environment_beat_file_beat_defaults() {
-    let file = temp_file("p.toml", "shards = 3\nmedia_port = 41000\nmax_sessions = 7\nio = \"std\"\n");
+    let file = temp_file(
+        "p.toml",
+        "shards = 3\nmedia_port = 41000\nmax_sessions = 7\nio = \"std\"\n",
+    );
     let out = sluice()
         .args(["config", "print", "--config"])
         .arg(&file)
@@ -39,7 +42,11 @@ fn flags_beat_environment_beat_file_beat_defaults() {
         .env("SLUICE_MEDIA_PORT", "42000")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let toml = String::from_utf8(out.stdout).unwrap();
     assert_eq!(value(&toml, "shards"), "5", "flag wins over env and file");
     assert_eq!(value(&toml, "media_port"), "42000", "env wins over file");
@@ -51,16 +58,30 @@ fn flags_beat_environment_beat_file_beat_defaults() {
 #[test]
 fn unknown_keys_and_bad_values_name_the_key() {
     let file = temp_file("bad.toml", "shardz = 2\n");
-    let out = sluice().args(["config", "print", "--config"]).arg(&file).output().unwrap();
+    let out = sluice()
+        .args(["config", "print", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("shardz"));
 
-    let out = sluice().args(["config", "print", "--io", "epoll"]).output().unwrap();
+    let out = sluice()
+        .args(["config", "print", "--io", "epoll"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("io") && err.contains("auto, uring, mmsg, std"), "{err}");
+    assert!(
+        err.contains("io") && err.contains("auto, uring, mmsg, std"),
+        "{err}"
+    );
 
-    let out = sluice().args(["config", "print"]).env("SLUICE_SHARDS", "many").output().unwrap();
+    let out = sluice()
+        .args(["config", "print"])
+        .env("SLUICE_SHARDS", "many")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("shards"));
 }
@@ -84,14 +105,25 @@ fn token_command_mints_a_verifiable_token() {
 fn sigterm_with_no_sessions_exits_cleanly() {
     use std::io::{BufRead, BufReader};
     let mut child = sluice()
-        .args(["serve", "--listen", "127.0.0.1:0", "--media-port", "0", "--shards", "1"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--media-port",
+            "0",
+            "--shards",
+            "1",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    assert!(first.starts_with("sluice listening on https://127.0.0.1:"), "{first}");
+    assert!(
+        first.starts_with("sluice listening on https://127.0.0.1:"),
+        "{first}"
+    );
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -45,7 +45,7 @@ pub struct Peer {
     seq: u64,
     layer_seq: [u64; 3],
     layer_frames: [u32; 3],
-    /// Layer byte (payload[9]) of each received video packet, for simulcast checks.
+    /// Layer byte (`payload[9]`) of each received video packet, for simulcast checks.
     pub layers_seen: Vec<u8>,
     inbox: VecDeque<Vec<u8>>,
     outbox: Vec<Vec<u8>>,

@@ -49,10 +49,7 @@ async fn main() {
         .filter(|(t, _)| *t == TRACK_VIDEO)
         .map(|(_, c)| *c)
         .collect();
-    let (first, last) = (
-        *video.first().unwrap_or(&0),
-        *video.last().unwrap_or(&0),
-    );
+    let (first, last) = (*video.first().unwrap_or(&0), *video.last().unwrap_or(&0));
     let expected = (last - first + 1) as usize;
     let missing = expected - video.len();
     let sent: u64 = server
