@@ -130,7 +130,24 @@ impl StreamShared {
     }
 
     pub(crate) fn set_layers(&self, mut layers: Vec<(Rid, u64)>) {
-        layers.sort_by_key(|l| l.1);
+        // Well-known rid names give the order; otherwise the measured rate does.
+        let names: Vec<String> = layers.iter().map(|l| l.0.to_string()).collect();
+        let rank = |rid: &Rid| -> Option<u8> {
+            let r = rid.to_string();
+            let three = names.iter().any(|n| n == "q" || n == "f");
+            match r.as_str() {
+                "q" | "l" | "low" | "0" => Some(0),
+                "m" | "mid" | "1" => Some(1),
+                "h" if three => Some(1),
+                "f" | "h" | "high" | "2" => Some(2),
+                _ => None,
+            }
+        };
+        if layers.iter().all(|l| rank(&l.0).is_some()) {
+            layers.sort_by_key(|l| rank(&l.0));
+        } else {
+            layers.sort_by_key(|l| l.1);
+        }
         *self.layers.lock().unwrap_or_else(|e| e.into_inner()) = layers;
     }
 

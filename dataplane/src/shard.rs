@@ -187,6 +187,8 @@ struct ViewerTrack {
     /// Simulcast: the layer being forwarded, the one wanted, and the cap.
     layer: Option<Rid>,
     target: Option<Rid>,
+    target_since: Option<Instant>,
+    cap_changed: bool,
     max_layer: Option<u8>,
     ssrc: Option<Ssrc>,
     rebase: Rebase,
@@ -250,6 +252,8 @@ pub struct Shard {
 
 /// How often each viewer's simulcast layer choice is revisited.
 const LAYER_EVAL_INTERVAL: Duration = Duration::from_millis(500);
+/// A layer choice stands at least this long unless the viewer's cap changes.
+const LAYER_HOLD: Duration = Duration::from_secs(3);
 
 /// How often publishers' audio levels are reported.
 const LEVEL_INTERVAL: Duration = Duration::from_millis(300);
@@ -326,6 +330,7 @@ impl Shard {
                     for t in &mut s.viewer_tracks {
                         if mid.is_none_or(|m| m == t.mid) {
                             t.max_layer = max;
+                            t.cap_changed = true;
                         }
                     }
                     s.next_layer_eval = now;
@@ -985,7 +990,16 @@ impl Shard {
                     .collect();
                 if let Some(stream) = &s.stream {
                     if !layers.is_empty() {
-                        stream.set_layers(layers);
+                        // Smooth (keyframes inflate single windows), keep a stable order.
+                        let old = stream.layers();
+                        let smoothed = layers
+                            .into_iter()
+                            .map(|(rid, bps)| {
+                                let prev = old.iter().find(|l| l.0 == rid).map(|l| l.1);
+                                (rid, prev.map(|p| (p * 3 + bps) / 4).unwrap_or(bps))
+                            })
+                            .collect();
+                        stream.set_layers(smoothed);
                     }
                 }
             }
@@ -1051,7 +1065,7 @@ impl Shard {
             let mut switch_requests = Vec::new();
             if now >= s.next_layer_eval {
                 s.next_layer_eval = now + LAYER_EVAL_INTERVAL;
-                evaluate_layers(s, &mut switch_requests);
+                evaluate_layers(s, now, &mut switch_requests);
             }
             let mut wrote = false;
             for p in packets {
@@ -1141,6 +1155,8 @@ impl ViewerTrack {
             auto,
             layer: None,
             target: None,
+            target_since: None,
+            cap_changed: false,
             max_layer: None,
             ssrc: None,
             rebase: Rebase::new(),
@@ -1307,7 +1323,7 @@ pub fn choose_layer(
 }
 
 /// Re-pick each simulcast track's layer; collect keyframe requests for switches.
-fn evaluate_layers(s: &mut Session, requests: &mut Vec<(Arc<StreamShared>, Rid)>) {
+fn evaluate_layers(s: &mut Session, now: Instant, requests: &mut Vec<(Arc<StreamShared>, Rid)>) {
     let mut want_min = 0u64;
     let mut want_max = 0u64;
     for t in &mut s.viewer_tracks {
@@ -1327,12 +1343,20 @@ fn evaluate_layers(s: &mut Session, requests: &mut Vec<(Arc<StreamShared>, Rid)>
         want_min += layers[0].1;
         want_max += layers[layers.len() - 1].1;
         let target = choose_layer(&layers, t.max_layer, s.estimate);
-        if target != t.target {
+        // Hold a choice a while unless the cap changed, so estimate noise and
+        // keyframe-inflated rates do not make the layer flap.
+        let held = t
+            .target_since
+            .is_some_and(|at| now.saturating_duration_since(at) < LAYER_HOLD);
+        if target != t.target && (!held || t.cap_changed) {
             t.target = target;
-            if let Some(rid) = target {
-                if t.layer != Some(rid) {
-                    requests.push((stream.clone(), rid));
-                }
+            t.target_since = Some(now);
+        }
+        t.cap_changed = false;
+        // Until the switch happens, keep asking (the publisher side throttles).
+        if let Some(rid) = t.target {
+            if t.layer != Some(rid) {
+                requests.push((stream.clone(), rid));
             }
         }
     }
@@ -1340,7 +1364,10 @@ fn evaluate_layers(s: &mut Session, requests: &mut Vec<(Arc<StreamShared>, Rid)>
         // Keep the estimator probing toward the top layer.
         s.rtc
             .bwe()
-            .set_bitrate(Bitrate::from(want_min), Bitrate::from(want_max + 64_000));
+            .set_bitrate(
+                Bitrate::from(want_min),
+                Bitrate::from((want_max as f64 * 1.3) as u64 + 128_000),
+            );
     }
 }
 
