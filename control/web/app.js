@@ -5,6 +5,10 @@
  *
  * The server is ICE-lite and lists its only candidate in the answer, so each offer is
  * sent once, after local candidate gathering has finished: no trickle ICE, no PATCH.
+ *
+ * Simulcast: the publisher may send three rid layers (RFC 8853); the server forwards one of
+ * them to each viewer, the highest allowed by the viewer's cap (`?layer=` on the WHEP POST,
+ * then `POST {resource}/layer?max=`) whose rate fits the viewer's bandwidth estimate.
  */
 
 const ICE_GATHER_TIMEOUT_MS = 1000;
@@ -17,6 +21,14 @@ const VIDEO_CONSTRAINTS = {
 };
 const PREFERRED_VIDEO_CODECS = ['video/vp8', 'video/h264'];
 
+// Lowest first; the rids match what the server's `layer=low|mid|high` names by rate.
+const SIMULCAST_ENCODINGS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', maxBitrate: 1_500_000 },
+];
+const LAYERS = ['auto', 'low', 'mid', 'high'];
+
 const $ = (id) => document.getElementById(id);
 
 const ui = {
@@ -25,6 +37,7 @@ const ui = {
   pubToken: $('pub-token'),
   pubCamera: $('pub-camera'),
   pubMic: $('pub-mic'),
+  pubSimulcast: $('pub-simulcast'),
   pubStart: $('publish-start'),
   pubStop: $('publish-stop'),
   pubStatus: $('pub-status'),
@@ -34,6 +47,7 @@ const ui = {
   subForm: $('watch-form'),
   subStream: $('sub-stream'),
   subToken: $('sub-token'),
+  subLayer: $('sub-layer'),
   subStart: $('watch-start'),
   subStop: $('watch-stop'),
   subStatus: $('sub-status'),
@@ -50,9 +64,13 @@ const state = {
   watchError: '',
   publishResource: '',
   watchResource: '',
+  publishNote: '', // e.g. why simulcast was not used
+  watchNote: '',
+  publishEncodings: 0, // video encodings the sender was set up with (3 with simulcast)
+  watchLayer: 'auto', // the cap asked for: auto | low | mid | high
 };
 
-const sluice = { pubPc: null, subPc: null, state, stats: collectStats };
+const sluice = { pubPc: null, subPc: null, state, stats: collectStats, setLayer };
 window.sluice = sluice;
 
 /* ---------- helpers ---------- */
@@ -163,6 +181,11 @@ function summarizeInbound(report) {
     audioPacketsReceived: 0,
     packetsLost: 0,
     bytesReceived: 0,
+    keyFramesDecoded: 0,
+    framesDropped: 0,
+    freezeCount: 0,
+    pliCount: 0,
+    nackCount: 0,
   };
   report?.forEach((r) => {
     if (r.type !== 'inbound-rtp') return;
@@ -175,6 +198,11 @@ function summarizeInbound(report) {
       s.frameWidth = r.frameWidth || s.frameWidth;
       s.frameHeight = r.frameHeight || s.frameHeight;
       s.framesPerSecond = r.framesPerSecond || s.framesPerSecond;
+      s.keyFramesDecoded += r.keyFramesDecoded || 0;
+      s.framesDropped += r.framesDropped || 0;
+      s.freezeCount += r.freezeCount || 0;
+      s.pliCount += r.pliCount || 0;
+      s.nackCount += r.nackCount || 0;
     } else if (kind === 'audio') {
       s.audioPacketsReceived += r.packetsReceived || 0;
     }
@@ -191,6 +219,8 @@ function summarizeOutbound(report) {
     frameHeight: 0,
     framesPerSecond: 0,
     qualityLimitationReason: '',
+    // One entry per video encoding, lowest resolution first; with simulcast one per rid.
+    layers: [],
   };
   report?.forEach((r) => {
     if (r.type !== 'outbound-rtp') return;
@@ -199,15 +229,45 @@ function summarizeOutbound(report) {
     s.packetsSent += r.packetsSent || 0;
     if (kind === 'video') {
       s.framesEncoded += r.framesEncoded || 0;
-      s.frameWidth = r.frameWidth || s.frameWidth;
-      s.frameHeight = r.frameHeight || s.frameHeight;
-      s.framesPerSecond = r.framesPerSecond || s.framesPerSecond;
+      // With simulcast the size and rate shown are the largest layer's.
+      if ((r.frameWidth || 0) >= s.frameWidth) {
+        s.frameWidth = r.frameWidth || s.frameWidth;
+        s.frameHeight = r.frameHeight || s.frameHeight;
+        s.framesPerSecond = r.framesPerSecond || s.framesPerSecond;
+      }
       if (r.qualityLimitationReason && r.qualityLimitationReason !== 'none') {
         s.qualityLimitationReason = r.qualityLimitationReason;
       }
+      s.layers.push({
+        rid: r.rid || '',
+        ssrc: r.ssrc,
+        active: r.active !== false,
+        frameWidth: r.frameWidth || 0,
+        frameHeight: r.frameHeight || 0,
+        framesPerSecond: r.framesPerSecond || 0,
+        framesEncoded: r.framesEncoded || 0,
+        bytesSent: r.bytesSent || 0,
+        packetsSent: r.packetsSent || 0,
+        targetBitrate: r.targetBitrate || 0,
+        qualityLimitationReason: r.qualityLimitationReason || '',
+        encoderImplementation: r.encoderImplementation || '',
+        scalabilityMode: r.scalabilityMode || '',
+      });
     }
   });
+  s.layers.sort((a, b) => a.frameWidth - b.frameWidth || a.rid.localeCompare(b.rid));
   return s;
+}
+
+// The send-side bandwidth estimate of the selected candidate pair, bits/s (0 if unknown).
+function availableOutgoingBitrate(report) {
+  let bps = 0;
+  report?.forEach((r) => {
+    if (r.type === 'candidate-pair' && r.nominated && r.availableOutgoingBitrate) {
+      bps = r.availableOutgoingBitrate;
+    }
+  });
+  return bps;
 }
 
 async function reportOf(pc) {
@@ -232,8 +292,14 @@ function formatPublishStats(s, bitrate) {
   const parts = [
     `${bitrate} kbit/s sent`,
     `${s.framesEncoded} frames encoded`,
-    resolution(s),
   ];
+  const sending = s.layers.filter((l) => l.frameWidth > 0);
+  if (s.layers.length > 1) {
+    const sizes = sending.map((l) => `${l.rid || '?'} ${resolution(l)}`).join(', ');
+    parts.push(`${sending.length}/${s.layers.length} layers${sizes ? ` (${sizes})` : ''}`);
+  } else {
+    parts.push(resolution(s));
+  }
   if (s.framesPerSecond) parts.push(`${Math.round(s.framesPerSecond)} fps`);
   if (s.qualityLimitationReason) parts.push(`limited by ${s.qualityLimitationReason}`);
   return parts.join(' · ');
@@ -261,6 +327,7 @@ async function collectStats() {
   ]);
   const inb = summarizeInbound(subReport);
   const out = summarizeOutbound(pubReport);
+  // sendLayers holds flat objects, so the whole result survives page.evaluate().
   return {
     framesDecoded: inb.framesDecoded,
     packetsReceived: inb.videoPacketsReceived + inb.audioPacketsReceived,
@@ -273,8 +340,20 @@ async function collectStats() {
     frameWidth: inb.frameWidth,
     frameHeight: inb.frameHeight,
     packetsSent: out.packetsSent,
+    framesPerSecond: inb.framesPerSecond,
+    keyFramesDecoded: inb.keyFramesDecoded,
+    framesDropped: inb.framesDropped,
+    freezeCount: inb.freezeCount,
+    pliCount: inb.pliCount,
+    nackCount: inb.nackCount,
+    sendFrameWidth: out.frameWidth,
+    sendFrameHeight: out.frameHeight,
+    sendLayers: out.layers,
+    qualityLimitationReason: out.qualityLimitationReason,
+    availableOutgoingBitrate: availableOutgoingBitrate(pubReport),
     publish: state.publish,
     watch: state.watch,
+    watchLayer: state.watchLayer,
   };
 }
 
@@ -295,11 +374,13 @@ const STATE_LABELS = {
 
 // One WHIP or WHEP session with its peer connection, server resource and status line.
 class Session {
-  constructor({ key, pcKey, endpoint, prepare, release, summarize, format, bytesField, ui: els }) {
+  constructor({ key, pcKey, endpoint, query, prepare, negotiated, release, summarize, format, bytesField, ui: els }) {
     this.key = key; // 'publish' | 'watch', also the field name in `state`
     this.pcKey = pcKey;
     this.endpoint = endpoint;
+    this.query = query; // optional: () => '?a=b' appended to the POST URL
     this.prepare = prepare;
+    this.negotiated = negotiated; // optional: (pc) => void, after the answer is applied
     this.release = release;
     this.summarize = summarize;
     this.format = format;
@@ -311,6 +392,7 @@ class Session {
     this.abort = null;
     this.prev = null;
     this.detail = '';
+    this.note = ''; // shown after the status until the session ends (e.g. a fallback taken)
     // Bumped on every stop so late results of an abandoned start are ignored.
     this.generation = 0;
   }
@@ -345,7 +427,7 @@ class Session {
       await this.prepare(pc, stale);
       if (stale()) return;
       this.setState('negotiating');
-      const url = this.endpoint + encodeURIComponent(stream);
+      const url = this.endpoint + encodeURIComponent(stream) + (this.query?.() || '');
       const resource = await exchangeSdp(pc, url, token, this.abort.signal);
       if (stale()) {
         deleteResource(resource, token);
@@ -353,6 +435,7 @@ class Session {
       }
       this.resource = resource;
       state[`${this.key}Resource`] = resource;
+      this.negotiated?.(pc);
       // The state event may already have fired during setRemoteDescription.
       this.setState(pc.connectionState === 'new' ? 'connecting' : pc.connectionState);
     } catch (err) {
@@ -369,6 +452,7 @@ class Session {
     const { resource, token } = this;
     this.teardown();
     state[`${this.key}Error`] = '';
+    this.setNote('');
     this.setState('idle');
     if (resource) await deleteResource(resource, token);
   }
@@ -412,10 +496,18 @@ class Session {
     this.render();
   }
 
+  setNote(note) {
+    this.note = note;
+    state[`${this.key}Note`] = note;
+    this.render();
+  }
+
   render() {
     const name = state[this.key];
     const label = STATE_LABELS[name] || name;
-    this.els.status.textContent = this.detail ? `${label}: ${this.detail}` : label;
+    let text = this.detail ? `${label}: ${this.detail}` : label;
+    if (this.note) text += ` (${this.note})`;
+    this.els.status.textContent = text;
     this.els.status.dataset.state = name;
   }
 
@@ -457,9 +549,49 @@ async function preparePublish(pc, stale) {
   localMedia = media;
   ui.localVideo.srcObject = media;
 
+  state.publishEncodings = 0;
   for (const track of media.getTracks()) {
-    const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
-    if (track.kind === 'video') preferCodecs(transceiver, PREFERRED_VIDEO_CODECS);
+    if (track.kind !== 'video') {
+      pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
+      continue;
+    }
+    const transceiver = addVideoTransceiver(pc, track, media, ui.pubSimulcast.checked);
+    preferCodecs(transceiver, PREFERRED_VIDEO_CODECS);
+  }
+}
+
+// Simulcast when asked for and the browser takes it, else one encoding with a note.
+function addVideoTransceiver(pc, track, media, simulcast) {
+  if (simulcast) {
+    try {
+      const transceiver = pc.addTransceiver(track, {
+        direction: 'sendonly',
+        streams: [media],
+        sendEncodings: SIMULCAST_ENCODINGS.map((e) => ({ ...e })),
+      });
+      const n = transceiver.sender.getParameters().encodings?.length || 1;
+      state.publishEncodings = n;
+      if (n < SIMULCAST_ENCODINGS.length) {
+        publisher.setNote(`simulcast: the browser kept ${n} of ${SIMULCAST_ENCODINGS.length} layers`);
+      }
+      return transceiver;
+    } catch (err) {
+      console.warn('simulcast refused, sending one encoding:', err);
+      publisher.setNote(`simulcast unavailable, sending one layer: ${describe(err)}`);
+    }
+  }
+  state.publishEncodings = 1;
+  return pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
+}
+
+// After the answer: a server that does not take simulcast leaves one encoding.
+function checkSimulcastAnswer(pc) {
+  if (!ui.pubSimulcast.checked || state.publishEncodings < 2) return;
+  const sender = pc.getSenders().find((s) => s.track?.kind === 'video');
+  const n = sender?.getParameters().encodings?.length || 0;
+  if (n && n < state.publishEncodings) {
+    state.publishEncodings = n;
+    publisher.setNote(`simulcast: the answer accepted ${n} of ${SIMULCAST_ENCODINGS.length} layers`);
   }
 }
 
@@ -474,6 +606,7 @@ const publisher = new Session({
   pcKey: 'pubPc',
   endpoint: '/whip/',
   prepare: preparePublish,
+  negotiated: checkSimulcastAnswer,
   release: releasePublish,
   summarize: summarizeOutbound,
   format: formatPublishStats,
@@ -502,10 +635,22 @@ function releaseWatch() {
   stopTracks(media);
 }
 
+let sentLayer = 'auto'; // the cap the current WHEP POST asked for
+
 const viewer = new Session({
   key: 'watch',
   pcKey: 'subPc',
   endpoint: '/whep/',
+  query: () => {
+    sentLayer = state.watchLayer;
+    return sentLayer === 'auto' ? '' : `?layer=${sentLayer}`;
+  },
+  // The selector changed while the offer was in flight: apply it now.
+  negotiated: () => {
+    if (state.watchLayer !== sentLayer) {
+      setLayer(state.watchLayer).catch((err) => console.error('layer change failed:', err));
+    }
+  },
   prepare: prepareWatch,
   release: releaseWatch,
   summarize: summarizeInbound,
@@ -521,6 +666,24 @@ viewer.onStats = (s) => {
   viewer.setDetail(receiving ? '' : 'waiting for a publisher');
 };
 
+// Cap the simulcast layer: applies at the next Watch, and at once to a running session
+// (the server switches at the layer's next keyframe). Resolves once the server took it.
+async function setLayer(name) {
+  name = String(name ?? '').trim().toLowerCase() || 'auto';
+  if (!LAYERS.includes(name)) throw new Error(`layer must be one of ${LAYERS.join(', ')}`);
+  state.watchLayer = name;
+  ui.subLayer.value = name;
+  const resource = viewer.resource;
+  if (!resource) return { applied: false };
+  const url = `${resource}/layer?max=${encodeURIComponent(name)}`;
+  const resp = await fetch(url, { method: 'POST', headers: authHeaders(viewer.token) });
+  if (!resp.ok) {
+    const body = await resp.text().catch(() => '');
+    throw new Error(`layer ${name}: ${resp.status} ${firstLine(body) || resp.statusText}`);
+  }
+  return { applied: true };
+}
+
 function syncUnmuteButton() {
   const muted = ui.remoteVideo.muted;
   ui.unmute.textContent = muted ? 'Unmute' : 'Mute';
@@ -531,6 +694,10 @@ function syncUnmuteButton() {
 
 function isOff(value) {
   return value !== null && /^(0|false|no|off)$/i.test(value);
+}
+
+function isOn(value) {
+  return value !== null && /^(|1|true|yes|on)$/i.test(value);
 }
 
 function init() {
@@ -545,6 +712,14 @@ function init() {
     viewer.start(ui.subStream.value, ui.subToken.value);
   });
   ui.subStop.addEventListener('click', () => viewer.stop());
+  ui.subLayer.addEventListener('change', () => {
+    setLayer(ui.subLayer.value)
+      .then(() => viewer.setNote(''))
+      .catch((err) => {
+        console.error('layer change failed:', err);
+        viewer.setNote(describe(err));
+      });
+  });
 
   ui.unmute.addEventListener('click', () => {
     ui.remoteVideo.muted = !ui.remoteVideo.muted;
@@ -569,6 +744,14 @@ function init() {
   const token = params.get('token') || '';
   if (isOff(params.get('camera'))) ui.pubCamera.checked = false;
   if (isOff(params.get('mic'))) ui.pubMic.checked = false;
+  if (isOn(params.get('simulcast'))) ui.pubSimulcast.checked = true;
+  const layer = (params.get('layer') || '').toLowerCase();
+  if (LAYERS.includes(layer)) {
+    state.watchLayer = layer;
+    ui.subLayer.value = layer;
+  } else if (layer) {
+    console.warn(`ignoring ?layer=${layer}: not one of ${LAYERS.join(', ')}`);
+  }
 
   const publishName = params.get('publish');
   if (publishName) {

@@ -192,6 +192,8 @@ struct ViewerTrack {
     max_layer: Option<u8>,
     ssrc: Option<Ssrc>,
     rebase: Rebase,
+    /// VP8 picture id / TL0PICIDX continuity across simulcast layer switches.
+    vp8: Vp8Rebase,
     /// (publisher epoch, publisher pt) → our pt; None when we lack that codec.
     pt_cache: Vec<(u32, Pt, Option<Pt>)>,
 }
@@ -1158,6 +1160,7 @@ impl ViewerTrack {
             target_since: None,
             cap_changed: false,
             max_layer: None,
+            vp8: Vp8Rebase::default(),
             ssrc: None,
             rebase: Rebase::new(),
             pt_cache: Vec::new(),
@@ -1257,18 +1260,27 @@ fn write_to_viewer(s: &mut Session, p: &FwdPacket) -> WriteResult {
     let Some(tx) = direct.stream_tx(&ssrc) else {
         return WriteResult::Skipped;
     };
+    // Each simulcast layer numbers VP8 pictures on its own: continue the
+    // viewer's numbering across a switch, patched at serialization (no copy).
+    let vp8_patch = if p.codec == Codec::Vp8 && p.rid.is_some() {
+        track.vp8.patch(epoch, &p.payload)
+    } else {
+        None
+    };
     let mut ext = ExtensionValues::default();
     if p.kind == MediaKind::Audio {
         ext.audio_level = p.audio_level;
         ext.voice_activity = p.voice_activity;
     }
     let seq: SeqNo = seq.into();
-    tx.write_rtp(
-        RtpWrite::new(pt, seq, ts, p.received, p.payload.clone())
-            .marker(p.marker)
-            .ext_vals(ext)
-            .nackable(p.kind == MediaKind::Video),
-    );
+    let mut write = RtpWrite::new(pt, seq, ts, p.received, p.payload.clone())
+        .marker(p.marker)
+        .ext_vals(ext)
+        .nackable(p.kind == MediaKind::Video);
+    if let Some(patch) = vp8_patch {
+        write = write.vp8_patch(patch);
+    }
+    tx.write_rtp(write);
     WriteResult::Written
 }
 
@@ -1362,12 +1374,93 @@ fn evaluate_layers(s: &mut Session, now: Instant, requests: &mut Vec<(Arc<Stream
     }
     if s.estimate.is_some() && want_max > 0 {
         // Keep the estimator probing toward the top layer.
-        s.rtc
-            .bwe()
-            .set_bitrate(
-                Bitrate::from(want_min),
-                Bitrate::from((want_max as f64 * 1.3) as u64 + 128_000),
-            );
+        s.rtc.bwe().set_bitrate(
+            Bitrate::from(want_min),
+            Bitrate::from((want_max as f64 * 1.3) as u64 + 128_000),
+        );
+    }
+}
+
+/// Rewrites VP8 picture ids and TL0PICIDX for one viewer track.
+#[derive(Debug, Default, Clone)]
+struct Vp8Rebase {
+    tag: Option<u32>,
+    pid_delta: u16,
+    tl0_delta: u8,
+    last_pid: Option<u16>,
+    last_tl0: Option<u8>,
+}
+
+/// Picture id (value, 15-bit?) and TL0PICIDX of a VP8 payload descriptor.
+fn vp8_ids(p: &[u8]) -> (Option<(u16, bool)>, Option<u8>) {
+    let Some(&b0) = p.first() else {
+        return (None, None);
+    };
+    if b0 & 0x80 == 0 {
+        return (None, None);
+    }
+    let Some(&x) = p.get(1) else {
+        return (None, None);
+    };
+    let mut i = 2;
+    let mut pid = None;
+    if x & 0x80 != 0 {
+        match p.get(i) {
+            Some(&m) if m & 0x80 != 0 => {
+                let Some(&lo) = p.get(i + 1) else {
+                    return (None, None);
+                };
+                pid = Some(((((m & 0x7f) as u16) << 8) | lo as u16, true));
+                i += 2;
+            }
+            Some(&m) => {
+                pid = Some((m as u16, false));
+                i += 1;
+            }
+            None => return (None, None),
+        }
+    }
+    let tl0 = if x & 0x40 != 0 {
+        p.get(i).copied()
+    } else {
+        None
+    };
+    (pid, tl0)
+}
+
+impl Vp8Rebase {
+    fn patch(&mut self, tag: u32, payload: &[u8]) -> Option<str0m::rtp::Vp8Patch> {
+        let (pid, tl0) = vp8_ids(payload);
+        if self.tag != Some(tag) {
+            self.tag = Some(tag);
+            self.pid_delta = match (self.last_pid, pid) {
+                (Some(last), Some((p, _))) => last.wrapping_add(1).wrapping_sub(p),
+                _ => 0,
+            };
+            self.tl0_delta = match (self.last_tl0, tl0) {
+                (Some(last), Some(t)) => last.wrapping_add(1).wrapping_sub(t),
+                _ => 0,
+            };
+        }
+        if self.pid_delta == 0 && self.tl0_delta == 0 {
+            self.last_pid = pid.map(|x| x.0);
+            self.last_tl0 = tl0;
+            return None;
+        }
+        let desc = str0m::rtp::Vp8Descriptor::parse(payload).ok()?;
+        let mut b = desc.patch();
+        if let Some((p, wide)) = pid {
+            let mask = if wide { 0x7fff } else { 0x7f };
+            let out = p.wrapping_add(self.pid_delta) & mask;
+            self.last_pid = Some(out);
+            b = b.picture_id(out);
+        }
+        if let Some(t) = tl0 {
+            let out = t.wrapping_add(self.tl0_delta);
+            self.last_tl0 = Some(out);
+            b = b.tl0_pic_idx(out);
+        }
+        b.build().ok()
     }
 }
 
@@ -1465,6 +1558,37 @@ mod tests {
         // Nothing fits: the lowest layer rather than nothing.
         assert_eq!(choose_layer(&l, None, Some(10_000)), Some(Rid::from("q")));
         assert_eq!(choose_layer(&[], None, None), None);
+    }
+
+    #[test]
+    fn vp8_picture_ids_continue_across_a_layer_switch() {
+        // X=1, I=1 (15-bit id), L=1, T=1: [desc, ext, pid hi, pid lo, tl0, tid, frame tag]
+        let pkt = |pid: u16, tl0: u8| {
+            vec![
+                0x90,
+                0xe0,
+                0x80 | (pid >> 8) as u8,
+                pid as u8,
+                tl0,
+                0x20,
+                0x00,
+                1,
+                2,
+                3,
+            ]
+        };
+        assert_eq!(vp8_ids(&pkt(300, 9)), (Some((300, true)), Some(9)));
+        let mut r = Vp8Rebase::default();
+        assert!(
+            r.patch(1, &pkt(300, 9)).is_none(),
+            "first layer passes through"
+        );
+        assert!(r.patch(1, &pkt(301, 10)).is_none());
+        // Switch to a layer numbering from 5000: the viewer sees 302 / 11.
+        assert!(r.patch(2, &pkt(5000, 77)).is_some());
+        assert_eq!((r.last_pid, r.last_tl0), (Some(302), Some(11)));
+        assert!(r.patch(2, &pkt(5001, 78)).is_some());
+        assert_eq!((r.last_pid, r.last_tl0), (Some(303), Some(12)));
     }
 
     #[test]
