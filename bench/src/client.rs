@@ -6,12 +6,13 @@
 //! counter, send time) followed by a fill derived from the counter, so a
 //! viewer can check every byte and measure latency without a codec.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use str0m::change::SdpAnswer;
+use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
@@ -30,6 +31,16 @@ pub struct Endpoint {
     pub token: Option<String>,
     /// Accept self-signed certificates.
     pub insecure: bool,
+}
+
+/// Where a session's socket binds and which media addresses it may send to.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// Local IP to bind and offer as the host candidate; 127.0.0.1 when `None`.
+    pub local_ip: Option<IpAddr>,
+    /// When set, an answer whose ICE candidates name any other IP is refused,
+    /// so no media goes anywhere but the target.
+    pub allowed_media_ips: Option<Vec<IpAddr>>,
 }
 
 /// Which video codec a synthetic publisher sends.
@@ -146,6 +157,61 @@ pub fn check_payload(p: &[u8]) -> Option<Stamp> {
     })
 }
 
+/// IP addresses of the ICE candidates in an SDP (`a=candidate:` lines).
+pub fn candidate_ips(sdp: &str) -> Vec<IpAddr> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
+        // foundation component transport priority address port typ ...
+        .filter_map(|c| c.split_whitespace().nth(4)?.parse().ok())
+        .collect()
+}
+
+fn check_candidates(answer: &str, opts: &SessionOptions) -> Result<(), ClientError> {
+    let Some(allowed) = &opts.allowed_media_ips else {
+        return Ok(());
+    };
+    match candidate_ips(answer).into_iter().find(|ip| !allowed.contains(ip)) {
+        Some(ip) => Err(ClientError::Answer(format!(
+            "candidate {ip} is not an address of the target ({allowed:?}); refusing to send media there"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Best-effort DELETE of a session's resource.
+async fn delete_resource(http: &reqwest::Client, ep: &Endpoint, location: Option<&str>) {
+    let Some(loc) = location else { return };
+    let mut req = http.delete(loc);
+    if let Some(t) = &ep.token {
+        req = req.bearer_auth(t);
+    }
+    let _ = req.send().await;
+}
+
+/// One DTLS certificate for every session of the process: making one costs
+/// about a millisecond of CPU, which would otherwise bound the setup rate.
+fn shared_cert() -> Option<DtlsCert> {
+    static CERT: OnceLock<Option<DtlsCert>> = OnceLock::new();
+    CERT.get_or_init(|| {
+        str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+    })
+    .clone()
+}
+
+fn with_shared_cert(cfg: RtcConfig) -> RtcConfig {
+    match shared_cert() {
+        Some(cert) => cfg.set_dtls_cert(cert),
+        None => cfg,
+    }
+}
+
+async fn bind(opts: &SessionOptions) -> Result<UdpSocket, ClientError> {
+    let ip = opts.local_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    Ok(UdpSocket::bind(SocketAddr::new(ip, 0)).await?)
+}
+
 async fn signal(
     http: &reqwest::Client,
     ep: &Endpoint,
@@ -204,7 +270,7 @@ pub fn http_client(insecure: bool) -> reqwest::Client {
 }
 
 fn rtc_config(video_codec: VideoCodec) -> RtcConfig {
-    let cfg = RtcConfig::new()
+    let cfg = with_shared_cert(RtcConfig::new())
         .set_rtp_mode(true)
         .set_stats_interval(None)
         .clear_codecs()
@@ -297,13 +363,23 @@ impl<S> SessionHandle<S> {
     }
 }
 
-/// Start a WHIP publisher of synthetic media.
+/// Start a WHIP publisher of synthetic media on 127.0.0.1.
 pub async fn publish(
     http: &reqwest::Client,
     ep: &Endpoint,
     spec: MediaSpec,
 ) -> Result<SessionHandle<PublisherStats>, ClientError> {
-    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    publish_with(http, ep, spec, &SessionOptions::default()).await
+}
+
+/// Start a WHIP publisher of synthetic media.
+pub async fn publish_with(
+    http: &reqwest::Client,
+    ep: &Endpoint,
+    spec: MediaSpec,
+    opts: &SessionOptions,
+) -> Result<SessionHandle<PublisherStats>, ClientError> {
+    let socket = bind(opts).await?;
     let local = socket.local_addr()?;
     let mut rtc = rtc_config(spec.video_codec).build(Instant::now());
     rtc.add_local_candidate(
@@ -320,6 +396,10 @@ pub async fn publish(
         .apply()
         .ok_or_else(|| ClientError::Rtc("nothing to offer".into()))?;
     let (answer, location) = signal(http, ep, offer.to_sdp_string()).await?;
+    if let Err(e) = check_candidates(&answer, opts) {
+        delete_resource(http, ep, location.as_deref()).await;
+        return Err(e);
+    }
     let answer =
         SdpAnswer::from_sdp_string(&answer).map_err(|e| ClientError::Answer(e.to_string()))?;
     rtc.sdp_api()
@@ -354,17 +434,27 @@ pub enum ViewerMode {
     CountOnly,
 }
 
-/// Start a WHEP viewer.
+/// Start a WHEP viewer on 127.0.0.1.
 pub async fn view(
     http: &reqwest::Client,
     ep: &Endpoint,
     mode: ViewerMode,
 ) -> Result<SessionHandle<ViewerStats>, ClientError> {
+    view_with(http, ep, mode, &SessionOptions::default()).await
+}
+
+/// Start a WHEP viewer.
+pub async fn view_with(
+    http: &reqwest::Client,
+    ep: &Endpoint,
+    mode: ViewerMode,
+    opts: &SessionOptions,
+) -> Result<SessionHandle<ViewerStats>, ClientError> {
     let started = Instant::now();
-    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let socket = bind(opts).await?;
     let local = socket.local_addr()?;
     // Offer both codecs so any publisher can be watched.
-    let mut rtc = RtcConfig::new()
+    let mut rtc = with_shared_cert(RtcConfig::new())
         .set_rtp_mode(true)
         .set_stats_interval(None)
         .clear_codecs()
@@ -382,6 +472,10 @@ pub async fn view(
         .apply()
         .ok_or_else(|| ClientError::Rtc("nothing to offer".into()))?;
     let (answer, location) = signal(http, ep, offer.to_sdp_string()).await?;
+    if let Err(e) = check_candidates(&answer, opts) {
+        delete_resource(http, ep, location.as_deref()).await;
+        return Err(e);
+    }
     let answer =
         SdpAnswer::from_sdp_string(&answer).map_err(|e| ClientError::Answer(e.to_string()))?;
     rtc.sdp_api()
@@ -473,8 +567,7 @@ impl PubState {
             if a.pt.is_none() {
                 a.pt = find_pt(rtc, a.mid, Codec::Opus);
             }
-            while a.pt.is_some() && a.next.is_some_and(|t| t <= now) {
-                let pt = a.pt.expect("checked");
+            while let (Some(pt), true) = (a.pt, a.next.is_some_and(|t| t <= now)) {
                 let payload = make_payload(a.track, a.counter, 80, [0xfc, 0, 0, 0]);
                 let ts = (a.counter as u64 * 960) as u32;
                 let mut direct = rtc.direct_api();
@@ -498,8 +591,7 @@ impl PubState {
                 v.pt = find_pt(rtc, v.mid, video_codec);
             }
             let frame_gap = Duration::from_secs(1) / self.spec.fps.max(1);
-            while v.pt.is_some() && v.next.is_some_and(|t| t <= now) {
-                let pt = v.pt.expect("checked");
+            while let (Some(pt), true) = (v.pt, v.next.is_some_and(|t| t <= now)) {
                 let key = v.force_key
                     || v.last_key
                         .is_none_or(|k| now.duration_since(k) >= self.spec.keyframe_interval);
@@ -588,34 +680,43 @@ async fn run(
     let local = socket.local_addr()?;
     let mut buf = vec![0u8; 2048];
     let mut kick = false;
+    // Whether str0m took input since its output was last drained; a count-only
+    // viewer mostly does not, and then its last timeout still holds.
+    let mut dirty = true;
+    let mut timeout = Instant::now();
     loop {
-        let timeout = loop {
-            match rtc.poll_output() {
-                Ok(Output::Timeout(t)) => break t,
-                Ok(Output::Transmit(t)) => {
-                    let _ = socket.send_to(&t.contents, t.destination).await;
-                }
-                Ok(Output::Event(e)) => {
-                    if !handle_event(&mut rtc, &mut role, e) {
-                        return Ok(());
+        if dirty {
+            dirty = false;
+            timeout = loop {
+                match rtc.poll_output() {
+                    Ok(Output::Timeout(t)) => break t,
+                    Ok(Output::Transmit(t)) => {
+                        let _ = socket.send_to(&t.contents, t.destination).await;
                     }
+                    Ok(Output::Event(e)) => {
+                        if !handle_event(&mut rtc, &mut role, e) {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => return Err(ClientError::Rtc(e.to_string())),
                 }
-                Err(e) => return Err(ClientError::Rtc(e.to_string())),
+            };
+            if !rtc.is_alive() {
+                return Ok(());
             }
-        };
-        if !rtc.is_alive() {
-            return Ok(());
         }
         let now = Instant::now();
         if kick {
             kick = false;
             rtc.handle_input(Input::Timeout(now))
                 .map_err(|e| ClientError::Rtc(e.to_string()))?;
+            dirty = true;
             continue;
         }
         if let Role::Pub(p) = &mut role {
             if p.stats.connected.load(Ordering::Relaxed) && p.write_due(&mut rtc, now) {
                 kick = true;
+                dirty = true;
                 continue;
             }
         }
@@ -633,21 +734,34 @@ async fn run(
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
                     Err(e) => return Err(e.into()),
                 };
-                let data = &buf[..n];
                 if let Role::View(v) = &role {
-                    if v.mode == ViewerMode::CountOnly && is_rtp(data) && v.stats.connected.load(Ordering::Relaxed) {
-                        count_header(&v.stats, data);
+                    if v.mode == ViewerMode::CountOnly && v.stats.connected.load(Ordering::Relaxed) {
+                        dirty |= count_or_feed(&mut rtc, &v.stats, local, src, &buf[..n])?;
+                        // Read what else is queued now rather than once per trip
+                        // through the loop: the count-only path must stay cheap.
+                        for _ in 0..COUNT_BATCH {
+                            match socket.try_recv_from(&mut buf) {
+                                Ok((n, src)) => {
+                                    dirty |= count_or_feed(&mut rtc, &v.stats, local, src, &buf[..n])?;
+                                }
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
                         continue;
                     }
                 }
-                if let Ok(r) = Receive::new(Protocol::Udp, src, local, data) {
+                if let Ok(r) = Receive::new(Protocol::Udp, src, local, &buf[..n]) {
                     rtc.handle_input(Input::Receive(Instant::now(), r))
                         .map_err(|e| ClientError::Rtc(e.to_string()))?;
+                    dirty = true;
                 }
             }
             _ = tokio::time::sleep_until(wake.into()) => {
                 rtc.handle_input(Input::Timeout(Instant::now()))
                     .map_err(|e| ClientError::Rtc(e.to_string()))?;
+                dirty = true;
             }
             _ = stop.notified() => {
                 let _ = rtc.close();
@@ -662,6 +776,32 @@ async fn run(
                 return Ok(());
             }
         }
+    }
+}
+
+/// Datagrams a count-only viewer reads per wake-up before yielding.
+const COUNT_BATCH: usize = 64;
+
+/// Count an RTP datagram from its header, or hand anything else (RTCP, STUN,
+/// DTLS) to str0m; returns whether str0m took input.
+fn count_or_feed(
+    rtc: &mut Rtc,
+    stats: &ViewerStats,
+    local: SocketAddr,
+    src: SocketAddr,
+    data: &[u8],
+) -> Result<bool, ClientError> {
+    if is_rtp(data) {
+        count_header(stats, data);
+        return Ok(false);
+    }
+    match Receive::new(Protocol::Udp, src, local, data) {
+        Ok(r) => {
+            rtc.handle_input(Input::Receive(Instant::now(), r))
+                .map_err(|e| ClientError::Rtc(e.to_string()))?;
+            Ok(true)
+        }
+        Err(_) => Ok(false),
     }
 }
 
@@ -760,6 +900,27 @@ mod tests {
             resolve_location("https://h:1/x", "http://o/y"),
             "http://o/y"
         );
+    }
+
+    #[test]
+    fn answers_naming_other_hosts_are_refused() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+                   a=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host\r\n\
+                   a=candidate:2 1 udp 2130706431 10.9.8.7 40000 typ host\r\n";
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.9.8.7".parse().unwrap();
+        assert_eq!(candidate_ips(sdp), vec![lo, other]);
+        let only_lo = SessionOptions {
+            local_ip: None,
+            allowed_media_ips: Some(vec![lo]),
+        };
+        assert!(check_candidates(sdp, &only_lo).is_err());
+        let both = SessionOptions {
+            local_ip: None,
+            allowed_media_ips: Some(vec![lo, other]),
+        };
+        assert!(check_candidates(sdp, &both).is_ok());
+        assert!(check_candidates(sdp, &SessionOptions::default()).is_ok());
     }
 
     #[test]

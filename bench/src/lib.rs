@@ -2,5 +2,9 @@
 //! clients the integration tests use.
 
 pub mod client;
+pub mod fanout;
+pub mod plot;
+pub mod report;
 pub mod stats;
 pub mod udp;
+pub mod units;

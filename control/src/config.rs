@@ -49,7 +49,7 @@ pub struct Config {
     pub log_format: String,
     /// Seconds to wait for sessions to end on drain before exiting.
     pub drain_timeout_secs: f64,
-    /// Initial bandwidth estimate (bits/s) for viewers, whose simulcast layer
+    /// Initial bandwidth estimate (bits/s) for viewers of simulcast streams, whose layer
     /// follows TWCC estimation; 0 turns estimation (and its pacing) off.
     pub viewer_bwe_bps: u64,
 }

@@ -263,19 +263,25 @@ fn create_session(
                 return unavailable("server at capacity (max_sessions)", 5)
             }
         }
-        reg.least_loaded(app.dataplane.shards.len())
+        // Estimation costs CPU and pacing; only simulcast viewers need it.
+        let simulcast = reg.stream_has_layers(stream);
+        (reg.least_loaded(app.dataplane.shards.len()), simulcast)
     };
+    let (shard, simulcast) = shard;
     let Some(handle) = app.dataplane.shard(shard) else {
         return unavailable("no dataplane shard available", 5);
     };
-    let negotiated = match app
-        .negotiator
-        .answer(offer, role == Role::Publisher, handle.addr)
-    {
-        Ok(n) => n,
-        Err(NegotiateError::Malformed(m)) => return error(StatusCode::BAD_REQUEST, m),
-        Err(NegotiateError::Unsupported(m)) => return error(StatusCode::UNPROCESSABLE_ENTITY, m),
-    };
+    let negotiated =
+        match app
+            .negotiator
+            .answer_with(offer, role == Role::Publisher, simulcast, handle.addr)
+        {
+            Ok(n) => n,
+            Err(NegotiateError::Malformed(m)) => return error(StatusCode::BAD_REQUEST, m),
+            Err(NegotiateError::Unsupported(m)) => {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, m)
+            }
+        };
     let id = SessionId(app.negotiator.random_u64());
     let entry = SessionEntry {
         id,

@@ -134,6 +134,18 @@ impl Negotiator {
         publish: bool,
         candidate: SocketAddr,
     ) -> Result<Negotiated, NegotiateError> {
+        self.answer_with(offer, publish, false, candidate)
+    }
+
+    /// Answer `offer`; `estimate` turns on TWCC bandwidth estimation (and
+    /// pacing) for a viewer, which its simulcast layer choice follows.
+    pub fn answer_with(
+        &self,
+        offer: &str,
+        publish: bool,
+        estimate: bool,
+        candidate: SocketAddr,
+    ) -> Result<Negotiated, NegotiateError> {
         let media = media_sections(offer);
         if media.is_empty() {
             return Err(NegotiateError::Malformed(
@@ -160,7 +172,7 @@ impl Negotiator {
         }
         let ufrag = self.random_token(8);
         let mut cfg = self.config(&ufrag);
-        if let (false, Some(bps)) = (publish, self.viewer_bwe) {
+        if let (false, true, Some(bps)) = (publish, estimate, self.viewer_bwe) {
             // Viewers' simulcast layer follows the TWCC estimate.
             cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::from(bps)));
         }

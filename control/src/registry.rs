@@ -83,6 +83,13 @@ impl Registry {
         self.sessions.get(&id)
     }
 
+    /// Is `name` live with a simulcast publisher (layers measured)?
+    pub fn stream_has_layers(&self, name: &str) -> bool {
+        self.streams
+            .get(name)
+            .is_some_and(|s| !s.shared.layers().is_empty())
+    }
+
     /// The shared state of `name`, created if new.
     pub fn stream_shared(&mut self, name: &str) -> Arc<StreamShared> {
         if let Some(s) = self.streams.get(name) {
