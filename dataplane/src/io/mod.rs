@@ -17,9 +17,11 @@ use crate::stats::Counters;
 mod mmsg;
 mod plain;
 pub mod probe;
+mod uring;
 
 pub use mmsg::MmsgBackend;
 pub use plain::StdBackend;
+pub use uring::{UringBackend, UringSetupError};
 
 /// Which backend a shard uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,10 +80,13 @@ pub fn make_backend(kind: IoKind, socket: UdpSocket) -> Box<dyn Backend> {
                 Box::new(StdBackend::new(socket))
             }
         },
-        IoKind::Uring => {
-            tracing::warn!("io_uring backend not available in this build; using mmsg");
-            make_backend(IoKind::Mmsg, socket)
-        }
+        IoKind::Uring => match UringBackend::new(socket.try_clone().expect("dup")) {
+            Ok(b) => Box::new(b),
+            Err(e) => {
+                tracing::warn!("io_uring backend unavailable ({e}); using mmsg");
+                make_backend(IoKind::Mmsg, socket)
+            }
+        },
     }
 }
 
