@@ -352,10 +352,7 @@ async fn with_a_secret_whip_and_whep_need_a_token_granting_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_datagrams_are_dropped_and_counted_while_media_flows() {
-    let server = start(1, |c| {
-        c.io = std::env::var("SLUICE_TEST_IO").unwrap_or("auto".into())
-    })
-    .await;
+    let server = start(1, |_| {}).await;
     let http = client::http_client(true);
     let publisher = client::publish(&http, &whip(&server, "g"), MediaSpec::default())
         .await

@@ -890,8 +890,7 @@ mod tests {
     #[test]
     fn mixed_size_datagrams_arrive_whole_between_two_uring_backends() {
         if let Some(e) = uring_unavailable() {
-            eprintln!("skipping: io_uring unavailable: {e}");
-            return;
+            panic!("io_uring unavailable on this host, so this test cannot run: {e}");
         }
         let (a, b) = (loopback(), loopback());
         let from = a.local_addr().unwrap();
@@ -921,8 +920,7 @@ mod tests {
     #[test]
     fn refused_gso_falls_back_to_single_sends_without_loss() {
         if let Some(e) = uring_unavailable() {
-            eprintln!("skipping: io_uring unavailable: {e}");
-            return;
+            panic!("io_uring unavailable on this host, so this test cannot run: {e}");
         }
         let a = loopback();
         let one: libc::c_int = 1;
@@ -948,8 +946,7 @@ mod tests {
     #[test]
     fn oversize_datagram_is_counted_and_dropped_and_the_next_arrives() {
         if let Some(e) = uring_unavailable() {
-            eprintln!("skipping: io_uring unavailable: {e}");
-            return;
+            panic!("io_uring unavailable on this host, so this test cannot run: {e}");
         }
         let mut rx = backend(loopback());
         let dest = rx.socket.local_addr().unwrap();
@@ -974,8 +971,7 @@ mod tests {
     #[test]
     fn a_run_of_oversize_datagrams_does_not_hide_the_next_one() {
         if let Some(e) = uring_unavailable() {
-            eprintln!("skipping: io_uring unavailable: {e}");
-            return;
+            panic!("io_uring unavailable on this host, so this test cannot run: {e}");
         }
         let mut rx = backend(loopback());
         let dest = rx.socket.local_addr().unwrap();
@@ -995,8 +991,7 @@ mod tests {
     #[test]
     fn more_datagrams_than_buffers_all_arrive_after_the_ring_runs_dry() {
         if let Some(e) = uring_unavailable() {
-            eprintln!("skipping: io_uring unavailable: {e}");
-            return;
+            panic!("io_uring unavailable on this host, so this test cannot run: {e}");
         }
         let mut rx = backend(loopback());
         let dest = rx.socket.local_addr().unwrap();
@@ -1018,8 +1013,7 @@ mod tests {
     #[test]
     fn parked_loop_wakes_when_a_datagram_arrives() {
         if let Some(e) = uring_unavailable() {
-            eprintln!("skipping: io_uring unavailable: {e}");
-            return;
+            panic!("io_uring unavailable on this host, so this test cannot run: {e}");
         }
         let mut rx = backend(loopback());
         let dest = rx.socket.local_addr().unwrap();
@@ -1049,8 +1043,7 @@ mod tests {
     #[test]
     fn park_returns_at_once_for_a_datagram_taken_before_parking() {
         if let Some(e) = uring_unavailable() {
-            eprintln!("skipping: io_uring unavailable: {e}");
-            return;
+            panic!("io_uring unavailable on this host, so this test cannot run: {e}");
         }
         let mut rx = backend(loopback());
         let dest = rx.socket.local_addr().unwrap();
