@@ -401,16 +401,7 @@ impl Shard {
                         // Tracks offered before the answer now have their send streams.
                         for t in &mut s.viewer_tracks {
                             if t.ssrc.is_none() {
-                                t.ssrc = s
-                                    .rtc
-                                    .direct_api()
-                                    .stream_tx_by_mid(t.mid, None)
-                                    .map(|x| x.ssrc());
-                                if let Some(ssrc) = t.ssrc {
-                                    if let Some(tx) = s.rtc.direct_api().stream_tx(&ssrc) {
-                                        tx.set_rtx_cache(512, Duration::from_secs(1), Some(0.15));
-                                    }
-                                }
+                                t.ssrc = send_stream(&mut s.rtc, t.mid);
                             }
                         }
                         reply(Ok(()))
@@ -626,16 +617,7 @@ impl Shard {
         };
         if !s.viewer_tracks.iter().any(|t| t.mid == mid) {
             let mut t = ViewerTrack::new(mid, kind, false);
-            t.ssrc = s
-                .rtc
-                .direct_api()
-                .stream_tx_by_mid(mid, None)
-                .map(|x| x.ssrc());
-            if let Some(ssrc) = t.ssrc {
-                if let Some(tx) = s.rtc.direct_api().stream_tx(&ssrc) {
-                    tx.set_rtx_cache(512, Duration::from_secs(1), Some(0.15));
-                }
-            }
+            t.ssrc = send_stream(&mut s.rtc, mid);
             s.viewer_tracks.push(t);
         }
         let t = s
@@ -829,22 +811,10 @@ impl Shard {
                     && m.direction.is_sending()
                     && !s.viewer_tracks.iter().any(|t| t.mid == m.mid) =>
             {
-                {
-                    let mut t = ViewerTrack::new(m.mid, m.kind, s.stream.is_some());
-                    t.max_layer = s.initial_max_layer;
-                    t.ssrc = s
-                        .rtc
-                        .direct_api()
-                        .stream_tx_by_mid(m.mid, None)
-                        .map(|t| t.ssrc());
-                    if let Some(ssrc) = t.ssrc {
-                        if let Some(tx) = s.rtc.direct_api().stream_tx(&ssrc) {
-                            // Bound NACK memory by time: payloads are shared, so this is headers only.
-                            tx.set_rtx_cache(512, Duration::from_secs(1), Some(0.15));
-                        }
-                    }
-                    s.viewer_tracks.push(t);
-                }
+                let mut t = ViewerTrack::new(m.mid, m.kind, s.stream.is_some());
+                t.max_layer = s.initial_max_layer;
+                t.ssrc = send_stream(&mut s.rtc, m.mid);
+                s.viewer_tracks.push(t);
             }
             Event::KeyframeRequest(req) if s.role == Role::Viewer => {
                 {
@@ -1462,6 +1432,15 @@ impl Vp8Rebase {
         }
         b.build().ok()
     }
+}
+
+/// The send stream of `mid`, if negotiated, with its RTX cache bounded by
+/// time: payloads are shared, so one second of history costs headers only.
+fn send_stream(rtc: &mut Rtc, mid: Mid) -> Option<Ssrc> {
+    let mut direct = rtc.direct_api();
+    let tx = direct.stream_tx_by_mid(mid, None)?;
+    tx.set_rtx_cache(512, Duration::from_secs(1), Some(0.15));
+    Some(tx.ssrc())
 }
 
 fn rid_tag(rid: Rid) -> u32 {
