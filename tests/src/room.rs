@@ -213,10 +213,13 @@ impl Participant {
             .expect("ws send");
     }
 
-    /// Responses to frames sent with `send_raw` that carry no known id arrive here.
-    pub async fn next_unmatched(&self, id: u64) -> Value {
+    /// Send a raw text frame and wait for the response that carries `id`
+    /// (0 for errors about frames the server could not read). The waiter is
+    /// registered before sending so a fast response cannot be missed.
+    pub async fn send_raw_for_response(&self, text: String, id: u64) -> Value {
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap().insert(id, tx);
+        self.send_raw(text).await;
         tokio::time::timeout(Duration::from_secs(5), rx)
             .await
             .expect("response in time")

@@ -129,8 +129,7 @@ async fn protocol_errors_get_error_responses_and_hurt_no_one() {
 
     // A second connection that misbehaves in every way.
     let (b, _) = Participant::join(&base, "r2", "b", true).await;
-    b.send_raw("{not json".into()).await;
-    let r = b.next_unmatched(0).await;
+    let r = b.send_raw_for_response("{not json".into(), 0).await;
     assert_eq!(
         (r["ok"].as_bool(), r["errorCode"].as_u64()),
         (Some(false), Some(400)),
@@ -157,12 +156,13 @@ async fn protocol_errors_get_error_responses_and_hurt_no_one() {
     assert_eq!(r["errorCode"], 404, "{r}");
     let r = b.request("chat", json!({"text": "x".repeat(2000)})).await;
     assert_eq!(r["errorCode"], 400, "{r}");
-    b.send_raw(
-        json!({"request": true, "id": 77, "method": "chat", "data": {"text": "y".repeat(70_000)}})
-            .to_string(),
-    )
-    .await;
-    let r = b.next_unmatched(0).await;
+    let r = b
+        .send_raw_for_response(
+            json!({"request": true, "id": 77, "method": "chat", "data": {"text": "y".repeat(70_000)}})
+                .to_string(),
+            0,
+        )
+        .await;
     assert_eq!(r["errorCode"], 413, "{r}");
     let r = b.request("chat", json!({"text": "hello"})).await;
     assert_eq!(r["ok"], true);
