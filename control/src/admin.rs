@@ -10,6 +10,7 @@ use axum::response::Response;
 use serde::Serialize;
 
 use crate::http::{bearer, end_session, error, json};
+use crate::registry::SessionInfo;
 use crate::server::App;
 
 /// Admin access: the admin token when set; in open dev mode anyone; otherwise no one.
@@ -86,7 +87,37 @@ pub async fn sessions(State(app): State<Arc<App>>, headers: HeaderMap) -> Respon
     if let Err(r) = check(&app, &headers) {
         return r;
     }
-    json(app.registry().sessions())
+    json(sessions_with_stats(&app))
+}
+
+/// Every session with its shard's latest stats.
+pub fn sessions_with_stats(app: &App) -> Vec<SessionInfo> {
+    let mut v = app.registry().sessions();
+    for s in &mut v {
+        if let Some(shard) = app.dataplane.shard(s.shard_id) {
+            s.stats = shard
+                .session_stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&s.sid)
+                .cloned();
+        }
+    }
+    v
+}
+
+pub async fn session(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = check(&app, &headers) {
+        return r;
+    }
+    match sessions_with_stats(&app).into_iter().find(|s| s.id == id) {
+        Some(s) => json(s),
+        None => error(StatusCode::NOT_FOUND, "no such session"),
+    }
 }
 
 pub async fn kick(

@@ -52,6 +52,9 @@ pub struct Config {
     /// Initial bandwidth estimate (bits/s) for viewers of simulcast streams, whose layer
     /// follows TWCC estimation; 0 turns estimation (and its pacing) off.
     pub viewer_bwe_bps: u64,
+    /// Per-session and per-track series in /metrics (one set per session and
+    /// track; turn off on boxes with many thousands of sessions).
+    pub metrics_sessions: bool,
 }
 
 impl Default for Config {
@@ -76,6 +79,7 @@ impl Default for Config {
             log_format: "text".into(),
             drain_timeout_secs: 30.0,
             viewer_bwe_bps: 2_500_000,
+            metrics_sessions: true,
         }
     }
 }

@@ -66,7 +66,7 @@ pub fn router(app: AppState) -> Router {
         .route("/admin/sessions", get(crate::admin::sessions))
         .route(
             "/admin/sessions/{id}",
-            axum::routing::delete(crate::admin::kick),
+            get(crate::admin::session).delete(crate::admin::kick),
         )
         .route("/admin/drain", post(crate::admin::drain))
         .route("/admin/rooms", get(crate::admin::rooms))

@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod http;
 pub mod metrics;
 pub mod negotiate;
+pub mod notify;
 pub mod registry;
 pub mod rooms;
 pub mod server;

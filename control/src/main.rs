@@ -107,6 +107,9 @@ struct ServeArgs {
     /// Initial TWCC estimate for viewers in bits/s (0 = no estimation or pacing).
     #[arg(long, env = "SLUICE_VIEWER_BWE_BPS")]
     viewer_bwe_bps: Option<u64>,
+    /// Per-session and per-track series in /metrics (true/false).
+    #[arg(long, env = "SLUICE_METRICS_SESSIONS")]
+    metrics_sessions: Option<bool>,
 }
 
 impl ServeArgs {
@@ -133,7 +136,8 @@ impl ServeArgs {
             keyframe_interval_ms,
             log_format,
             drain_timeout_secs,
-            viewer_bwe_bps
+            viewer_bwe_bps,
+            metrics_sessions
         );
         macro_rules! over_opt {
             ($($f:ident),*) => { $(if let Some(v) = self.$f.clone() { c.$f = Some(v); })* };
@@ -252,6 +256,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     println!("  web client: {}/", server.url());
+    sluice::notify::notify_or_log(&format!(
+        "READY=1\nSTATUS=serving on {}, {} shard(s)\nMAINPID={}",
+        server.url(),
+        server.app.dataplane.shards.len(),
+        std::process::id()
+    ));
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -259,6 +269,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         r = server.wait() => { r?; }
         _ = term.recv() => {
             tracing::info!("SIGTERM: draining (no new sessions) for up to {:?}", drain_timeout);
+            sluice::notify::notify_or_log("STOPPING=1\nSTATUS=draining");
             tokio::select! {
                 _ = server.drain(drain_timeout) => {}
                 _ = int.recv() => tracing::info!("SIGINT: exiting now"),
@@ -266,6 +277,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         _ = int.recv() => {
             tracing::info!("SIGINT: draining; press Ctrl-C again to exit at once");
+            sluice::notify::notify_or_log("STOPPING=1\nSTATUS=draining");
             tokio::select! {
                 _ = server.drain(drain_timeout) => {}
                 _ = int.recv() => tracing::info!("second SIGINT: exiting now"),

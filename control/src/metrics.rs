@@ -73,6 +73,7 @@ pub fn render(app: &App) -> String {
             s.id, s.io, s.addr
         );
     }
+    shard_loop_metrics(&mut out, app);
     let reg = app.registry();
     let _ = writeln!(out, "# HELP sluice_sessions Registered sessions by role.");
     let _ = writeln!(out, "# TYPE sluice_sessions gauge");
@@ -92,14 +93,64 @@ pub fn render(app: &App) -> String {
     let _ = writeln!(out, "sluice_streams {}", reg.stream_count());
     let _ = writeln!(out, "# HELP sluice_stream_viewers Viewers per stream.");
     let _ = writeln!(out, "# TYPE sluice_stream_viewers gauge");
-    for s in reg.streams() {
+    let streams = reg.streams();
+    drop(reg);
+    for s in &streams {
         let _ = writeln!(
             out,
             "sluice_stream_viewers{{stream=\"{}\"}} {}",
-            s.name, s.viewers
+            label(&s.name),
+            s.viewers
         );
     }
-    drop(reg);
+    family(
+        &mut out,
+        "sluice_stream_bitrate_bps",
+        "gauge",
+        "Publisher's RTP payload rate per stream, bits/s.",
+    );
+    for s in &streams {
+        let _ = writeln!(
+            out,
+            "sluice_stream_bitrate_bps{{stream=\"{}\"}} {}",
+            label(&s.name),
+            s.bitrate_bps
+        );
+    }
+    family(
+        &mut out,
+        "sluice_stream_received_bytes_total",
+        "counter",
+        "RTP payload bytes received from publishers per stream.",
+    );
+    for s in &streams {
+        let _ = writeln!(
+            out,
+            "sluice_stream_received_bytes_total{{stream=\"{}\"}} {}",
+            label(&s.name),
+            s.bytes_in
+        );
+    }
+    family(
+        &mut out,
+        "sluice_stream_layer_bitrate_bps",
+        "gauge",
+        "Simulcast layer rates per stream, bits/s.",
+    );
+    for s in &streams {
+        for l in &s.layers {
+            let _ = writeln!(
+                out,
+                "sluice_stream_layer_bitrate_bps{{stream=\"{}\",rid=\"{}\"}} {}",
+                label(&s.name),
+                label(&l.rid),
+                l.bitrate_bps
+            );
+        }
+    }
+    if app.config.metrics_sessions {
+        session_metrics(&mut out, app);
+    }
     let _ = writeln!(out, "# HELP sluice_draining 1 while the server drains.");
     let _ = writeln!(out, "# TYPE sluice_draining gauge");
     let _ = writeln!(out, "sluice_draining {}", app.is_draining() as u8);
@@ -134,4 +185,247 @@ fn process_usage() -> Option<(f64, u64)> {
     let stime: f64 = f.get(12)?.parse().ok()?;
     let rss_pages: u64 = f.get(21)?.parse().ok()?;
     Some(((utime + stime) / 100.0, rss_pages * 4096))
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Loop turn times and queue depths of each shard.
+fn shard_loop_metrics(out: &mut String, app: &App) {
+    use sluice_dataplane::stats::TURN_BUCKETS;
+    family(
+        out,
+        "sluice_shard_loop_turn_seconds",
+        "histogram",
+        "Time taken by busy event loop turns (idle turns are not counted).",
+    );
+    for s in &app.dataplane.shards {
+        let (counts, sum) = s.turns.cumulative();
+        for (i, c) in counts.iter().enumerate() {
+            let le = TURN_BUCKETS
+                .get(i)
+                .map(|b| format!("{b}"))
+                .unwrap_or_else(|| "+Inf".into());
+            let _ = writeln!(
+                out,
+                "sluice_shard_loop_turn_seconds_bucket{{shard=\"{}\",le=\"{le}\"}} {c}",
+                s.id
+            );
+        }
+        let _ = writeln!(
+            out,
+            "sluice_shard_loop_turn_seconds_sum{{shard=\"{}\"}} {sum:.6}",
+            s.id
+        );
+        let _ = writeln!(
+            out,
+            "sluice_shard_loop_turn_seconds_count{{shard=\"{}\"}} {}",
+            s.id,
+            counts.last().copied().unwrap_or(0)
+        );
+    }
+    family(
+        out,
+        "sluice_shard_fanout_queue_depth",
+        "gauge",
+        "Fan-out batches from other shards waiting in each shard's queue.",
+    );
+    for s in &app.dataplane.shards {
+        let _ = writeln!(
+            out,
+            "sluice_shard_fanout_queue_depth{{shard=\"{}\"}} {}",
+            s.id,
+            s.fanout_depth()
+        );
+    }
+    family(
+        out,
+        "sluice_shard_fanout_queue_capacity",
+        "gauge",
+        "Fan-out queue capacity; batches beyond it are dropped and counted.",
+    );
+    for s in &app.dataplane.shards {
+        let _ = writeln!(
+            out,
+            "sluice_shard_fanout_queue_capacity{{shard=\"{}\"}} {}",
+            s.id, s.fanout_capacity
+        );
+    }
+    family(
+        out,
+        "sluice_shard_command_queue_depth",
+        "gauge",
+        "Control commands waiting for each shard.",
+    );
+    for s in &app.dataplane.shards {
+        let _ = writeln!(
+            out,
+            "sluice_shard_command_queue_depth{{shard=\"{}\"}} {}",
+            s.id,
+            s.command_depth()
+        );
+    }
+}
+
+/// Per-session and per-track series from the shards' stats tables.
+fn session_metrics(out: &mut String, app: &App) {
+    let sessions = crate::admin::sessions_with_stats(app);
+    let measured: Vec<_> = sessions
+        .iter()
+        .filter_map(|s| s.stats.as_ref().map(|st| (s, st)))
+        .collect();
+    let id = |s: &crate::registry::SessionInfo| {
+        format!(
+            "session=\"{}\",role=\"{}\",stream=\"{}\"",
+            s.id,
+            s.role,
+            label(&s.stream)
+        )
+    };
+    family(
+        out,
+        "sluice_session_bitrate_bps",
+        "gauge",
+        "RTP payload rate per session and direction (in = from the peer), bits/s.",
+    );
+    for (s, st) in &measured {
+        let l = id(s);
+        let _ = writeln!(
+            out,
+            "sluice_session_bitrate_bps{{{l},direction=\"in\"}} {}",
+            st.bitrate_in_bps
+        );
+        let _ = writeln!(
+            out,
+            "sluice_session_bitrate_bps{{{l},direction=\"out\"}} {}",
+            st.bitrate_out_bps
+        );
+    }
+    family(
+        out,
+        "sluice_session_loss_ratio",
+        "gauge",
+        "Fraction of packets lost per session and direction over the last interval.",
+    );
+    for (s, st) in &measured {
+        let l = id(s);
+        for (dir, v) in [("in", st.loss_in), ("out", st.loss_out)] {
+            if let Some(v) = v {
+                let _ = writeln!(
+                    out,
+                    "sluice_session_loss_ratio{{{l},direction=\"{dir}\"}} {v}"
+                );
+            }
+        }
+    }
+    family(
+        out,
+        "sluice_session_rtt_seconds",
+        "gauge",
+        "Round-trip time per session.",
+    );
+    for (s, st) in &measured {
+        if let Some(ms) = st.rtt_ms {
+            let _ = writeln!(out, "sluice_session_rtt_seconds{{{}}} {}", id(s), ms / 1e3);
+        }
+    }
+    family(
+        out,
+        "sluice_session_bwe_bps",
+        "gauge",
+        "Bandwidth estimate toward the peer (TWCC), bits/s.",
+    );
+    for (s, st) in &measured {
+        if let Some(b) = st.bwe_bps {
+            let _ = writeln!(out, "sluice_session_bwe_bps{{{}}} {b}", id(s));
+        }
+    }
+    let tracks: Vec<_> = measured
+        .iter()
+        .flat_map(|(s, st)| st.tracks.iter().map(move |t| (*s, t)))
+        .collect();
+    let tl = |s: &crate::registry::SessionInfo, t: &sluice_dataplane::stats::TrackStats| {
+        format!(
+            "{},mid=\"{}\",rid=\"{}\",kind=\"{}\",direction=\"{}\"",
+            id(s),
+            label(&t.mid),
+            label(t.rid.as_deref().unwrap_or("")),
+            t.kind.unwrap_or(""),
+            t.direction
+        )
+    };
+    family(
+        out,
+        "sluice_track_bitrate_bps",
+        "gauge",
+        "Rate per track (RTP, with retransmissions), bits/s.",
+    );
+    for (s, t) in &tracks {
+        let _ = writeln!(
+            out,
+            "sluice_track_bitrate_bps{{{}}} {}",
+            tl(s, t),
+            t.bitrate_bps
+        );
+    }
+    for (name, help, get) in [
+        (
+            "sluice_track_packets_total",
+            "RTP packets per track, with retransmissions.",
+            (|t| t.packets) as fn(&sluice_dataplane::stats::TrackStats) -> u64,
+        ),
+        (
+            "sluice_track_nacks_total",
+            "NACKs per track: sent to a publisher (in) or received from a viewer (out).",
+            |t| t.nacks,
+        ),
+        (
+            "sluice_track_plis_total",
+            "PLIs per track: sent to a publisher (in) or received from a viewer (out).",
+            |t| t.plis,
+        ),
+    ] {
+        family(out, name, "counter", help);
+        for (s, t) in &tracks {
+            let _ = writeln!(out, "{name}{{{}}} {}", tl(s, t), get(t));
+        }
+    }
+    family(
+        out,
+        "sluice_track_loss_ratio",
+        "gauge",
+        "Fraction lost per track, from the last receiver report.",
+    );
+    for (s, t) in &tracks {
+        if let Some(v) = t.loss {
+            let _ = writeln!(out, "sluice_track_loss_ratio{{{}}} {v}", tl(s, t));
+        }
+    }
+    family(
+        out,
+        "sluice_track_layer_info",
+        "gauge",
+        "Simulcast layer forwarded to a viewer's track, the one wanted and the cap (-1 none).",
+    );
+    for (s, t) in &tracks {
+        if t.layer.is_some() || t.target_layer.is_some() {
+            let _ = writeln!(
+                out,
+                "sluice_track_layer_info{{{},layer=\"{}\",target=\"{}\",max=\"{}\"}} 1",
+                tl(s, t),
+                label(t.layer.as_deref().unwrap_or("")),
+                label(t.target_layer.as_deref().unwrap_or("")),
+                t.max_layer.map(|m| m as i32).unwrap_or(-1)
+            );
+        }
+    }
 }

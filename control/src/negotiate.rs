@@ -86,7 +86,7 @@ impl Negotiator {
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_dtls_cert(self.cert.clone())
-            .set_stats_interval(None)
+            .set_stats_interval(Some(std::time::Duration::from_secs(1)))
             .set_local_ice_credentials(IceCreds {
                 ufrag: ufrag.to_string(),
                 pass: self.random_token(24),

@@ -54,6 +54,18 @@ pub struct StreamInfo {
     pub publisher_shard: Option<u16>,
     pub viewers: usize,
     pub viewers_per_shard: BTreeMap<u16, u32>,
+    /// The publisher's RTP payload rate, bits/s (about the last half second).
+    pub bitrate_bps: u64,
+    /// RTP payload bytes received from publishers of this stream.
+    pub bytes_in: u64,
+    /// Simulcast layers, lowest first, with their rates.
+    pub layers: Vec<LayerInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LayerInfo {
+    pub rid: String,
+    pub bitrate_bps: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,6 +76,13 @@ pub struct SessionInfo {
     pub shard: u16,
     pub connected: bool,
     pub age_secs: f64,
+    /// Filled from the shard's table by the caller; absent until first measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<sluice_dataplane::stats::SessionStats>,
+    #[serde(skip)]
+    pub sid: SessionId,
+    #[serde(skip)]
+    pub shard_id: ShardId,
 }
 
 impl Registry {
@@ -215,6 +234,17 @@ impl Registry {
                         m
                     },
                 ),
+                bitrate_bps: s.shared.bitrate(),
+                bytes_in: s.shared.bytes_in(),
+                layers: s
+                    .shared
+                    .layers()
+                    .into_iter()
+                    .map(|(rid, bps)| LayerInfo {
+                        rid: rid.to_string(),
+                        bitrate_bps: bps,
+                    })
+                    .collect(),
             })
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
@@ -236,6 +266,9 @@ impl Registry {
                     .duration_since(s.created)
                     .map(|d| d.as_secs_f64())
                     .unwrap_or(0.0),
+                stats: None,
+                sid: s.id,
+                shard_id: s.shard,
             })
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));

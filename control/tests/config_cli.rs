@@ -102,9 +102,21 @@ fn token_command_mints_a_verifiable_token() {
 }
 
 #[test]
-fn sigterm_with_no_sessions_exits_cleanly() {
+fn sigterm_with_no_sessions_exits_cleanly_and_systemd_hears_ready_then_stopping() {
     use std::io::{BufRead, BufReader};
+    let notify_path = temp_file("notify.sock", "");
+    std::fs::remove_file(&notify_path).unwrap();
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
     let mut child = sluice()
+        .env("NOTIFY_SOCKET", &notify_path)
         .args([
             "serve",
             "--listen",
@@ -124,11 +136,19 @@ fn sigterm_with_no_sessions_exits_cleanly() {
         first.starts_with("sluice listening on https://127.0.0.1:"),
         "{first}"
     );
+    let ready = recv();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+    assert!(
+        ready.contains(&format!("MAINPID={}", child.id())),
+        "{ready}"
+    );
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+    let stopping = recv();
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
         if let Some(s) = child.try_wait().unwrap() {

@@ -1,7 +1,7 @@
 //! What crosses shards: forwarded packets (payload shared by `Arc`, never
 //! copied per viewer) and the per-stream state every shard can read.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -62,6 +62,10 @@ pub struct StreamShared {
     source: Mutex<Option<Arc<SourceInfo>>>,
     /// Simulcast layers of the current publisher with their measured bits/s.
     layers: Mutex<Vec<(Rid, u64)>>,
+    /// RTP payload bytes received from publishers of this stream.
+    bytes_in: AtomicU64,
+    /// The current publisher's RTP payload rate, bits/s, all tracks.
+    bitrate: AtomicU64,
 }
 
 const NO_SHARD: u32 = u32::MAX;
@@ -75,7 +79,27 @@ impl StreamShared {
             publisher_shard: AtomicU32::new(NO_SHARD),
             source: Mutex::new(None),
             layers: Mutex::new(Vec::new()),
+            bytes_in: AtomicU64::new(0),
+            bitrate: AtomicU64::new(0),
         }
+    }
+
+    /// RTP payload bytes received from this stream's publishers so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_bytes_in(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The publisher's RTP payload rate over the last report interval, bits/s.
+    pub fn bitrate(&self) -> u64 {
+        self.bitrate.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_bitrate(&self, bps: u64) {
+        self.bitrate.store(bps, Ordering::Relaxed);
     }
 
     /// Viewers of this stream on `shard`.

@@ -14,7 +14,7 @@ use crate::fanout::{FwdPacket, MAX_SHARDS};
 use crate::ids::{Role, ShardId};
 use crate::io::{bind_udp, make_backend, Backend, IoKind, Waker};
 use crate::shard::{Command, CrossShard, Shard, ShardConfig, ShardEvent};
-use crate::stats::SharedCounters;
+use crate::stats::{SessionStatsTable, SharedCounters, TurnHistogram};
 
 /// How the dataplane is laid out.
 #[derive(Debug, Clone)]
@@ -66,7 +66,14 @@ pub struct ShardHandle {
     /// Live sessions, by role.
     pub publishers: Arc<AtomicUsize>,
     pub viewers: Arc<AtomicUsize>,
+    /// Time taken by busy loop turns.
+    pub turns: Arc<TurnHistogram>,
+    /// Stats of this shard's sessions.
+    pub session_stats: SessionStatsTable,
+    /// Capacity of the fan-out queue into this shard, in batches.
+    pub fanout_capacity: usize,
     ctl: Sender<Command>,
+    fanout: Sender<Vec<FwdPacket>>,
     waker: Arc<Waker>,
     join: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
@@ -77,6 +84,16 @@ impl ShardHandle {
         let ok = self.ctl.send(cmd).is_ok();
         self.waker.wake();
         ok
+    }
+
+    /// Fan-out batches from other shards waiting to be forwarded here.
+    pub fn fanout_depth(&self) -> usize {
+        self.fanout.len()
+    }
+
+    /// Commands waiting for this shard.
+    pub fn command_depth(&self) -> usize {
+        self.ctl.len()
     }
 
     pub fn sessions(&self) -> usize {
@@ -147,9 +164,12 @@ impl Dataplane {
             let counters = Arc::new(SharedCounters::default());
             let publishers = Arc::new(AtomicUsize::new(0));
             let viewers = Arc::new(AtomicUsize::new(0));
+            let turns = Arc::new(TurnHistogram::default());
             let core = cfg.cores.get(i).copied();
+            let shard_core = Shard::new(scfg, Instant::now());
+            let session_stats = shard_core.session_stats();
             let ctx = ShardThread {
-                core: Shard::new(scfg, Instant::now()),
+                core: shard_core,
                 backend,
                 ctl: ctl_rx,
                 fanout: fan_rx,
@@ -158,6 +178,7 @@ impl Dataplane {
                 counters: counters.clone(),
                 publishers: publishers.clone(),
                 viewers: viewers.clone(),
+                turns: turns.clone(),
                 stop: stop.clone(),
             };
             let join = std::thread::Builder::new()
@@ -178,7 +199,11 @@ impl Dataplane {
                 counters,
                 publishers,
                 viewers,
+                turns,
+                session_stats,
+                fanout_capacity: cfg.fanout_queue.max(1),
                 ctl: peers[i].ctl.clone(),
+                fanout: peers[i].fanout.clone(),
                 waker: peers[i].waker.clone(),
                 join: std::sync::Mutex::new(Some(join)),
             });
@@ -230,6 +255,7 @@ struct ShardThread {
     counters: Arc<SharedCounters>,
     publishers: Arc<AtomicUsize>,
     viewers: Arc<AtomicUsize>,
+    turns: Arc<TurnHistogram>,
     stop: Arc<AtomicBool>,
 }
 
@@ -282,6 +308,7 @@ impl ShardThread {
             self.counters.publish(self.core.counters());
 
             if work > 0 {
+                self.turns.record(now.elapsed().as_nanos() as u64);
                 continue;
             }
             my_waker.prepare_park();

@@ -20,7 +20,7 @@ use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::fanout::{FwdPacket, Rebase, SourceInfo, StreamShared};
 use crate::ids::{Role, SessionId, ShardId, StreamId};
-use crate::stats::Counters;
+use crate::stats::{Counters, SessionStats, SessionStatsTable, TrackStats};
 use crate::stun;
 use crate::timer::{TimerEntry, TimerWheel};
 
@@ -224,6 +224,7 @@ struct Session {
     epoch: u32,
     pub_tracks: Vec<PubTrack>,
     viewer_tracks: Vec<ViewerTrack>,
+    stats: SessionStats,
 }
 
 /// The shard core.
@@ -250,12 +251,17 @@ pub struct Shard {
     counters: Counters,
     scratch_keys: Vec<u32>,
     last_level_report: Instant,
+    session_stats: SessionStatsTable,
+    last_stats_publish: Instant,
 }
 
 /// How often each viewer's simulcast layer choice is revisited.
 const LAYER_EVAL_INTERVAL: Duration = Duration::from_millis(500);
 /// A layer choice stands at least this long unless the viewer's cap changes.
 const LAYER_HOLD: Duration = Duration::from_secs(3);
+
+/// How often per-session stats are published to the control plane.
+const STATS_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often publishers' audio levels are reported.
 const LEVEL_INTERVAL: Duration = Duration::from_millis(300);
@@ -282,7 +288,14 @@ impl Shard {
             counters: Counters::default(),
             scratch_keys: Vec::new(),
             last_level_report: now,
+            session_stats: SessionStatsTable::default(),
+            last_stats_publish: now,
         }
+    }
+
+    /// Per-session stats, refreshed about once a second while sessions report them.
+    pub fn session_stats(&self) -> SessionStatsTable {
+        self.session_stats.clone()
     }
 
     pub fn id(&self) -> ShardId {
@@ -497,6 +510,28 @@ impl Shard {
         self.flush_pending(now);
         self.flush_out_batches();
         self.report_levels(now);
+        self.publish_stats(now);
+    }
+
+    /// Copy every session's stats, with its tracks' current layers, to the shared table.
+    fn publish_stats(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_stats_publish) < STATS_PUBLISH_INTERVAL {
+            return;
+        }
+        self.last_stats_publish = now;
+        let mut table = self.session_stats.lock().unwrap_or_else(|e| e.into_inner());
+        for s in self.slab.iter_mut().flatten() {
+            for t in s.stats.tracks.iter_mut().filter(|t| t.direction == "out") {
+                if let Some(v) = s.viewer_tracks.iter().find(|v| *v.mid == *t.mid) {
+                    t.layer = v.layer.map(|r| r.to_string());
+                    t.target_layer = v.target.map(|r| r.to_string());
+                    t.max_layer = v.max_layer;
+                }
+            }
+            if table.get(&s.id) != Some(&s.stats) {
+                table.insert(s.id, s.stats.clone());
+            }
+        }
     }
 
     // --------------------------------------------------------------- outputs
@@ -579,6 +614,7 @@ impl Shard {
             epoch: (new.id.0 as u32) | 1,
             pub_tracks: Vec::new(),
             viewer_tracks: Vec::new(),
+            stats: SessionStats::default(),
         });
         self.counters.sessions_added += 1;
         let s = self.slab[key as usize].as_mut().expect("just inserted");
@@ -719,9 +755,14 @@ impl Shard {
                     stream.set_publisher(None);
                 }
                 stream.clear_source(s.epoch);
+                stream.set_bitrate(0);
             }
         }
         self.counters.sessions_removed += 1;
+        self.session_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&s.id);
         self.events.push(ShardEvent::Closed { id: s.id, reason });
     }
 
@@ -841,6 +882,49 @@ impl Shard {
             Event::RtpPacket(pkt) if s.role == Role::Publisher => {
                 self.handle_publisher_rtp(key, pkt);
             }
+            Event::PeerStats(p) => {
+                let st = &mut s.stats;
+                if let Some((at, rx, tx)) = st.measured {
+                    let secs = p.timestamp.saturating_duration_since(at).as_secs_f64();
+                    if secs > 0.0 {
+                        st.bitrate_in_bps =
+                            (p.bytes_rx.saturating_sub(rx) as f64 * 8.0 / secs) as u64;
+                        st.bitrate_out_bps =
+                            (p.bytes_tx.saturating_sub(tx) as f64 * 8.0 / secs) as u64;
+                    }
+                }
+                st.measured = Some((p.timestamp, p.bytes_rx, p.bytes_tx));
+                st.bytes_in = p.peer_bytes_rx;
+                st.bytes_out = p.peer_bytes_tx;
+                st.rtt_ms = p.rtt.map(|d| d.as_secs_f64() * 1e3);
+                st.loss_in = p.ingress_loss_fraction;
+                st.loss_out = p.egress_loss_fraction;
+                st.bwe_bps = p.bwe_tx.map(|b| b.as_u64()).or(s.estimate);
+            }
+            Event::MediaIngressStats(m) => {
+                let kind = s.rtc.media(m.mid).map(|x| kind_name(x.kind()));
+                let t = track_stats(&mut s.stats, "in", m.mid, m.rid);
+                t.kind = kind;
+                t.update_rate(m.timestamp, m.bytes);
+                t.packets = m.packets;
+                t.nacks = m.nacks;
+                t.plis = m.plis;
+                t.firs = m.firs;
+                t.loss = m.loss.or(t.loss);
+                t.rtt_ms = m.rtt.map(|d| d.as_secs_f64() * 1e3).or(t.rtt_ms);
+            }
+            Event::MediaEgressStats(m) => {
+                let kind = s.rtc.media(m.mid).map(|x| kind_name(x.kind()));
+                let t = track_stats(&mut s.stats, "out", m.mid, None);
+                t.kind = kind;
+                t.update_rate(m.timestamp, m.bytes);
+                t.packets = m.packets;
+                t.nacks = m.nacks;
+                t.plis = m.plis;
+                t.firs = m.firs;
+                t.loss = m.loss.or(t.loss);
+                t.rtt_ms = m.rtt.map(|d| d.as_secs_f64() * 1e3).or(t.rtt_ms);
+            }
             _ => {}
         }
     }
@@ -883,6 +967,7 @@ impl Shard {
         };
         let track = &mut s.pub_tracks[ti];
         track.bytes += pkt.payload.len() as u64;
+        stream.add_bytes_in(pkt.payload.len() as u64);
         let (kind, mid, rid) = (track.kind, track.mid, track.rid);
         let pt = pkt.header.payload_type;
         let Some(codec) = s
@@ -951,16 +1036,19 @@ impl Shard {
                     .saturating_duration_since(s.last_rate_report)
                     .as_secs_f64();
                 s.last_rate_report = now;
+                let mut total = 0;
                 let layers: Vec<(Rid, u64)> = s
                     .pub_tracks
                     .iter_mut()
                     .filter_map(|t| {
                         let bps = (t.bytes as f64 * 8.0 / secs) as u64;
                         t.bytes = 0;
+                        total += bps;
                         t.rid.map(|r| (r, bps))
                     })
                     .collect();
                 if let Some(stream) = &s.stream {
+                    stream.set_bitrate(total);
                     if !layers.is_empty() {
                         // Smooth (keyframes inflate single windows), keep a stable order.
                         let old = stream.layers();
@@ -1109,6 +1197,53 @@ impl Shard {
         if sent {
             self.drive(key, now);
         }
+    }
+}
+
+fn kind_name(k: MediaKind) -> &'static str {
+    match k {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
+}
+
+/// The stats entry of one track of a session, created on first use.
+fn track_stats<'a>(
+    st: &'a mut SessionStats,
+    direction: &'static str,
+    mid: Mid,
+    rid: Option<Rid>,
+) -> &'a mut TrackStats {
+    let (mid, rid) = (mid.to_string(), rid.map(|r| r.to_string()));
+    let i = match st
+        .tracks
+        .iter()
+        .position(|t| t.direction == direction && t.mid == mid && t.rid == rid)
+    {
+        Some(i) => i,
+        None => {
+            st.tracks.push(TrackStats {
+                mid,
+                rid,
+                direction,
+                ..Default::default()
+            });
+            st.tracks.len() - 1
+        }
+    };
+    &mut st.tracks[i]
+}
+
+impl TrackStats {
+    fn update_rate(&mut self, at: Instant, bytes: u64) {
+        if let Some(prev) = self.measured_at {
+            let secs = at.saturating_duration_since(prev).as_secs_f64();
+            if secs > 0.0 {
+                self.bitrate_bps = (bytes.saturating_sub(self.bytes) as f64 * 8.0 / secs) as u64;
+            }
+        }
+        self.measured_at = Some(at);
+        self.bytes = bytes;
     }
 }
 

@@ -1,7 +1,13 @@
 //! Shard counters: kept as plain integers in the Sans-IO core, published once
 //! per loop turn to atomics that the control plane reads for /metrics.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::ids::SessionId;
 
 macro_rules! counters {
     ($($name:ident: $help:literal),* $(,)?) => {
@@ -59,4 +65,130 @@ counters! {
     sessions_removed: "sessions removed from this shard",
     sessions_timed_out: "sessions removed for silence or failed setup",
     loop_turns: "event loop turns",
+}
+
+/// One media track of a session as the shard last measured it (about once a second).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TrackStats {
+    pub mid: String,
+    /// Simulcast layer of an incoming track.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rid: Option<String>,
+    /// "in" (from the peer) or "out" (to the peer).
+    pub direction: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Over the last interval.
+    pub bitrate_bps: u64,
+    /// NACKs sent (in) or received (out).
+    pub nacks: u64,
+    /// PLIs sent (in) or received (out).
+    pub plis: u64,
+    pub firs: u64,
+    /// Fraction lost, from the last receiver report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// Outgoing simulcast track: the layer forwarded, the one wanted, the cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_layer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_layer: Option<u8>,
+    /// When `bytes` was measured, for the next rate.
+    #[serde(skip)]
+    pub measured_at: Option<std::time::Instant>,
+}
+
+/// A session's transport and media figures, published by its shard.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SessionStats {
+    /// Datagram bytes from and to the peer.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// RTP payload rates over the last interval, bits/s.
+    pub bitrate_in_bps: u64,
+    pub bitrate_out_bps: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// Fraction of packets lost from the peer / toward the peer, last interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_in: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_out: Option<f32>,
+    /// Bandwidth estimate toward the peer (TWCC), where estimation is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bwe_bps: Option<u64>,
+    pub tracks: Vec<TrackStats>,
+    /// When the media byte totals were measured, and those totals, for the next rates.
+    #[serde(skip)]
+    pub measured: Option<(std::time::Instant, u64, u64)>,
+}
+
+/// Per-session stats of one shard, shared with the control plane.
+pub type SessionStatsTable = Arc<Mutex<HashMap<SessionId, SessionStats>>>;
+
+/// Upper bounds (seconds) of the loop-turn-time histogram buckets.
+pub const TURN_BUCKETS: [f64; 12] = [
+    10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3,
+];
+
+/// How long a shard's busy loop turns take (turns that found no work and
+/// parked are not counted). Written by the shard thread only.
+#[derive(Debug, Default)]
+pub struct TurnHistogram {
+    /// Turns per bucket of [`TURN_BUCKETS`]; the last slot is +Inf.
+    buckets: [AtomicU64; TURN_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl TurnHistogram {
+    pub fn record(&self, nanos: u64) {
+        let secs = nanos as f64 * 1e-9;
+        let i = TURN_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(TURN_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket bound (the last is +Inf, the total), and the sum in seconds.
+    pub fn cumulative(&self) -> (Vec<u64>, f64) {
+        let mut acc = 0;
+        let counts = self
+            .buckets
+            .iter()
+            .map(|b| {
+                acc += b.load(Ordering::Relaxed);
+                acc
+            })
+            .collect();
+        (counts, self.sum_nanos.load(Ordering::Relaxed) as f64 * 1e-9)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turn_histogram_buckets_are_cumulative() {
+        let h = TurnHistogram::default();
+        h.record(5_000); // 5 µs: first bucket
+        h.record(300_000); // 300 µs: ≤ 500 µs
+        h.record(1_000_000_000); // 1 s: +Inf only
+        let (c, sum) = h.cumulative();
+        assert_eq!(c.len(), TURN_BUCKETS.len() + 1);
+        assert_eq!(c[0], 1);
+        assert_eq!(c[4], 1); // ≤ 250 µs
+        assert_eq!(c[5], 2); // ≤ 500 µs
+        assert_eq!(c[TURN_BUCKETS.len() - 1], 2);
+        assert_eq!(c[TURN_BUCKETS.len()], 3);
+        assert!((sum - 1.000305).abs() < 1e-9);
+    }
 }

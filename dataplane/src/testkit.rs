@@ -105,7 +105,7 @@ impl Harness {
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_dtls_cert(self.cert.clone())
-            .set_stats_interval(None)
+            .set_stats_interval(Some(std::time::Duration::from_secs(1)))
             .set_local_ice_credentials(IceCreds {
                 ufrag: ufrag.into(),
                 pass: "simulationpassword0123456".into(),
@@ -135,7 +135,7 @@ impl Harness {
             .expect("addr");
         let mut rtc = RtcConfig::new()
             .set_rtp_mode(true)
-            .set_stats_interval(None)
+            .set_stats_interval(Some(std::time::Duration::from_secs(1)))
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)

@@ -5,7 +5,7 @@
 # key and is accepted by `sluice config print`.
 #
 # Usage: tests/suites/systemd.sh      (stand-alone, or from tests/run)
-# Needs: systemd-analyze and curl (installed with apt-get when missing, as root).
+# Needs: systemd-analyze (installed with apt-get when missing, as root).
 # Environment: EXPOSURE_MAX (default 2.0): highest accepted exposure score, so a
 # weakened sandbox fails here long before its rating drops below "OK" (< 5.0).
 set -euo pipefail
@@ -36,7 +36,6 @@ finish() {
 
 need=()
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
-[ -x /usr/bin/curl ] || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
     say "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -57,6 +56,14 @@ if grep -qx 'ExecStart=/usr/local/bin/sluice serve --config /etc/sluice/sluice.t
     pass "ExecStart runs /usr/local/bin/sluice with /etc/sluice/sluice.toml"
 else
     fail "ExecStart is not '/usr/local/bin/sluice serve --config /etc/sluice/sluice.toml'"
+fi
+
+# ---- readiness is signalled by the binary ----
+if grep -qx 'Type=notify' "$UNIT" && grep -qx 'NotifyAccess=main' "$UNIT" &&
+    grep -q 'READY=1' "$ROOT/control/src/main.rs"; then
+    pass "Type=notify with NotifyAccess=main; the binary sends READY=1"
+else
+    fail "the unit is not Type=notify/NotifyAccess=main, or the binary sends no READY=1"
 fi
 
 # ---- systemd-analyze verify ----

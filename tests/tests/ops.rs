@@ -61,6 +61,126 @@ async fn metrics_parse_as_prometheus_text_and_counters_move_with_media() {
         .filter(|s| s.metric == "sluice_shard_info")
         .collect();
     assert_eq!(shards.len(), 2);
+    // Busy loop turns are timed: a histogram per shard with counts.
+    let turns: f64 = after
+        .samples
+        .iter()
+        .filter(|s| s.metric == "sluice_shard_loop_turn_seconds")
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(h) => {
+                let last = h.last().expect("buckets");
+                assert!(last.less_than.is_infinite(), "+Inf bucket last");
+                last.count
+            }
+            v => panic!("loop turn time is not a histogram: {v:?}"),
+        })
+        .sum();
+    assert!(turns > 0.0, "no loop turn was timed");
+    for name in [
+        "sluice_shard_fanout_queue_depth",
+        "sluice_shard_fanout_queue_capacity",
+        "sluice_shard_command_queue_depth",
+    ] {
+        let n = after.samples.iter().filter(|s| s.metric == name).count();
+        assert_eq!(n, 2, "{name} per shard");
+    }
+    assert_eq!(
+        sum(&after, "sluice_shard_fanout_queue_capacity"),
+        2.0 * 4096.0
+    );
+    // Per-stream and per-session rates appear within a few report intervals.
+    let mut seen = None;
+    for _ in 0..50 {
+        let s = parse(&http.get(&url).send().await.unwrap().text().await.unwrap());
+        if sum(&s, "sluice_stream_bitrate_bps") > 0.0
+            && sum(&s, "sluice_track_packets_total") > 0.0
+            && sum(&s, "sluice_session_bitrate_bps") > 0.0
+        {
+            seen = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s = seen.expect("stream, session and track series with rates");
+    assert!(sum(&s, "sluice_stream_received_bytes_total") > 0.0);
+    let bps = sum(&s, "sluice_stream_bitrate_bps");
+    // The default publisher sends ~1 Mbps of video plus audio.
+    assert!(bps > 200_000.0 && bps < 5_000_000.0, "stream bitrate {bps}");
+    let out_tracks = s
+        .samples
+        .iter()
+        .filter(|x| x.metric == "sluice_track_packets_total")
+        .filter(|x| {
+            x.labels.get("direction") == Some("out") && x.labels.get("role") == Some("viewer")
+        })
+        .count();
+    assert!(out_tracks >= 1, "viewer's outgoing tracks in /metrics");
+    // The same figures per session in the admin API (open dev mode).
+    let sessions: serde_json::Value = serde_json::from_str(
+        &http
+            .get(format!("{}/admin/sessions", server.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let sessions = sessions.as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    for sess in sessions {
+        let stats = &sess["stats"];
+        let role = sess["role"].as_str().unwrap();
+        let dir = if role == "publisher" { "in" } else { "out" };
+        let tracks = stats["tracks"].as_array().expect("tracks");
+        assert!(
+            tracks
+                .iter()
+                .any(|t| t["direction"] == dir && t["packets"].as_u64().unwrap_or(0) > 0),
+            "{role} has {dir} tracks with packets: {stats}"
+        );
+        assert!(stats["bytes_in"].as_u64().unwrap() > 0, "{stats}");
+        let one = http
+            .get(format!(
+                "{}/admin/sessions/{}",
+                server.url(),
+                sess["id"].as_str().unwrap()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(one.status().as_u16(), 200);
+    }
+    // Every series the shipped Grafana dashboard queries is exposed.
+    let text = http.get(&url).send().await.unwrap().text().await.unwrap();
+    let dashboard = include_str!("../../tuning/grafana-dashboard.json");
+    let mut names: Vec<&str> = dashboard
+        .match_indices("sluice_")
+        .map(|(i, _)| {
+            let rest = &dashboard[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() > 20, "{names:?}");
+    for name in names {
+        let family = name.strip_suffix("_bucket").unwrap_or(name);
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {name}, which /metrics does not expose"
+        );
+    }
+    let missing = http
+        .get(format!("{}/admin/sessions/00000000deadbeef", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
     viewer.close().await.unwrap();
     publisher.close().await.unwrap();
     server.shutdown().await;
