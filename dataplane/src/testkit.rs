@@ -39,6 +39,8 @@ pub struct Peer {
     pub count_only: bool,
     /// Fraction of datagrams from the shard to this peer that are lost.
     pub loss: f64,
+    /// A bottleneck on the way from the shard to this peer, if any.
+    pub link: Option<Link>,
     /// Datagrams lost on the way to this peer.
     pub lost: u64,
     pub received_count: u64,
@@ -51,9 +53,52 @@ pub struct Peer {
     outbox: Vec<Vec<u8>>,
 }
 
+/// A rate-limited link with a drop-tail queue, from the shard to one peer.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub rate_bps: u64,
+    /// Datagrams that would wait longer than this in the queue are dropped.
+    pub max_queue_delay: Duration,
+    /// Datagrams dropped because the queue was full.
+    pub queue_drops: u64,
+    busy_until: Option<Instant>,
+    queue: VecDeque<(Instant, Vec<u8>)>,
+}
+
+impl Link {
+    pub fn new(rate_bps: u64, max_queue_delay: Duration) -> Self {
+        Link {
+            rate_bps: rate_bps.max(1),
+            max_queue_delay,
+            queue_drops: 0,
+            busy_until: None,
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// Queue a datagram sent at `now`; false when the queue is full.
+    fn offer(&mut self, now: Instant, d: Vec<u8>) -> bool {
+        let start = self.busy_until.map_or(now, |b| b.max(now));
+        if start.saturating_duration_since(now) > self.max_queue_delay {
+            self.queue_drops += 1;
+            return false;
+        }
+        // Wire size: UDP/IP headers on top of the datagram.
+        let bits = (d.len() as u64 + 28) * 8;
+        let done = start + Duration::from_nanos(bits * 1_000_000_000 / self.rate_bps);
+        self.busy_until = Some(done);
+        self.queue.push_back((done, d));
+        true
+    }
+}
+
 /// One shard and its peers on a fake clock.
 pub struct Harness {
     pub now: Instant,
+    /// Clock step of [`Harness::advance`].
+    pub step: Duration,
+    /// Initial TWCC estimate toward viewers; `None` = no estimation (the default).
+    pub viewer_bwe: Option<u64>,
     pub shard: Shard,
     pub peers: Vec<Peer>,
     pub stream: Arc<StreamShared>,
@@ -89,6 +134,8 @@ impl Harness {
         let cfg = ShardConfig::new(ShardId(0), 1, server_addr);
         Harness {
             now,
+            step: Duration::from_millis(5),
+            viewer_bwe: None,
             shard: Shard::new(cfg, now),
             peers: Vec::new(),
             stream: Arc::new(StreamShared::new(StreamId(1), "sim")),
@@ -100,8 +147,12 @@ impl Harness {
         }
     }
 
-    fn server_rtc(&self, ufrag: &str, offer: SdpOffer) -> (Rtc, SdpAnswer) {
-        let mut rtc = RtcConfig::new()
+    fn server_rtc(&self, ufrag: &str, offer: SdpOffer, role: Role) -> (Rtc, SdpAnswer) {
+        let mut cfg = RtcConfig::new();
+        if let (Role::Viewer, Some(bps)) = (role, self.viewer_bwe) {
+            cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::from(bps)));
+        }
+        let mut rtc = cfg
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_dtls_cert(self.cert.clone())
@@ -158,7 +209,7 @@ impl Harness {
         let video = api.add_media(MediaKind::Video, dir, None, None, sim);
         let (offer, pending) = api.apply().expect("offer");
         let ufrag = format!("u{:07}", self.next_id);
-        let (server, answer) = self.server_rtc(&ufrag, offer);
+        let (server, answer) = self.server_rtc(&ufrag, offer, role);
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .expect("accept answer");
@@ -188,6 +239,7 @@ impl Harness {
             keyframe_requests: 0,
             count_only: false,
             loss: 0.0,
+            link: None,
             lost: 0,
             received_count: 0,
             seq: 1,
@@ -240,15 +292,29 @@ impl Harness {
             self.rng ^= self.rng >> 27;
             let r =
                 (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
+            let now = self.now;
             match self.peers.iter_mut().find(|p| p.addr == d.destination) {
                 Some(p) if r < p.loss => p.lost += 1,
-                Some(p) => p.inbox.push_back(d.contents),
+                Some(p) => match p.link.as_mut() {
+                    Some(link) => {
+                        if !link.offer(now, d.contents) {
+                            p.lost += 1;
+                        }
+                    }
+                    None => p.inbox.push_back(d.contents),
+                },
                 None => self.undeliverable += 1,
             }
         }
         let now = self.now;
         let server = self.server_addr;
         for p in &mut self.peers {
+            if let Some(link) = p.link.as_mut() {
+                while link.queue.front().is_some_and(|(at, _)| *at <= now) {
+                    let (_, d) = link.queue.pop_front().expect("front");
+                    p.inbox.push_back(d);
+                }
+            }
             while let Some(d) = p.inbox.pop_front() {
                 if let Ok(r) = Receive::new(Protocol::Udp, server, p.addr, &d) {
                     // One input, then a full drain: str0m's single-mutation rule.
@@ -265,7 +331,7 @@ impl Harness {
     pub fn advance(&mut self, d: Duration) {
         let end = self.now + d;
         while self.now < end {
-            let step = Duration::from_millis(5).min(end - self.now);
+            let step = self.step.min(end - self.now);
             self.now += step;
             for p in &mut self.peers {
                 let _ = p.rtc.handle_input(Input::Timeout(self.now));
