@@ -50,6 +50,8 @@ struct Consumer {
     producer: String,
     kind: MediaKind,
     mid: Mid,
+    /// Highest simulcast layer asked for with setConsumerPreferredLayers.
+    max_layer: Option<u8>,
 }
 
 /// A participant's send transport: its publisher session and the mids it offered.
@@ -415,6 +417,7 @@ impl PeerSession {
             "closeProducer" => self.close_producer(data),
             "pauseProducer" => self.pause_producer(data, true),
             "resumeProducer" => self.pause_producer(data, false),
+            "setConsumerPreferredLayers" => self.set_consumer_preferred_layers(data),
             "chat" => self.chat(data),
             "leave" => Ok(json!({})),
             _ => Err((404, format!("unknown method {method:?}"))),
@@ -699,6 +702,55 @@ impl PeerSession {
         Ok(json!({}))
     }
 
+    /// Cap the simulcast layer one of this participant's video consumers
+    /// receives (0 = lowest); a null or missing `spatialLayer` lifts the cap.
+    fn set_consumer_preferred_layers(&mut self, data: &Value) -> Result<Value, (u16, String)> {
+        let cid = data
+            .get("consumerId")
+            .and_then(Value::as_str)
+            .ok_or((400, "data.consumerId is required".to_string()))?;
+        let max = match data.get("spatialLayer") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_u64().map(u8::try_from) {
+                Some(Ok(n)) => Some(n),
+                _ => {
+                    return Err((
+                        400,
+                        "data.spatialLayer must be null or an integer from 0 (lowest) to 255"
+                            .into(),
+                    ))
+                }
+            },
+        };
+        let mut rooms = self.app.rooms.lock();
+        let p = rooms
+            .get_mut(&self.room)
+            .and_then(|r| r.peers.get_mut(&self.peer))
+            .ok_or((409, "not in the room".to_string()))?;
+        let recv = p.recv;
+        let (Some(c), Some((id, shard))) = (p.consumers.iter_mut().find(|c| c.id == cid), recv)
+        else {
+            return Err((404, format!("no consumer {cid:?}")));
+        };
+        if c.kind != MediaKind::Video {
+            return Err((
+                400,
+                format!("consumer {cid:?} is audio; layers apply to video consumers"),
+            ));
+        }
+        c.max_layer = max;
+        // Sent under the room lock so it stays ordered with the consumer's
+        // Subscribe and Unsubscribe on the shard.
+        if let Some(h) = self.app.dataplane.shard(shard) {
+            h.send(Command::SetMaxLayer {
+                id,
+                mid: Some(c.mid),
+                max,
+            });
+        }
+        Ok(json!({"consumerId": cid, "spatialLayer": max}))
+    }
+
     fn chat(&mut self, data: &Value) -> Result<Value, (u16, String)> {
         let text = data
             .get("text")
@@ -847,6 +899,14 @@ async fn sync_once(app: &Arc<App>, room_name: &str, peer_id: &str) -> Result<(),
             if let Some((id, shard)) = recv {
                 if let Some(h) = app.dataplane.shard(shard) {
                     h.send(Command::Unsubscribe { id, mid: c.mid });
+                    if c.max_layer.is_some() {
+                        // A later consumer of this mid starts without the cap.
+                        h.send(Command::SetMaxLayer {
+                            id,
+                            mid: Some(c.mid),
+                            max: None,
+                        });
+                    }
                 }
             }
         }
@@ -982,6 +1042,7 @@ fn bind(app: &App, me: &mut Peer, id: SessionId, shard: ShardId, mid: Mid, w: Wa
         producer: w.producer.id.clone(),
         kind: w.producer.kind,
         mid,
+        max_layer: None,
     };
     let _ = me.out.send(notification(
         "newConsumer",

@@ -32,6 +32,8 @@ const VIDEO_CONSTRAINTS = {
   frameRate: { ideal: 30 },
 };
 const PREFERRED_VIDEO_CODECS = ['video/vp8', 'video/h264'];
+// Choices of a remote video's quality select -> setConsumerPreferredLayers spatialLayer.
+const LAYER_CHOICES = { auto: null, low: 0, mid: 1, high: 2 };
 const PC_CONFIG = { bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
 
 const $ = (id) => document.getElementById(id);
@@ -281,6 +283,23 @@ class Tile {
     this.setName(displayName);
     if (self) this.audio.remove(); // never play our own microphone back
 
+    // Remote videos: a cap on the simulcast layer received, one per shown source.
+    this.layerSelects = {};
+    if (!self) {
+      const top = node.querySelector('.tile-top');
+      for (const source of ['screen', 'cam']) {
+        const sel = document.createElement('select');
+        sel.className = 'layer-select';
+        sel.title = `${source === 'cam' ? 'Camera' : 'Screen'} quality (simulcast layer received)`;
+        sel.setAttribute('aria-label', sel.title);
+        for (const choice of Object.keys(LAYER_CHOICES)) sel.add(new Option(`${source} ${choice}`, choice));
+        sel.style.marginRight = '0.3rem';
+        sel.addEventListener('change', () => current?.preferLayer(peerId, source, sel.value));
+        top.prepend(sel);
+        this.layerSelects[source] = sel;
+      }
+    }
+
     this.statsButton.addEventListener('click', () => this.toggleStats());
     for (const v of [this.mainVideo, this.pipVideo]) {
       // Muted video may always autoplay; play() covers a srcObject set while detached.
@@ -336,6 +355,10 @@ class Tile {
     this.el.classList.toggle('has-video', Boolean(main));
     this.el.classList.toggle('has-pip', Boolean(pip));
     this.el.classList.toggle('main-is-screen', Boolean(screenShown));
+    if (this.layerSelects.cam) {
+      this.layerSelects.cam.hidden = !camShown;
+      this.layerSelects.screen.hidden = !screenShown;
+    }
   }
 
   setSpeaking(on) {
@@ -805,6 +828,26 @@ class RoomSession {
     });
     peer.tile.setTrack(c.source === 'screen' ? 'screen' : c.kind === 'audio' ? 'mic' : 'cam', track);
     peer.renderState();
+    // A new consumer starts uncapped: carry over the quality chosen for this video.
+    const choice = c.kind === 'video' ? peer.tile.layerSelects[c.source === 'screen' ? 'screen' : 'cam']?.value : null;
+    if (choice && choice !== 'auto') this.requestLayer(c.id, choice);
+  }
+
+  // Caps the simulcast layer received of one of a peer's videos ('auto' lifts the cap).
+  async preferLayer(peerId, source, choice) {
+    const peer = this.peers.get(peerId);
+    for (const [id, c] of peer?.consumers ?? []) {
+      if (c.kind === 'video' && (c.source === 'screen' ? 'screen' : 'cam') === source) await this.requestLayer(id, choice);
+    }
+  }
+
+  async requestLayer(consumerId, choice) {
+    try {
+      await this.signaling.request('setConsumerPreferredLayers', { consumerId, spatialLayer: LAYER_CHOICES[choice] ?? null });
+    } catch (err) {
+      // 404: the consumer closed meanwhile, so there is nothing to cap.
+      if (err.code !== 404 && !this.closed) toast(`cannot change the video quality: ${describe(err)}`, 'error');
+    }
   }
 
   bindPending() {

@@ -2,7 +2,7 @@
 //! docs/rooms.md plus str0m send and receive transports on loopback, sending
 //! stamped synthetic audio and video and checking what it receives.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sluice_bench::client::{check_payload, make_payload};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
@@ -85,6 +85,11 @@ pub async fn connect_ws(base: &str, query: &str) -> Result<Ws, u16> {
     }
 }
 
+/// Rids of a simulcast camera's layers, lowest first.
+pub const LAYERS: [&str; 3] = ["l", "m", "h"];
+/// Stamp track of simulcast layer `i` is `SIMULCAST_TRACK + i`.
+pub const SIMULCAST_TRACK: u8 = 10;
+
 /// Media seen on one receive mid.
 #[derive(Debug, Default, Clone)]
 pub struct MidStats {
@@ -92,7 +97,16 @@ pub struct MidStats {
     pub corrupt: u64,
     /// Counter gaps (lost or reordered packets).
     pub gaps: u64,
+    /// Good packets per stamp track (for simulcast, the layer sent).
+    pub by_track: BTreeMap<u8, u64>,
     last: Option<(u8, u32)>,
+}
+
+impl MidStats {
+    /// Stamp track of the latest good packet.
+    pub fn last_track(&self) -> Option<u8> {
+        self.last.map(|(t, _)| t)
+    }
 }
 
 /// What a participant has seen.
@@ -118,6 +132,28 @@ impl State {
             .sum()
     }
 
+    /// (consumer id, mid) of the live consumer of `peer`'s `kind` track.
+    pub fn consumer(&self, peer: &str, kind: &str) -> Option<(String, String)> {
+        self.notifications.iter().rev().find_map(|n| {
+            let d = &n["data"];
+            if n["method"] != "newConsumer" || d["peerId"] != peer || d["kind"] != kind {
+                return None;
+            }
+            let (id, mid) = (d["id"].as_str()?, d["mid"].as_str()?);
+            let live = self
+                .consumers
+                .get(mid)
+                .is_some_and(|(p, k)| p == peer && k == kind);
+            live.then(|| (id.to_string(), mid.to_string()))
+        })
+    }
+
+    /// Media seen on the mid of `peer`'s `kind` consumer.
+    pub fn media_from(&self, peer: &str, kind: &str) -> Option<&MidStats> {
+        let (_, mid) = self.consumer(peer, kind)?;
+        self.media.get(&mid)
+    }
+
     pub fn corrupt(&self) -> u64 {
         self.media.values().map(|m| m.corrupt).sum()
     }
@@ -130,7 +166,8 @@ impl State {
 }
 
 enum Cmd {
-    SendOffer(oneshot::Sender<String>),
+    /// Make the send transport's offer; true makes the camera simulcast.
+    SendOffer(bool, oneshot::Sender<String>),
     SendAnswer(String, oneshot::Sender<Vec<(Mid, MediaKind)>>),
 }
 
@@ -228,8 +265,18 @@ impl Participant {
 
     /// Create the send transport and produce microphone and camera.
     pub async fn publish(&self) {
+        self.publish_with(false).await
+    }
+
+    /// Like [`Participant::publish`], with the camera simulcast in the three
+    /// [`LAYERS`]; layer `i`'s payloads carry stamp track `SIMULCAST_TRACK + i`.
+    pub async fn publish_simulcast(&self) {
+        self.publish_with(true).await
+    }
+
+    async fn publish_with(&self, simulcast: bool) {
         let (tx, rx) = oneshot::channel();
-        self.cmd.send(Cmd::SendOffer(tx)).unwrap();
+        self.cmd.send(Cmd::SendOffer(simulcast, tx)).unwrap();
         let offer = rx.await.unwrap();
         let r = self
             .request("createSendTransport", json!({"sdp": offer}))
@@ -324,6 +371,8 @@ struct Sender {
     pt: Option<Pt>,
     seq: u64,
     counter: u32,
+    /// Simulcast: (rid, next sequence number, counter) per layer, lowest first.
+    layers: Vec<(Rid, u64, u32)>,
 }
 
 fn rtc_config() -> RtcConfig {
@@ -406,6 +455,7 @@ async fn media_loop(
                         match check_payload(&pkt.payload) {
                             Some(st) => {
                                 m.packets += 1;
+                                *m.by_track.entry(st.track).or_default() += 1;
                                 if let Some((t, c)) = m.last {
                                     if t == st.track && st.counter != c + 1 {
                                         m.gaps += 1;
@@ -475,18 +525,30 @@ async fn media_loop(
                 let _ = sink.lock().await.send(Message::Text(msg.to_string().into())).await;
             }
             Some(c) = cmd.recv() => match c {
-                Cmd::SendOffer(reply) => {
+                Cmd::SendOffer(simulcast, reply) => {
                     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
                     let mut rtc = rtc_config().build(Instant::now());
                     rtc.add_local_candidate(Candidate::host(sock.local_addr().unwrap(), "udp").unwrap());
                     let mut api = rtc.sdp_api();
                     let a = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-                    let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+                    let sim = simulcast.then(|| {
+                        let mut sc = Simulcast::new();
+                        for rid in LAYERS {
+                            sc.send.push(SimulcastLayer::new(rid));
+                        }
+                        sc
+                    });
+                    let v = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, sim);
                     let s = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
                     let (offer, pending) = api.apply().unwrap();
+                    let layers = if simulcast {
+                        LAYERS.iter().enumerate().map(|(i, r)| (Rid::from(*r), 1 + 20_000 * i as u64, 0)).collect()
+                    } else {
+                        Vec::new()
+                    };
                     senders = vec![
-                        Sender { mid: a, kind: MediaKind::Audio, pt: None, seq: 1, counter: 0 },
-                        Sender { mid: v, kind: MediaKind::Video, pt: None, seq: 1, counter: 0 },
+                        Sender { mid: a, kind: MediaKind::Audio, pt: None, seq: 1, counter: 0, layers: Vec::new() },
+                        Sender { mid: v, kind: MediaKind::Video, pt: None, seq: 1, counter: 0, layers },
                     ];
                     let _ = s;
                     let _ = reply.send(offer.to_sdp_string());
@@ -526,7 +588,9 @@ impl TryCloneStd for UdpSocket {
     }
 }
 
-/// One audio packet and one small video frame (two packets) per 20 ms.
+/// One audio packet and one small video frame (two packets) per 20 ms; a
+/// simulcast camera sends a one-packet keyframe on each layer instead, sized
+/// 300, 600 and 900 bytes from the lowest layer up.
 fn write_media(rtc: &mut Rtc, senders: &mut [Sender], now: Instant) {
     for s in senders.iter_mut() {
         if s.pt.is_none() {
@@ -547,6 +611,22 @@ fn write_media(rtc: &mut Rtc, senders: &mut [Sender], now: Instant) {
                 .map(|p| p.pt());
         }
         let Some(pt) = s.pt else { continue };
+        if !s.layers.is_empty() {
+            let ts = s.counter.wrapping_mul(1500);
+            for (i, (rid, seq, counter)) in s.layers.iter_mut().enumerate() {
+                let track = SIMULCAST_TRACK + i as u8;
+                let payload = make_payload(track, *counter, 300 * (i + 1), [0x10, 0, 0, 0]);
+                let mut direct = rtc.direct_api();
+                if let Some(tx) = direct.stream_tx_by_mid(s.mid, Some(*rid)) {
+                    let sn: SeqNo = (*seq).into();
+                    tx.write_rtp(RtpWrite::new(pt, sn, ts, now, payload).marker(true));
+                }
+                *seq += 1;
+                *counter += 1;
+            }
+            s.counter += 1;
+            continue;
+        }
         let n = if s.kind == MediaKind::Audio { 1 } else { 2 };
         for i in 0..n {
             let (track, len, prefix) = if s.kind == MediaKind::Audio {
