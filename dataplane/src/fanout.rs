@@ -66,6 +66,31 @@ pub struct StreamShared {
     bytes_in: AtomicU64,
     /// The current publisher's RTP payload rate, bits/s, all tracks.
     bitrate: AtomicU64,
+    /// Simulcast layers viewers take: per slot a rid tag (0 = free) and the
+    /// number of viewer tracks that want that layer; plus tracks that take any.
+    demand_tags: [AtomicU32; DEMAND_SLOTS],
+    demand: [AtomicU32; DEMAND_SLOTS],
+    demand_any: AtomicU32,
+}
+
+/// Distinct simulcast layers tracked per stream; more count as "any layer".
+const DEMAND_SLOTS: usize = 4;
+
+/// What one viewer track needs of a simulcast stream: any layer (it has not
+/// chosen yet) or up to two (the one it gets and the one it switches to).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Demand {
+    pub any: bool,
+    pub rids: [Option<Rid>; 2],
+}
+
+fn demand_tag(rid: Rid) -> u32 {
+    rid.as_bytes()
+        .iter()
+        .fold(0x811c_9dc5u32, |h, b| {
+            (h ^ *b as u32).wrapping_mul(0x0100_0193)
+        })
+        .max(1)
 }
 
 const NO_SHARD: u32 = u32::MAX;
@@ -81,7 +106,58 @@ impl StreamShared {
             layers: Mutex::new(Vec::new()),
             bytes_in: AtomicU64::new(0),
             bitrate: AtomicU64::new(0),
+            demand_tags: std::array::from_fn(|_| AtomicU32::new(0)),
+            demand: std::array::from_fn(|_| AtomicU32::new(0)),
+            demand_any: AtomicU32::new(0),
         }
+    }
+
+    /// Does any viewer, on any shard, take this simulcast layer now? Layers no
+    /// one takes are not forwarded.
+    pub fn layer_wanted(&self, rid: Rid) -> bool {
+        if self.demand_any.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
+        let tag = demand_tag(rid);
+        for i in 0..DEMAND_SLOTS {
+            if self.demand_tags[i].load(Ordering::Relaxed) == tag {
+                return self.demand[i].load(Ordering::Relaxed) > 0;
+            }
+        }
+        false
+    }
+
+    /// Add (`up`) or withdraw one track's demand.
+    pub(crate) fn change_demand(&self, d: &Demand, up: bool) {
+        let apply = |c: &AtomicU32| {
+            if up {
+                c.fetch_add(1, Ordering::Relaxed);
+            } else {
+                c.fetch_sub(1, Ordering::Relaxed);
+            }
+        };
+        if d.any {
+            apply(&self.demand_any);
+        }
+        for rid in d.rids.iter().flatten() {
+            match self.demand_slot(demand_tag(*rid)) {
+                Some(i) => apply(&self.demand[i]),
+                // Out of slots: count it as taking any layer.
+                None => apply(&self.demand_any),
+            }
+        }
+    }
+
+    fn demand_slot(&self, tag: u32) -> Option<usize> {
+        for i in 0..DEMAND_SLOTS {
+            let t = &self.demand_tags[i];
+            match t.compare_exchange(0, tag, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(i),
+                Err(cur) if cur == tag => return Some(i),
+                Err(_) => {}
+            }
+        }
+        None
     }
 
     /// RTP payload bytes received from this stream's publishers so far.

@@ -18,7 +18,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
-use crate::fanout::{FwdPacket, Rebase, SourceInfo, StreamShared};
+use crate::fanout::{Demand, FwdPacket, Rebase, SourceInfo, StreamShared};
 use crate::ids::{Role, SessionId, ShardId, StreamId};
 use crate::stats::{Counters, SessionStats, SessionStatsTable, TrackStats};
 use crate::stun;
@@ -196,6 +196,8 @@ struct ViewerTrack {
     vp8: Vp8Rebase,
     /// (publisher epoch, publisher pt) → our pt; None when we lack that codec.
     pt_cache: Vec<(u32, Pt, Option<Pt>)>,
+    /// The simulcast layers this track has registered as wanted, and where.
+    demand: Option<(Arc<StreamShared>, Demand)>,
 }
 
 struct Session {
@@ -253,6 +255,7 @@ pub struct Shard {
     last_level_report: Instant,
     session_stats: SessionStatsTable,
     last_stats_publish: Instant,
+    last_layer_refresh: Instant,
 }
 
 /// How often each viewer's simulcast layer choice is revisited.
@@ -290,6 +293,7 @@ impl Shard {
             last_level_report: now,
             session_stats: SessionStatsTable::default(),
             last_stats_publish: now,
+            last_layer_refresh: now,
         }
     }
 
@@ -510,7 +514,32 @@ impl Shard {
         self.flush_pending(now);
         self.flush_out_batches();
         self.report_levels(now);
+        self.refresh_layers(now);
         self.publish_stats(now);
+    }
+
+    /// Re-pick layers of viewers that no packet visited lately (their layer
+    /// may be one nobody forwards any more), so their demand stays current.
+    fn refresh_layers(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_layer_refresh) < LAYER_EVAL_INTERVAL {
+            return;
+        }
+        self.last_layer_refresh = now;
+        let mut requests = Vec::new();
+        for s in self.slab.iter_mut().flatten() {
+            if s.role != Role::Viewer || !s.connected || now < s.next_layer_eval {
+                continue;
+            }
+            s.next_layer_eval = now + LAYER_EVAL_INTERVAL;
+            evaluate_layers(s, now, &mut requests);
+            for t in &mut s.viewer_tracks {
+                t.sync_demand(&s.subscriptions, s.stream.as_ref());
+            }
+        }
+        for (stream, rid) in requests {
+            self.counters.layer_switch_requests += 1;
+            self.request_keyframe(now, stream.id, &stream, Some(rid));
+        }
     }
 
     /// Copy every session's stats, with its tracks' current layers, to the shared table.
@@ -682,6 +711,9 @@ impl Shard {
                 added = Some(stream.clone());
             }
         }
+        for t in &mut s.viewer_tracks {
+            t.sync_demand(&s.subscriptions, s.stream.as_ref());
+        }
         for stream in drop {
             self.unsubscribe_stream(key, &stream);
         }
@@ -744,6 +776,9 @@ impl Shard {
             if self.by_addr.get(a) == Some(&key) {
                 self.by_addr.remove(a);
             }
+        }
+        for t in &mut s.viewer_tracks {
+            t.release_demand();
         }
         for stream in s.subscriptions.drain(..) {
             self.unsubscribe_stream(key, &stream);
@@ -855,6 +890,7 @@ impl Shard {
                 let mut t = ViewerTrack::new(m.mid, m.kind, s.stream.is_some());
                 t.max_layer = s.initial_max_layer;
                 t.ssrc = send_stream(&mut s.rtc, m.mid);
+                t.sync_demand(&s.subscriptions, s.stream.as_ref());
                 s.viewer_tracks.push(t);
             }
             Event::KeyframeRequest(req) if s.role == Role::Viewer => {
@@ -989,6 +1025,12 @@ impl Shard {
                     Some((l, v)) => (l.min(level), v || voice),
                     None => (level, voice),
                 });
+            }
+        }
+        if let Some(rid) = rid {
+            if !stream.layer_wanted(rid) {
+                self.counters.layer_packets_suppressed += 1;
+                return;
             }
         }
         let keyframe = kind == MediaKind::Video && is_keyframe(codec, &pkt.payload);
@@ -1138,6 +1180,9 @@ impl Shard {
                     WriteResult::Skipped => {}
                 }
             }
+            for t in &mut s.viewer_tracks {
+                t.sync_demand(&s.subscriptions, s.stream.as_ref());
+            }
             if wrote {
                 let _ = s.rtc.handle_input(Input::Timeout(now));
                 self.drive(key, now);
@@ -1269,6 +1314,53 @@ impl ViewerTrack {
             ssrc: None,
             rebase: Rebase::new(),
             pt_cache: Vec::new(),
+            demand: None,
+        }
+    }
+
+    /// Bring this track's registered layer demand in line with its state:
+    /// a video track with a source wants its current and target layers, or
+    /// any layer until it has one. `auto_stream` is the session's WHEP stream.
+    fn sync_demand(&mut self, subs: &[Arc<StreamShared>], auto_stream: Option<&Arc<StreamShared>>) {
+        let stream = match self.source {
+            _ if self.kind != MediaKind::Video => None,
+            Some((id, _, _)) => subs.iter().find(|x| x.id == id),
+            None if self.auto => auto_stream,
+            None => None,
+        };
+        let want = stream.map(|st| {
+            let d = if self.layer.is_none() && self.target.is_none() {
+                Demand {
+                    any: true,
+                    rids: [None, None],
+                }
+            } else {
+                let second = self.target.filter(|t| Some(*t) != self.layer);
+                Demand {
+                    any: false,
+                    rids: [self.layer.or(self.target), second],
+                }
+            };
+            (st, d)
+        });
+        let same = match (&self.demand, &want) {
+            (Some((a, da)), Some((b, db))) => a.id == b.id && da == db,
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        self.release_demand();
+        if let Some((st, d)) = want {
+            st.change_demand(&d, true);
+            self.demand = Some((st.clone(), d));
+        }
+    }
+
+    fn release_demand(&mut self) {
+        if let Some((st, d)) = self.demand.take() {
+            st.change_demand(&d, false);
         }
     }
 

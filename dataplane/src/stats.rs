@@ -61,6 +61,7 @@ counters! {
     fanout_packets_in: "packets received from other shards",
     keyframe_requests: "keyframe requests (PLI) sent to publishers",
     layer_switch_requests: "simulcast layer changes asked for by viewers",
+    layer_packets_suppressed: "simulcast packets not forwarded: no viewer takes their layer",
     sessions_added: "sessions placed on this shard",
     sessions_removed: "sessions removed from this shard",
     sessions_timed_out: "sessions removed for silence or failed setup",

@@ -157,6 +157,16 @@ fn simulcast_viewers_get_their_capped_layer_and_switch_up_on_a_keyframe() {
     );
     assert!(h.peers[low].layers_seen.len() > 40);
 
+    // No one takes the middle layer: its packets stop at the publisher's shard
+    // (2 per frame), the others are forwarded.
+    let suppressed = h.shard.counters().layer_packets_suppressed;
+    simulcast_frames(&mut h, publisher, 10, 1000);
+    assert_eq!(
+        h.shard.counters().layer_packets_suppressed - suppressed,
+        20,
+        "only the unused layer is held back"
+    );
+
     // Lift the cap: the viewer moves to the top layer at the next keyframe, and
     // its sequence numbers stay contiguous across the switch.
     h.shard.handle_command(
