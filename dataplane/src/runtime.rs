@@ -179,6 +179,7 @@ impl Dataplane {
                 publishers: publishers.clone(),
                 viewers: viewers.clone(),
                 turns: turns.clone(),
+                fanout_capacity: cfg.fanout_queue.max(1),
                 stop: stop.clone(),
             };
             let join = std::thread::Builder::new()
@@ -256,7 +257,20 @@ struct ShardThread {
     publishers: Arc<AtomicUsize>,
     viewers: Arc<AtomicUsize>,
     turns: Arc<TurnHistogram>,
+    fanout_capacity: usize,
     stop: Arc<AtomicBool>,
+}
+
+/// When a shard's fan-out queue is three quarters full, it is not keeping
+/// up: batches to it carry audio only, so calls stay audible while video
+/// degrades. Returns the number of video packets removed.
+fn shed_video(batch: &mut Vec<FwdPacket>, depth: usize, capacity: usize) -> usize {
+    if depth * 4 < capacity * 3 {
+        return 0;
+    }
+    let before = batch.len();
+    batch.retain(|p| p.kind == str0m::media::MediaKind::Audio);
+    before - batch.len()
 }
 
 const MAX_PARK: Duration = Duration::from_millis(100);
@@ -331,8 +345,13 @@ impl ShardThread {
     fn send_cross(&mut self) {
         while let Some(msg) = self.core.poll_cross() {
             match msg {
-                CrossShard::Fanout(to, batch) => {
+                CrossShard::Fanout(to, mut batch) => {
                     let peer = &self.peers[to.0 as usize];
+                    let shed = shed_video(&mut batch, peer.fanout.len(), self.fanout_capacity);
+                    self.core.counters_mut().drop_fanout_video_shed += shed as u64;
+                    if batch.is_empty() {
+                        continue;
+                    }
                     match peer.fanout.try_send(batch) {
                         Ok(()) => peer.waker.wake(),
                         Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
@@ -348,5 +367,56 @@ impl ShardThread {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::StreamId;
+    use str0m::format::Codec;
+    use str0m::media::MediaKind;
+
+    fn pkt(kind: MediaKind) -> FwdPacket {
+        FwdPacket {
+            stream: StreamId(1),
+            kind,
+            mid: "0".into(),
+            rid: None,
+            keyframe: false,
+            epoch: 1,
+            pt: 96.into(),
+            codec: if kind == MediaKind::Audio {
+                Codec::Opus
+            } else {
+                Codec::Vp8
+            },
+            seq: 1,
+            ts: 0,
+            marker: false,
+            audio_level: None,
+            voice_activity: None,
+            received: Instant::now(),
+            payload: Arc::from(&[0u8; 4][..]),
+        }
+    }
+
+    #[test]
+    fn a_congested_fanout_queue_gets_audio_only() {
+        let batch = || {
+            vec![
+                pkt(MediaKind::Video),
+                pkt(MediaKind::Audio),
+                pkt(MediaKind::Video),
+                pkt(MediaKind::Audio),
+            ]
+        };
+        let mut b = batch();
+        assert_eq!(shed_video(&mut b, 10, 100), 0);
+        assert_eq!(b.len(), 4);
+        let mut b = batch();
+        assert_eq!(shed_video(&mut b, 75, 100), 2);
+        assert!(b.iter().all(|p| p.kind == MediaKind::Audio));
+        assert_eq!(b.len(), 2);
     }
 }

@@ -1133,7 +1133,7 @@ impl Shard {
         if self.pending.is_empty() {
             return;
         }
-        let pending = std::mem::take(&mut self.pending);
+        let mut pending = std::mem::take(&mut self.pending);
         // Packets are usually all of one stream; group by stream without sorting.
         let mut start = 0;
         while start < pending.len() {
@@ -1145,7 +1145,6 @@ impl Shard {
             self.forward_run(now, stream, &pending[start..end]);
             start = end;
         }
-        let mut pending = pending;
         pending.clear();
         self.pending = pending;
     }

@@ -55,6 +55,7 @@ counters! {
     drop_unknown_flow: "datagrams dropped: from an address no session owns",
     drop_session_error: "datagrams a session rejected",
     drop_fanout_full: "fan-out batches dropped: destination shard's queue full",
+    drop_fanout_video_shed: "video packets not sent to a shard whose fan-out queue is 3/4 full (audio still is)",
     drop_no_codec: "packets dropped: the viewer did not negotiate the codec",
     drop_send_error: "datagrams the kernel refused to send",
     fanout_batches_out: "fan-out batches sent to other shards",
