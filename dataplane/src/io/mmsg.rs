@@ -1,19 +1,24 @@
-//! Batched backend: recvmmsg (with GRO where the kernel offers it) and one GSO
-//! `sendmsg` (UDP_SEGMENT) per run of equal-sized datagrams to one destination,
-//! through quinn-udp, which owns the cmsg handling.
+//! Batched backend: recvmmsg with GRO where the kernel offers it (through
+//! quinn-udp, which owns the receive cmsg handling), and one `sendmmsg` per
+//! turn carrying every destination's run of datagrams, each run one GSO
+//! message (UDP_SEGMENT) when it holds several of equal size. Payloads are
+//! sent from where they lie (one iovec each), never copied together.
 
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 
+use super::batch::{plan_runs, Op, SendScratch};
 use super::{wait_writable, Backend};
 use crate::shard::Datagram;
 use crate::stats::Counters;
 
 const BATCH: usize = 32;
+/// Messages per `sendmmsg` (the kernel's UIO_MAXIOV).
+const MAX_MSGS: usize = 1024;
 const SLOT: usize = 65536;
 
 pub struct MmsgBackend {
@@ -21,8 +26,13 @@ pub struct MmsgBackend {
     state: UdpSocketState,
     bufs: Vec<Box<[u8]>>,
     meta: Vec<RecvMeta>,
-    gso: Vec<u8>,
-    max_segments: usize,
+    /// Whether sends still use UDP_SEGMENT (off after the kernel refused it).
+    gso: bool,
+    /// GSO sends that went out (several datagrams in one).
+    gso_sends: u64,
+    plan: Vec<Op>,
+    retry: Vec<Op>,
+    scratch: SendScratch,
 }
 
 impl MmsgBackend {
@@ -37,23 +47,86 @@ impl MmsgBackend {
                 .map(|_| vec![0u8; SLOT.max(gro * 1500)].into_boxed_slice())
                 .collect(),
             meta: vec![RecvMeta::default(); BATCH],
-            gso: Vec::with_capacity(64 * 1500),
-            max_segments,
+            gso: max_segments > 1,
+            gso_sends: 0,
+            plan: Vec::new(),
+            retry: Vec::new(),
+            scratch: SendScratch::default(),
         })
     }
 
-    fn send_one(&self, t: &Transmit<'_>) -> io::Result<()> {
-        let mut tries = 0;
-        loop {
-            match self.state.try_send(UdpSockRef::from(&self.socket), t) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && tries < 2 => {
-                    tries += 1;
-                    wait_writable(self.socket.as_raw_fd(), Duration::from_millis(5));
+    /// One `sendmmsg` per chunk of ops (again for what a partial send left).
+    /// Ops that must be tried again (GSO refused: one by one) go to `retry`.
+    fn send_chunk(
+        &mut self,
+        ops: &[Op],
+        out: &[Datagram],
+        counters: &mut Counters,
+        retry: &mut Vec<Op>,
+    ) {
+        self.scratch.fill(ops, out);
+        let fd = self.socket.as_raw_fd();
+        let mut k = 0;
+        let mut blocked = 0;
+        while k < ops.len() {
+            let left = &mut self.scratch.hdrs[k..];
+            // SAFETY: `left` is a live slice of initialised mmsghdrs whose
+            // pointers refer to `self.scratch` and to the payloads in `out`,
+            // all unmoved and alive for this call; the kernel writes only the
+            // `msg_len` fields.
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    left.as_mut_ptr() as *mut libc::mmsghdr,
+                    left.len() as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r > 0 {
+                for op in &ops[k..k + r as usize] {
+                    counters.tx_packets += (op.end - op.start) as u64;
+                    counters.tx_bytes += out[op.start..op.end]
+                        .iter()
+                        .map(|d| d.contents.len() as u64)
+                        .sum::<u64>();
+                    self.gso_sends += op.gso as u64;
                 }
-                Err(e) => return Err(e),
+                k += r as usize;
+                continue;
+            }
+            // The first remaining message failed.
+            let err = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            let op = ops[k];
+            match err {
+                libc::EINTR => {}
+                libc::EAGAIN | libc::ENOBUFS if blocked < 2 => {
+                    blocked += 1;
+                    wait_writable(fd, Duration::from_millis(5));
+                }
+                libc::EIO | libc::EINVAL if op.gso => {
+                    // The kernel or device cannot segment: send each alone from now on.
+                    if self.gso {
+                        tracing::warn!(
+                            "UDP GSO refused (errno {err}); sending datagrams one by one"
+                        );
+                    }
+                    self.gso = false;
+                    retry.extend((op.start..op.end).map(|s| Op {
+                        start: s,
+                        end: s + 1,
+                        gso: false,
+                        tries: op.tries,
+                    }));
+                    k += 1;
+                }
+                _ => {
+                    // Refused (unreachable destination, buffer full for long): count and go on.
+                    counters.drop_send_error += (op.end - op.start) as u64;
+                    k += 1;
+                }
             }
         }
+        self.scratch.clear();
     }
 }
 
@@ -95,58 +168,132 @@ impl Backend for MmsgBackend {
     }
 
     fn send(&mut self, out: &mut Vec<Datagram>, counters: &mut Counters) {
-        let mut i = 0;
-        while i < out.len() {
-            let dest = out[i].destination;
-            let size = out[i].contents.len();
-            // A run: same destination, same size; the last segment may be shorter.
-            let mut j = i + 1;
-            while j < out.len()
-                && j - i < self.max_segments
-                && out[j].destination == dest
-                && out[j].contents.len() <= size
-                && out[j - 1].contents.len() == size
-            {
-                j += 1;
-            }
-            let result = if j - i == 1 {
-                self.send_one(&Transmit {
-                    destination: dest,
-                    ecn: None,
-                    contents: &out[i].contents,
-                    segment_size: None,
-                    src_ip: None,
-                })
-            } else {
-                let mut gso = std::mem::take(&mut self.gso);
-                gso.clear();
-                for d in &out[i..j] {
-                    gso.extend_from_slice(&d.contents);
-                }
-                let r = self.send_one(&Transmit {
-                    destination: dest,
-                    ecn: None,
-                    contents: &gso,
-                    segment_size: Some(size),
-                    src_ip: None,
-                });
-                self.gso = gso;
-                r
-            };
-            let bytes: usize = out[i..j].iter().map(|d| d.contents.len()).sum();
-            match result {
-                Ok(()) => {
-                    counters.tx_packets += (j - i) as u64;
-                    counters.tx_bytes += bytes as u64;
-                }
-                Err(_) => counters.drop_send_error += (j - i) as u64,
-            }
-            i = j;
+        if out.is_empty() {
+            return;
         }
+        plan_runs(out, self.gso, &mut self.plan);
+        let mut pending = std::mem::take(&mut self.plan);
+        let mut retry = std::mem::take(&mut self.retry);
+        while !pending.is_empty() {
+            retry.clear();
+            for chunk in pending.chunks(MAX_MSGS) {
+                self.send_chunk(chunk, out, counters, &mut retry);
+            }
+            std::mem::swap(&mut pending, &mut retry);
+        }
+        self.plan = pending;
+        self.retry = retry;
         out.clear();
     }
 
     fn fd(&self) -> RawFd {
         self.socket.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::bind_udp;
+
+    fn loopback() -> UdpSocket {
+        bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap()
+    }
+
+    /// Datagrams `seq..` to `dest`: runs of equal sizes (GSO runs) and odd sizes.
+    fn datagram(dest: SocketAddr, seq: u32, len: usize) -> Datagram {
+        let mut contents = vec![(seq % 251) as u8; len.max(4)];
+        contents[..4].copy_from_slice(&seq.to_be_bytes());
+        Datagram {
+            destination: dest,
+            contents,
+        }
+    }
+
+    fn drain(sock: &UdpSocket, want: usize) -> Vec<Vec<u8>> {
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while got.len() < want {
+            let n = sock.recv(&mut buf).expect("datagram within 2 s");
+            got.push(buf[..n].to_vec());
+        }
+        got
+    }
+
+    /// One turn's output interleaving two destinations, in runs: every
+    /// datagram arrives whole and in order per destination.
+    fn send_to_two(tx: &mut MmsgBackend) -> Counters {
+        let (r1, r2) = (loopback(), loopback());
+        let (d1, d2) = (r1.local_addr().unwrap(), r2.local_addr().unwrap());
+        let mut out = Vec::new();
+        let mut want1 = Vec::new();
+        let mut want2 = Vec::new();
+        let mut seq = 0;
+        for round in 0..20 {
+            for (dest, want) in [(d1, &mut want1), (d2, &mut want2)] {
+                // A run of equal sizes, then a shorter last one, then an odd size.
+                for len in [1200, 1200, 1200, 700, 90 + round] {
+                    let d = datagram(dest, seq, len);
+                    want.push(d.contents.clone());
+                    out.push(d);
+                    seq += 1;
+                }
+            }
+        }
+        let mut counters = Counters::default();
+        tx.send(&mut out, &mut counters);
+        assert!(out.is_empty(), "send clears the batch");
+        assert_eq!(drain(&r1, want1.len()), want1);
+        assert_eq!(drain(&r2, want2.len()), want2);
+        assert_eq!(counters.tx_packets, seq as u64);
+        assert_eq!(counters.drop_send_error, 0);
+        counters
+    }
+
+    #[test]
+    fn one_sendmmsg_carries_gso_runs_to_several_destinations_intact() {
+        let mut tx = MmsgBackend::new(loopback()).unwrap();
+        assert!(tx.gso, "loopback takes UDP_SEGMENT");
+        send_to_two(&mut tx);
+        // 20 rounds × 2 destinations, each with one run of 4 (3 × 1200 + 700).
+        assert_eq!(tx.gso_sends, 40);
+    }
+
+    /// SO_NO_CHECK in asm-generic (x86, arm, riscv); libc does not export it.
+    #[cfg(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    ))]
+    #[test]
+    fn refused_gso_falls_back_to_single_sends_without_loss() {
+        let a = loopback();
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a live socket with a pointer to a live c_int and
+        // its size. SO_NO_CHECK makes the kernel refuse UDP_SEGMENT with EINVAL.
+        let r = unsafe {
+            libc::setsockopt(
+                a.as_raw_fd(),
+                libc::SOL_SOCKET,
+                11, // SO_NO_CHECK
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0);
+        let mut tx = MmsgBackend::new(a).unwrap();
+        let r1 = loopback();
+        let d1 = r1.local_addr().unwrap();
+        let mut out: Vec<Datagram> = (0..8).map(|s| datagram(d1, s, 1000)).collect();
+        let want: Vec<Vec<u8>> = out.iter().map(|d| d.contents.clone()).collect();
+        let mut counters = Counters::default();
+        tx.send(&mut out, &mut counters);
+        assert!(!tx.gso, "GSO was refused and turned off");
+        assert_eq!(drain(&r1, 8), want, "resent one by one, in order");
+        assert_eq!(counters.tx_packets, 8);
+        assert_eq!(counters.drop_send_error, 0);
+        // Later turns send singly from the start.
+        send_to_two(&mut tx);
     }
 }

@@ -14,6 +14,7 @@ use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 use crate::shard::Datagram;
 use crate::stats::Counters;
 
+mod batch;
 mod mmsg;
 mod plain;
 pub mod probe;

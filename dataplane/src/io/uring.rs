@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use io_uring::types::{CancelBuilder, Fd, RecvMsgOut};
 use io_uring::{cqueue, opcode, IoUring};
-use socket2::SockAddr;
 
+use super::batch::{plan_runs, MsgHdr, Op, SendScratch};
 use super::{wait_writable, Backend};
 use crate::shard::Datagram;
 use crate::stats::Counters;
@@ -37,10 +37,6 @@ const BUF_SIZE: usize = 2048;
 const BUF_GROUP: u16 = 0;
 /// Completions handled per `recv` call.
 const RECV_BATCH: usize = 64;
-/// Segments per GSO send; the kernel takes 64 on every version with UDP_SEGMENT.
-const MAX_SEGMENTS: usize = 64;
-/// A GSO send is one IP packet before segmentation: stay under 64 KiB.
-const MAX_GSO_BYTES: usize = 65_000;
 /// A send's user data is its round (31 bits) and its index in the round; the
 /// recv's is this, which no send can have.
 const RECV_USER_DATA: u64 = u64::MAX;
@@ -91,15 +87,6 @@ pub struct UringBackend {
     round: u32,
     scratch: SendScratch,
     cqes: Vec<(u64, i32, u32)>,
-}
-
-/// One `SendMsg`: datagrams `start..end` of the round, to one destination.
-#[derive(Debug, Clone, Copy)]
-struct Op {
-    start: usize,
-    end: usize,
-    gso: bool,
-    tries: u8,
 }
 
 impl UringBackend {
@@ -290,39 +277,6 @@ impl UringBackend {
         Ok(delivered)
     }
 
-    /// Group `inflight` into sends: runs to one destination of equal size
-    /// (the last may be shorter), as one GSO send each while GSO is on.
-    fn plan_runs(&mut self) {
-        self.plan.clear();
-        let out = &self.inflight;
-        let mut i = 0;
-        while i < out.len() {
-            let dest = out[i].destination;
-            let size = out[i].contents.len();
-            let mut j = i + 1;
-            let mut bytes = size;
-            while self.gso
-                && size > 0
-                && j < out.len()
-                && j - i < MAX_SEGMENTS
-                && out[j].destination == dest
-                && out[j].contents.len() <= size
-                && out[j - 1].contents.len() == size
-                && bytes + out[j].contents.len() <= MAX_GSO_BYTES
-            {
-                bytes += out[j].contents.len();
-                j += 1;
-            }
-            self.plan.push(Op {
-                start: i,
-                end: j,
-                gso: j - i > 1,
-                tries: 0,
-            });
-            i = j;
-        }
-    }
-
     /// Submit `ops` as one batch and wait for all of their completions,
     /// leaving each result in `self.results`.
     fn submit_round(&mut self, ops: &[Op]) {
@@ -336,7 +290,7 @@ impl UringBackend {
         {
             let mut sq = self.ring.submission();
             for (k, hdr) in self.scratch.hdrs.iter().enumerate() {
-                let entry = opcode::SendMsg::new(Fd(fd), &hdr.0 as *const libc::msghdr)
+                let entry = opcode::SendMsg::new(Fd(fd), &hdr.0.msg_hdr as *const libc::msghdr)
                     .flags(libc::MSG_DONTWAIT as u32)
                     .build()
                     .user_data(tag | k as u64);
@@ -448,7 +402,7 @@ impl Backend for UringBackend {
         // The payloads stay here, unmoved, until their sends have completed;
         // `out` gets the previous round's (empty) vector back.
         mem::swap(out, &mut self.inflight);
-        self.plan_runs();
+        plan_runs(&self.inflight, self.gso, &mut self.plan);
         let mut pending = mem::take(&mut self.plan);
         let mut retry = mem::take(&mut self.retry);
         while !pending.is_empty() {
@@ -543,106 +497,6 @@ fn parse_sockaddr(name: &[u8]) -> Option<SocketAddr> {
             )))
         }
         _ => None,
-    }
-}
-
-/// A `msghdr`, whose raw pointers only ever point into memory owned by the
-/// same backend.
-#[repr(transparent)]
-struct MsgHdr(libc::msghdr);
-
-// SAFETY: the pointers inside a `MsgHdr` refer to memory owned by the same
-// `UringBackend` (or are null), which moves between threads as a whole; they
-// are only used by the thread that owns the backend.
-unsafe impl Send for MsgHdr {}
-
-/// The UDP_SEGMENT control message: a `cmsghdr` and the segment size.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct GsoCmsg {
-    hdr: libc::cmsghdr,
-    segment: u16,
-    _pad: [u8; 6],
-}
-
-// SAFETY: CMSG_SPACE / CMSG_LEN are pure arithmetic on their argument.
-const GSO_CMSG_SPACE: usize = unsafe { libc::CMSG_SPACE(2) } as usize;
-// SAFETY: as above.
-const GSO_CMSG_LEN: usize = unsafe { libc::CMSG_LEN(2) } as usize;
-const _: () = assert!(mem::size_of::<GsoCmsg>() == GSO_CMSG_SPACE);
-const _: () = assert!(mem::offset_of!(GsoCmsg, segment) == GSO_CMSG_LEN - 2);
-
-impl GsoCmsg {
-    fn new(segment: u16) -> Self {
-        // SAFETY: cmsghdr is plain integers (and padding on some libcs); zero is valid.
-        let mut hdr: libc::cmsghdr = unsafe { mem::zeroed() };
-        hdr.cmsg_len = GSO_CMSG_LEN as _;
-        hdr.cmsg_level = libc::SOL_UDP;
-        hdr.cmsg_type = libc::UDP_SEGMENT;
-        GsoCmsg {
-            hdr,
-            segment,
-            _pad: [0; 6],
-        }
-    }
-}
-
-/// Per-round send descriptors. Filled completely before any pointer into
-/// them is taken, and cleared only after the round's completions are reaped.
-#[derive(Default)]
-struct SendScratch {
-    addrs: Vec<SockAddr>,
-    cmsgs: Vec<GsoCmsg>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<MsgHdr>,
-}
-
-// SAFETY: between rounds the vectors are empty; during a round their pointers
-// refer to themselves and to the backend's `inflight` datagrams, all owned by
-// the same backend and used only by the thread that owns it.
-unsafe impl Send for SendScratch {}
-
-impl SendScratch {
-    fn fill(&mut self, ops: &[Op], dgs: &[Datagram]) {
-        self.clear();
-        for op in ops {
-            let run = &dgs[op.start..op.end];
-            self.addrs.push(SockAddr::from(run[0].destination));
-            self.cmsgs.push(GsoCmsg::new(
-                run[0].contents.len().min(u16::MAX as usize) as u16
-            ));
-            self.iovs.extend(run.iter().map(|d| libc::iovec {
-                iov_base: d.contents.as_ptr() as *mut libc::c_void,
-                iov_len: d.contents.len(),
-            }));
-        }
-        // No more pushes to `addrs`, `cmsgs`, `iovs`: pointers into them stay valid.
-        let mut iov_at = 0;
-        for (k, op) in ops.iter().enumerate() {
-            let n = op.end - op.start;
-            // SAFETY: an all-zero msghdr is valid: null pointers with zero lengths.
-            let mut h: libc::msghdr = unsafe { mem::zeroed() };
-            h.msg_name = self.addrs[k].as_ptr() as *mut libc::c_void;
-            h.msg_namelen = self.addrs[k].len();
-            // SAFETY: `iov_at + n <= iovs.len()`: the first loop pushed `n`
-            // iovecs for each op, in this order.
-            h.msg_iov = unsafe { self.iovs.as_mut_ptr().add(iov_at) };
-            h.msg_iovlen = n as _;
-            if op.gso {
-                // SAFETY: `k < cmsgs.len()`: one was pushed per op.
-                h.msg_control = unsafe { self.cmsgs.as_mut_ptr().add(k) } as *mut libc::c_void;
-                h.msg_controllen = GSO_CMSG_SPACE as _;
-            }
-            self.hdrs.push(MsgHdr(h));
-            iov_at += n;
-        }
-    }
-
-    fn clear(&mut self) {
-        self.hdrs.clear();
-        self.iovs.clear();
-        self.cmsgs.clear();
-        self.addrs.clear();
     }
 }
 
@@ -793,6 +647,7 @@ impl Drop for BufRing {
 mod tests {
     use super::*;
     use crate::io::{bind_udp, Waker};
+    use socket2::SockAddr;
     use std::time::Instant;
 
     /// io_uring may be disabled (sysctl, seccomp, container); only then skip.
