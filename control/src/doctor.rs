@@ -128,7 +128,7 @@ fn collect() -> Vec<Check> {
             Level::Warn,
             "io_uring",
             e,
-            "sluice uses the mmsg backend instead",
+            "io auto falls back to the mmsg backend (about 10% more CPU per packet)",
         ),
     });
     out.push(check_memlock(probe::memlock_limit(), kernel));

@@ -27,11 +27,12 @@ pub use uring::{UringBackend, UringSetupError};
 /// Which backend a shard uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoKind {
-    /// The fastest available on this host: `mmsg`, else `std`.
+    /// The fastest measured (BENCHMARKS.md "io backends"): `uring`, else
+    /// `mmsg`, else `std`.
     Auto,
     /// io_uring with provided buffers (falls back when the kernel refuses it).
     Uring,
-    /// recvmmsg + GSO sendmsg (UDP_SEGMENT) per destination run.
+    /// recvmmsg, and one sendmmsg per turn with a GSO message per destination run.
     Mmsg,
     /// One recvfrom/sendto per datagram.
     Std,
@@ -74,7 +75,14 @@ pub trait Backend: Send {
 pub fn make_backend(kind: IoKind, socket: UdpSocket) -> Box<dyn Backend> {
     match kind {
         IoKind::Std => Box::new(StdBackend::new(socket)),
-        IoKind::Mmsg | IoKind::Auto => match MmsgBackend::new(socket.try_clone().expect("dup")) {
+        IoKind::Auto => match UringBackend::new(socket.try_clone().expect("dup")) {
+            Ok(b) => Box::new(b),
+            Err(e) => {
+                tracing::info!("io_uring unavailable ({e}); io auto uses mmsg");
+                make_backend(IoKind::Mmsg, socket)
+            }
+        },
+        IoKind::Mmsg => match MmsgBackend::new(socket.try_clone().expect("dup")) {
             Ok(b) => Box::new(b),
             Err(e) => {
                 tracing::warn!("mmsg backend unavailable ({e}); using std");
@@ -272,4 +280,23 @@ pub fn set_thread_cpus(cpus: &[usize]) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_picks_uring_where_the_kernel_allows_it_else_mmsg() {
+        let sock = bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let want = match UringBackend::new(sock.try_clone().unwrap()) {
+            Ok(_) => "uring",
+            Err(_) => "mmsg",
+        };
+        assert_eq!(make_backend(IoKind::Auto, sock).name(), want);
+        let sock = bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        assert_eq!(make_backend(IoKind::Mmsg, sock).name(), "mmsg");
+        let sock = bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        assert_eq!(make_backend(IoKind::Std, sock).name(), "std");
+    }
 }
