@@ -83,6 +83,24 @@ pub async fn streams(State(app): State<Arc<App>>, headers: HeaderMap) -> Respons
     json(app.registry().streams())
 }
 
+/// End a stream: its publisher and every viewer.
+pub async fn close_stream(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = check(&app, &headers) {
+        return r;
+    }
+    let Some(sessions) = app.registry().stream_sessions(&name) else {
+        return error(StatusCode::NOT_FOUND, "no such stream");
+    };
+    for e in &sessions {
+        end_session(&app, e);
+    }
+    json(serde_json::json!({"closed": name, "sessions": sessions.len()}))
+}
+
 pub async fn sessions(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Err(r) = check(&app, &headers) {
         return r;

@@ -63,6 +63,10 @@ pub fn router(app: AppState) -> Router {
         .route("/whep/{stream}/{id}/layer", post(whep_layer))
         .route("/admin/shards", get(crate::admin::shards))
         .route("/admin/streams", get(crate::admin::streams))
+        .route(
+            "/admin/streams/{stream}",
+            axum::routing::delete(crate::admin::close_stream),
+        )
         .route("/admin/sessions", get(crate::admin::sessions))
         .route(
             "/admin/sessions/{id}",

@@ -109,6 +109,18 @@ impl Registry {
             .is_some_and(|s| !s.shared.layers().is_empty())
     }
 
+    /// The publisher and viewers of `name`; `None` when no such stream exists.
+    pub fn stream_sessions(&self, name: &str) -> Option<Vec<SessionEntry>> {
+        let s = self.streams.get(name)?;
+        Some(
+            s.publisher
+                .iter()
+                .chain(s.viewers.iter())
+                .filter_map(|id| self.sessions.get(id).cloned())
+                .collect(),
+        )
+    }
+
     /// The shared state of `name`, created if new.
     pub fn stream_shared(&mut self, name: &str) -> Arc<StreamShared> {
         if let Some(s) = self.streams.get(name) {

@@ -181,8 +181,21 @@ async fn metrics_parse_as_prometheus_text_and_counters_move_with_media() {
         .await
         .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
-    viewer.close().await.unwrap();
-    publisher.close().await.unwrap();
+    // Closing the stream ends its publisher and its viewer.
+    let stream_url = format!("{}/admin/streams/m", server.url());
+    let r = http.delete(&stream_url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["sessions"], 2, "{body}");
+    assert!(
+        wait_until(Duration::from_secs(5), || session_counts(&server) == (0, 0)).await,
+        "sessions left: {:?}",
+        session_counts(&server)
+    );
+    let r = http.delete(&stream_url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404, "the stream is gone");
+    viewer.close().await.ok();
+    publisher.close().await.ok();
     server.shutdown().await;
 }
 
@@ -225,6 +238,13 @@ async fn admin_api_needs_the_admin_token() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
+    let r = http
+        .delete(format!("{}/admin/streams/any", server.url()))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
     server.shutdown().await;
 
     // With a token secret but no admin token the admin API is closed.
