@@ -200,7 +200,16 @@ fn shared_cert() -> Option<DtlsCert> {
     .clone()
 }
 
+/// The crypto provider of every client session: str0m's, with one shared
+/// (validated once) DTLS configuration instead of one per session.
+fn shared_provider() -> Arc<str0m::crypto::CryptoProvider> {
+    static P: OnceLock<Arc<str0m::crypto::CryptoProvider>> = OnceLock::new();
+    P.get_or_init(|| Arc::new(sluice_dataplane::dtls::crypto_provider()))
+        .clone()
+}
+
 fn with_shared_cert(cfg: RtcConfig) -> RtcConfig {
+    let cfg = cfg.set_crypto_provider(shared_provider());
     match shared_cert() {
         Some(cert) => cfg.set_dtls_cert(cert),
         None => cfg,

@@ -3,6 +3,7 @@
 //!
 //! Knows nothing of HTTP, tokio or configuration files.
 
+pub mod dtls;
 pub mod fanout;
 pub mod ids;
 pub mod io;

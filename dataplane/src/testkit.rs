@@ -112,7 +112,7 @@ pub struct Harness {
 }
 
 fn shared_cert() -> DtlsCert {
-    let provider = str0m::crypto::from_feature_flags();
+    let provider = crate::dtls::crypto_provider();
     let cert = provider
         .dtls_provider
         .generate_certificate()
