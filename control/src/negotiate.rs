@@ -9,6 +9,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
 use str0m::media::{Direction, MediaKind, Mid};
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 
 /// Why an offer cannot be answered; each maps to an HTTP status.
@@ -51,7 +52,7 @@ pub struct Negotiated {
 
 impl Negotiator {
     pub fn new() -> anyhow::Result<Self> {
-        let provider = str0m::crypto::from_feature_flags();
+        let provider = sluice_dataplane::dtls::crypto_provider();
         let cert = provider
             .dtls_provider
             .generate_certificate()
@@ -106,7 +107,11 @@ impl Negotiator {
         candidate: SocketAddr,
     ) -> Result<Offered, NegotiateError> {
         let ufrag = self.random_token(8);
-        let mut rtc = self.config(&ufrag).build(Instant::now());
+        // A room's receive transport runs no bandwidth estimation.
+        let mut rtc = self
+            .config(&ufrag)
+            .set_extension_map(without_twcc())
+            .build(Instant::now());
         let cand = Candidate::host(candidate, "udp")
             .map_err(|e| NegotiateError::Unsupported(format!("bad candidate address: {e}")))?;
         rtc.add_local_candidate(cand);
@@ -172,9 +177,15 @@ impl Negotiator {
         }
         let ufrag = self.random_token(8);
         let mut cfg = self.config(&ufrag);
-        if let (false, true, Some(bps)) = (publish, estimate, self.viewer_bwe) {
-            // Viewers' simulcast layer follows the TWCC estimate.
-            cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::from(bps)));
+        match (publish, estimate, self.viewer_bwe) {
+            (false, true, Some(bps)) => {
+                // Viewers' simulcast layer follows the TWCC estimate.
+                cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::from(bps)));
+            }
+            (false, _, _) => cfg = cfg.set_extension_map(without_twcc()),
+            // Publishers keep transport-cc: their browsers' congestion control
+            // runs on the feedback sluice sends.
+            (true, _, _) => {}
         }
         let mut rtc = cfg.build(Instant::now());
         let cand = Candidate::host(candidate, "udp")
@@ -196,6 +207,21 @@ impl Negotiator {
         }
         Ok(Negotiated { rtc, ufrag, answer })
     }
+}
+
+/// str0m's standard header extensions without transport-wide sequence
+/// numbers, for sessions that send media and estimate no bandwidth: str0m
+/// keeps a 1,000-packet TWCC send history (~90 KiB) for every session that
+/// negotiates it, and stamps and records every packet, for feedback only an
+/// estimator would read.
+fn without_twcc() -> ExtensionMap {
+    let mut m = ExtensionMap::empty();
+    for (id, ext) in ExtensionMap::standard().iter() {
+        if *ext != Extension::TransportSequenceNumber {
+            m.set(id, ext.clone());
+        }
+    }
+    m
 }
 
 fn first_line(s: &str) -> String {
@@ -286,5 +312,32 @@ mod tests {
         assert_eq!(t.len(), 32);
         assert!(t.chars().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(t, n.random_token(32));
+    }
+
+    /// A str0m client's offer (standard extensions, transport-cc included).
+    fn client_offer(dir: Direction) -> String {
+        let mut rtc = RtcConfig::new().build(Instant::now());
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Audio, dir, None, None, None);
+        api.add_media(MediaKind::Video, dir, None, None, None);
+        api.apply().unwrap().0.to_sdp_string()
+    }
+
+    #[test]
+    fn transport_cc_only_where_someone_estimates_bandwidth() {
+        const TWCC: &str = "transport-wide-cc";
+        let n = Negotiator::new().unwrap();
+        let cand: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let view = client_offer(Direction::RecvOnly);
+        let plain = n.answer_with(&view, false, false, cand).unwrap();
+        assert!(!plain.answer.contains(TWCC), "{}", plain.answer);
+        let estimating = n.answer_with(&view, false, true, cand).unwrap();
+        assert!(estimating.answer.contains(TWCC), "{}", estimating.answer);
+        let publish = n
+            .answer(&client_offer(Direction::SendOnly), true, cand)
+            .unwrap();
+        assert!(publish.answer.contains(TWCC), "{}", publish.answer);
+        let offered = n.offer(&[MediaKind::Video], cand).unwrap();
+        assert!(!offered.sdp.contains(TWCC), "{}", offered.sdp);
     }
 }

@@ -263,6 +263,9 @@ const LAYER_EVAL_INTERVAL: Duration = Duration::from_millis(500);
 /// A layer choice stands at least this long unless the viewer's cap changes.
 const LAYER_HOLD: Duration = Duration::from_secs(3);
 
+/// Packets kept per outgoing track for NACK answers (see `send_stream`).
+const RTX_CACHE_PACKETS: usize = 256;
+
 /// How often per-session stats are published to the control plane.
 const STATS_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -1661,11 +1664,14 @@ impl Vp8Rebase {
 }
 
 /// The send stream of `mid`, if negotiated, with its RTX cache bounded by
-/// time: payloads are shared, so one second of history costs headers only.
+/// time (1 s) and count. Payloads are shared, but each slot still holds a
+/// ~340-byte packet record and str0m reserves the ring's full count up
+/// front: 256 slots (~87 KiB per video track) hold a second of video up to
+/// ~2.5 Mbit/s and half a second at 5.
 fn send_stream(rtc: &mut Rtc, mid: Mid) -> Option<Ssrc> {
     let mut direct = rtc.direct_api();
     let tx = direct.stream_tx_by_mid(mid, None)?;
-    tx.set_rtx_cache(512, Duration::from_secs(1), Some(0.15));
+    tx.set_rtx_cache(RTX_CACHE_PACKETS, Duration::from_secs(1), Some(0.15));
     Some(tx.ssrc())
 }
 
