@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use sluice_dataplane::Role;
+use sluice_dataplane::{Role, ShardHandle};
 
 use crate::server::App;
 
@@ -233,47 +233,31 @@ fn shard_loop_metrics(out: &mut String, app: &App) {
             counts.last().copied().unwrap_or(0)
         );
     }
-    family(
+    let per_shard =
+        |out: &mut String, name: &str, help: &str, f: &dyn Fn(&ShardHandle) -> usize| {
+            family(out, name, "gauge", help);
+            for s in &app.dataplane.shards {
+                let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.id, f(s));
+            }
+        };
+    per_shard(
         out,
         "sluice_shard_fanout_queue_depth",
-        "gauge",
         "Fan-out batches from other shards waiting in each shard's queue.",
+        &|s| s.fanout_depth(),
     );
-    for s in &app.dataplane.shards {
-        let _ = writeln!(
-            out,
-            "sluice_shard_fanout_queue_depth{{shard=\"{}\"}} {}",
-            s.id,
-            s.fanout_depth()
-        );
-    }
-    family(
+    per_shard(
         out,
         "sluice_shard_fanout_queue_capacity",
-        "gauge",
         "Fan-out queue capacity; batches beyond it are dropped and counted.",
+        &|s| s.fanout_capacity,
     );
-    for s in &app.dataplane.shards {
-        let _ = writeln!(
-            out,
-            "sluice_shard_fanout_queue_capacity{{shard=\"{}\"}} {}",
-            s.id, s.fanout_capacity
-        );
-    }
-    family(
+    per_shard(
         out,
         "sluice_shard_command_queue_depth",
-        "gauge",
         "Control commands waiting for each shard.",
+        &|s| s.command_depth(),
     );
-    for s in &app.dataplane.shards {
-        let _ = writeln!(
-            out,
-            "sluice_shard_command_queue_depth{{shard=\"{}\"}} {}",
-            s.id,
-            s.command_depth()
-        );
-    }
 }
 
 /// Per-session and per-track series from the shards' stats tables.

@@ -941,28 +941,26 @@ impl Shard {
                 st.bwe_bps = p.bwe_tx.map(|b| b.as_u64()).or(s.estimate);
             }
             Event::MediaIngressStats(m) => {
-                let kind = s.rtc.media(m.mid).map(|x| kind_name(x.kind()));
-                let t = track_stats(&mut s.stats, "in", m.mid, m.rid);
-                t.kind = kind;
-                t.update_rate(m.timestamp, m.bytes);
-                t.packets = m.packets;
-                t.nacks = m.nacks;
-                t.plis = m.plis;
-                t.firs = m.firs;
-                t.loss = m.loss.or(t.loss);
-                t.rtt_ms = m.rtt.map(|d| d.as_secs_f64() * 1e3).or(t.rtt_ms);
+                let sample = TrackSample {
+                    at: m.timestamp,
+                    bytes: m.bytes,
+                    packets: m.packets,
+                    counts: (m.nacks, m.plis, m.firs),
+                    loss: m.loss,
+                    rtt: m.rtt,
+                };
+                record_track(s, "in", m.mid, m.rid, sample);
             }
             Event::MediaEgressStats(m) => {
-                let kind = s.rtc.media(m.mid).map(|x| kind_name(x.kind()));
-                let t = track_stats(&mut s.stats, "out", m.mid, None);
-                t.kind = kind;
-                t.update_rate(m.timestamp, m.bytes);
-                t.packets = m.packets;
-                t.nacks = m.nacks;
-                t.plis = m.plis;
-                t.firs = m.firs;
-                t.loss = m.loss.or(t.loss);
-                t.rtt_ms = m.rtt.map(|d| d.as_secs_f64() * 1e3).or(t.rtt_ms);
+                let sample = TrackSample {
+                    at: m.timestamp,
+                    bytes: m.bytes,
+                    packets: m.packets,
+                    counts: (m.nacks, m.plis, m.firs),
+                    loss: m.loss,
+                    rtt: m.rtt,
+                };
+                record_track(s, "out", m.mid, None, sample);
             }
             _ => {}
         }
@@ -1252,6 +1250,34 @@ fn kind_name(k: MediaKind) -> &'static str {
         MediaKind::Audio => "audio",
         MediaKind::Video => "video",
     }
+}
+
+/// One str0m media stats event, either direction.
+struct TrackSample {
+    at: Instant,
+    bytes: u64,
+    packets: u64,
+    /// NACKs, PLIs, FIRs.
+    counts: (u64, u64, u64),
+    loss: Option<f32>,
+    rtt: Option<Duration>,
+}
+
+fn record_track(
+    s: &mut Session,
+    direction: &'static str,
+    mid: Mid,
+    rid: Option<Rid>,
+    m: TrackSample,
+) {
+    let kind = s.rtc.media(mid).map(|x| kind_name(x.kind()));
+    let t = track_stats(&mut s.stats, direction, mid, rid);
+    t.kind = kind;
+    t.update_rate(m.at, m.bytes);
+    t.packets = m.packets;
+    (t.nacks, t.plis, t.firs) = m.counts;
+    t.loss = m.loss.or(t.loss);
+    t.rtt_ms = m.rtt.map(|d| d.as_secs_f64() * 1e3).or(t.rtt_ms);
 }
 
 /// The stats entry of one track of a session, created on first use.

@@ -260,6 +260,13 @@ fn cam_layers(p: &Participant, from: &str) -> (Option<u8>, [u64; 3]) {
 
 /// Wait until `p` receives `from`'s camera on `layer` only: the latest packet
 /// is of that layer and, over the next half second, only that layer grows.
+/// Ask for a consumer's layer cap; the request must succeed.
+async fn set_layers(p: &Participant, data: serde_json::Value) -> serde_json::Value {
+    let r = p.request("setConsumerPreferredLayers", data).await;
+    assert_eq!(r["ok"], true, "{r}");
+    r
+}
+
 async fn settles_on(p: &Participant, from: &str, layer: u8) -> bool {
     let on = wait_until(Duration::from_secs(10), || {
         cam_layers(p, from).0 == Some(layer)
@@ -301,13 +308,7 @@ async fn set_consumer_preferred_layers_caps_one_consumers_simulcast_layer() {
         .consumer("a", "video")
         .expect("b consumes a's camera");
 
-    let r = b
-        .request(
-            "setConsumerPreferredLayers",
-            json!({"consumerId": consumer, "spatialLayer": 0}),
-        )
-        .await;
-    assert_eq!(r["ok"], true, "{r}");
+    let r = set_layers(&b, json!({"consumerId": consumer, "spatialLayer": 0})).await;
     assert_eq!(
         r["data"],
         json!({"consumerId": consumer, "spatialLayer": 0}),
@@ -325,13 +326,7 @@ async fn set_consumer_preferred_layers_caps_one_consumers_simulcast_layer() {
         cam_layers(&c, "a")
     );
 
-    let r = b
-        .request(
-            "setConsumerPreferredLayers",
-            json!({"consumerId": consumer, "spatialLayer": 1}),
-        )
-        .await;
-    assert_eq!(r["ok"], true, "{r}");
+    set_layers(&b, json!({"consumerId": consumer, "spatialLayer": 1})).await;
     assert!(
         settles_on(&b, "a", MID).await,
         "b gets the mid layer: {:?}",
@@ -339,13 +334,7 @@ async fn set_consumer_preferred_layers_caps_one_consumers_simulcast_layer() {
     );
 
     // null lifts the cap.
-    let r = b
-        .request(
-            "setConsumerPreferredLayers",
-            json!({"consumerId": consumer, "spatialLayer": null}),
-        )
-        .await;
-    assert_eq!(r["ok"], true, "{r}");
+    let r = set_layers(&b, json!({"consumerId": consumer, "spatialLayer": null})).await;
     assert_eq!(r["data"]["spatialLayer"], json!(null), "{r}");
     assert!(
         settles_on(&b, "a", HIGH).await,
@@ -354,37 +343,13 @@ async fn set_consumer_preferred_layers_caps_one_consumers_simulcast_layer() {
     );
 
     // A cap above the top layer is the top layer; a missing spatialLayer lifts the cap.
-    let r = b
-        .request(
-            "setConsumerPreferredLayers",
-            json!({"consumerId": consumer, "spatialLayer": 0}),
-        )
-        .await;
-    assert_eq!(r["ok"], true, "{r}");
+    set_layers(&b, json!({"consumerId": consumer, "spatialLayer": 0})).await;
     assert!(settles_on(&b, "a", LOW).await);
-    let r = b
-        .request(
-            "setConsumerPreferredLayers",
-            json!({"consumerId": consumer, "spatialLayer": 200}),
-        )
-        .await;
-    assert_eq!(r["ok"], true, "{r}");
+    set_layers(&b, json!({"consumerId": consumer, "spatialLayer": 200})).await;
     assert!(settles_on(&b, "a", HIGH).await);
-    let r = b
-        .request(
-            "setConsumerPreferredLayers",
-            json!({"consumerId": consumer, "spatialLayer": 0}),
-        )
-        .await;
-    assert_eq!(r["ok"], true, "{r}");
+    set_layers(&b, json!({"consumerId": consumer, "spatialLayer": 0})).await;
     assert!(settles_on(&b, "a", LOW).await);
-    let r = b
-        .request(
-            "setConsumerPreferredLayers",
-            json!({"consumerId": consumer}),
-        )
-        .await;
-    assert_eq!(r["ok"], true, "{r}");
+    set_layers(&b, json!({"consumerId": consumer})).await;
     assert!(
         settles_on(&b, "a", HIGH).await,
         "no spatialLayer lifts the cap: {:?}",
@@ -394,13 +359,7 @@ async fn set_consumer_preferred_layers_caps_one_consumers_simulcast_layer() {
     // The cap belongs to the consumer: when a leaves and publishes again, b's
     // new consumer reuses the freed mid and starts on the top layer.
     let (consumer, mid) = b.state.lock().unwrap().consumer("a", "video").unwrap();
-    let r = b
-        .request(
-            "setConsumerPreferredLayers",
-            json!({"consumerId": consumer, "spatialLayer": 0}),
-        )
-        .await;
-    assert_eq!(r["ok"], true, "{r}");
+    set_layers(&b, json!({"consumerId": consumer, "spatialLayer": 0})).await;
     assert!(settles_on(&b, "a", LOW).await);
     a.leave().await;
     assert!(
@@ -513,13 +472,7 @@ async fn set_consumer_preferred_layers_errors_hurt_no_one() {
     };
 
     // A consumer of a camera without simulcast takes a cap too (it has no effect).
-    let r = b
-        .request(
-            "setConsumerPreferredLayers",
-            json!({"consumerId": video, "spatialLayer": 0}),
-        )
-        .await;
-    assert_eq!(r["ok"], true, "{r}");
+    set_layers(&b, json!({"consumerId": video, "spatialLayer": 0})).await;
 
     let bad = [
         (json!({"consumerId": "nope", "spatialLayer": 0}), 404),

@@ -260,7 +260,6 @@ mod tests {
         assert_eq!(tx.gso_sends, 40);
     }
 
-    /// SO_NO_CHECK in asm-generic (x86, arm, riscv); libc does not export it.
     #[cfg(any(
         target_arch = "x86_64",
         target_arch = "aarch64",
@@ -269,19 +268,7 @@ mod tests {
     #[test]
     fn refused_gso_falls_back_to_single_sends_without_loss() {
         let a = loopback();
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt on a live socket with a pointer to a live c_int and
-        // its size. SO_NO_CHECK makes the kernel refuse UDP_SEGMENT with EINVAL.
-        let r = unsafe {
-            libc::setsockopt(
-                a.as_raw_fd(),
-                libc::SOL_SOCKET,
-                11, // SO_NO_CHECK
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(r, 0);
+        crate::io::tests::refuse_gso(&a);
         let mut tx = MmsgBackend::new(a).unwrap();
         let r1 = loopback();
         let d1 = r1.local_addr().unwrap();

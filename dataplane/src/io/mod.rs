@@ -283,8 +283,32 @@ pub fn set_thread_cpus(cpus: &[usize]) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Make the kernel refuse UDP_SEGMENT on `sock` (EINVAL), to test the
+    /// fallbacks: SO_NO_CHECK, 11 in asm-generic (x86, arm, riscv), which
+    /// libc does not export.
+    #[cfg(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    ))]
+    pub(crate) fn refuse_gso(sock: &UdpSocket) {
+        const SO_NO_CHECK: libc::c_int = 11;
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a live socket with a pointer to a live c_int and its size.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_NO_CHECK,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "setsockopt(SO_NO_CHECK)");
+    }
 
     #[test]
     fn auto_picks_uring_where_the_kernel_allows_it_else_mmsg() {

@@ -759,14 +759,6 @@ mod tests {
         );
     }
 
-    /// SO_NO_CHECK in asm-generic (x86, arm, riscv); libc does not export it.
-    #[cfg(any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64"
-    ))]
-    const SO_NO_CHECK: libc::c_int = 11;
-
     #[cfg(any(
         target_arch = "x86_64",
         target_arch = "aarch64",
@@ -778,19 +770,7 @@ mod tests {
             panic!("io_uring unavailable on this host, so this test cannot run: {e}");
         }
         let a = loopback();
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt on a live socket with a pointer to a live c_int and
-        // its size. SO_NO_CHECK makes the kernel refuse UDP_SEGMENT with EINVAL.
-        let r = unsafe {
-            libc::setsockopt(
-                a.as_raw_fd(),
-                libc::SOL_SOCKET,
-                SO_NO_CHECK,
-                &one as *const libc::c_int as *const libc::c_void,
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(r, 0);
+        crate::io::tests::refuse_gso(&a);
         let from = a.local_addr().unwrap();
         let (mut tx, mut rx) = (backend(a), backend(loopback()));
         // The turn in which GSO is refused resends its runs after the rest.
