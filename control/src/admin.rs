@@ -165,7 +165,14 @@ pub async fn drain(State(app): State<Arc<App>>, headers: HeaderMap) -> Response 
         return r;
     }
     app.draining.store(true, Ordering::SeqCst);
-    json(serde_json::json!({"draining": true, "sessions": app.registry().session_count()}))
+    // The serving process drains and exits as on SIGTERM (a stored permit if
+    // nothing waits yet).
+    app.drain_requested.notify_one();
+    json(serde_json::json!({
+        "draining": true,
+        "sessions": app.registry().session_count(),
+        "deadline_secs": app.config.drain_timeout_secs,
+    }))
 }
 
 pub async fn rooms(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {

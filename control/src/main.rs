@@ -265,10 +265,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let admin_drain = server.app.clone();
     tokio::select! {
         r = server.wait() => { r?; }
         _ = term.recv() => {
             tracing::info!("SIGTERM: draining (no new sessions) for up to {:?}", drain_timeout);
+            sluice::notify::notify_or_log("STOPPING=1\nSTATUS=draining");
+            tokio::select! {
+                _ = server.drain(drain_timeout) => {}
+                _ = int.recv() => tracing::info!("SIGINT: exiting now"),
+            }
+        }
+        _ = admin_drain.drain_requested.notified() => {
+            tracing::info!("admin drain: no new sessions; exiting when they end or after {:?}", drain_timeout);
             sluice::notify::notify_or_log("STOPPING=1\nSTATUS=draining");
             tokio::select! {
                 _ = server.drain(drain_timeout) => {}

@@ -24,6 +24,8 @@ pub struct App {
     pub negotiator: Negotiator,
     pub tokens: Option<TokenKey>,
     pub draining: AtomicBool,
+    /// Signalled by `POST /admin/drain`: the process drains and exits as on SIGTERM.
+    pub drain_requested: tokio::sync::Notify,
     pub started: Instant,
     pub tls_fingerprint: String,
 }
@@ -104,6 +106,7 @@ impl Server {
             rooms: crate::rooms::Rooms::default(),
             tokens,
             draining: AtomicBool::new(false),
+            drain_requested: tokio::sync::Notify::new(),
             started: Instant::now(),
             tls_fingerprint: tls.fingerprint.clone(),
         });
@@ -175,6 +178,11 @@ impl Server {
         while Instant::now() < until && self.app.registry().session_count() > 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Resolves when the admin API has asked the process to drain and exit.
+    pub async fn drain_requested(&self) {
+        self.app.drain_requested.notified().await
     }
 
     /// Stop HTTP and the shards.

@@ -162,3 +162,62 @@ fn sigterm_with_no_sessions_exits_cleanly_and_systemd_hears_ready_then_stopping(
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn admin_drain_makes_the_serving_process_exit() {
+    use std::io::{BufRead, BufReader};
+    let mut child = sluice()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--media-port",
+            "0",
+            "--shards",
+            "1",
+            "--drain-timeout-secs",
+            "60",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .strip_prefix("sluice listening on ")
+        .expect("banner")
+        .to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body = rt.block_on(async {
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        // Open dev mode: the admin API needs no token.
+        let r = http
+            .post(format!("{url}/admin/drain"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.unwrap()
+    });
+    assert!(body.contains("\"draining\":true"), "{body}");
+    // No sessions: the process exits long before the 60 s drain deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            assert!(s.success(), "exit status {s}");
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("did not exit after POST /admin/drain");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

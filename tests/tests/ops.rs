@@ -282,6 +282,13 @@ async fn drain_refuses_new_sessions_while_active_ones_keep_flowing() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // The serving process is told to drain and exit, as on SIGTERM.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), server.drain_requested())
+            .await
+            .is_ok(),
+        "admin drain signals the process"
+    );
     // New sessions are refused with 503 and Retry-After ...
     let err = client::view(&http, &whep(&server, "d"), ViewerMode::CountOnly)
         .await
