@@ -28,6 +28,53 @@ fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     p
 }
 
+/// `sluice serve` on ephemeral ports with `extra` arguments and environment;
+/// returns the child and its HTTPS base URL, read from the banner.
+fn serve(extra: &[&str], env: &[(&str, &std::path::Path)]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = sluice();
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--media-port",
+        "0",
+        "--shards",
+        "1",
+    ])
+    .args(extra)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .strip_prefix("sluice listening on ")
+        .unwrap_or_else(|| panic!("banner: {first}"))
+        .to_string();
+    assert!(url.starts_with("https://127.0.0.1:"), "{first}");
+    (child, url)
+}
+
+/// Wait up to `limit` for `child` to exit successfully.
+fn exits_cleanly(child: &mut std::process::Child, limit: std::time::Duration, what: &str) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            assert!(s.success(), "exit status {s}");
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("did not exit after {what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn flags_beat_environment_beat_file_beat_defaults() {
     let file = temp_file(
@@ -103,7 +150,6 @@ fn token_command_mints_a_verifiable_token() {
 
 #[test]
 fn sigterm_with_no_sessions_exits_cleanly_and_systemd_hears_ready_then_stopping() {
-    use std::io::{BufRead, BufReader};
     let notify_path = temp_file("notify.sock", "");
     std::fs::remove_file(&notify_path).unwrap();
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
@@ -115,27 +161,7 @@ fn sigterm_with_no_sessions_exits_cleanly_and_systemd_hears_ready_then_stopping(
         let n = notify.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
-    let mut child = sluice()
-        .env("NOTIFY_SOCKET", &notify_path)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--media-port",
-            "0",
-            "--shards",
-            "1",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(
-        first.starts_with("sluice listening on https://127.0.0.1:"),
-        "{first}"
-    );
+    let (mut child, _) = serve(&[], &[("NOTIFY_SOCKET", &notify_path)]);
     let ready = recv();
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
     assert!(
@@ -149,45 +175,12 @@ fn sigterm_with_no_sessions_exits_cleanly_and_systemd_hears_ready_then_stopping(
     assert!(status.success());
     let stopping = recv();
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            assert!(s.success(), "exit status {s}");
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("did not exit after SIGTERM");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    exits_cleanly(&mut child, std::time::Duration::from_secs(15), "SIGTERM");
 }
 
 #[test]
 fn admin_drain_makes_the_serving_process_exit() {
-    use std::io::{BufRead, BufReader};
-    let mut child = sluice()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--media-port",
-            "0",
-            "--shards",
-            "1",
-            "--drain-timeout-secs",
-            "60",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first
-        .strip_prefix("sluice listening on ")
-        .expect("banner")
-        .to_string();
+    let (mut child, url) = serve(&["--drain-timeout-secs", "60"], &[]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -208,16 +201,9 @@ fn admin_drain_makes_the_serving_process_exit() {
     });
     assert!(body.contains("\"draining\":true"), "{body}");
     // No sessions: the process exits long before the 60 s drain deadline.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            assert!(s.success(), "exit status {s}");
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("did not exit after POST /admin/drain");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    exits_cleanly(
+        &mut child,
+        std::time::Duration::from_secs(20),
+        "POST /admin/drain",
+    );
 }

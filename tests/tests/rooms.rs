@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sluice_tests::room::{connect_ws, Participant, SIMULCAST_TRACK};
-use sluice_tests::{session_counts, start, wait_until};
+use sluice_tests::{empties_then_stops, session_counts, start, wait_until};
 
 fn all_receive(ps: &[&Participant], min: u64) -> bool {
     ps.iter().all(|p| {
@@ -200,12 +200,7 @@ async fn protocol_errors_get_error_responses_and_hurt_no_one() {
     );
     a.leave().await;
     b.leave().await;
-    assert!(
-        wait_until(Duration::from_secs(5), || session_counts(&server) == (0, 0)).await,
-        "{:?}",
-        session_counts(&server)
-    );
-    server.shutdown().await;
+    empties_then_stops(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,12 +402,7 @@ async fn set_consumer_preferred_layers_caps_one_consumers_simulcast_layer() {
     for p in [a, b, c] {
         p.leave().await;
     }
-    assert!(
-        wait_until(Duration::from_secs(5), || session_counts(&server) == (0, 0)).await,
-        "{:?}",
-        session_counts(&server)
-    );
-    server.shutdown().await;
+    empties_then_stops(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,10 +512,5 @@ async fn set_consumer_preferred_layers_errors_hurt_no_one() {
     assert_eq!(b.state.lock().unwrap().corrupt(), 0);
     a.leave().await;
     b.leave().await;
-    assert!(
-        wait_until(Duration::from_secs(5), || session_counts(&server) == (0, 0)).await,
-        "{:?}",
-        session_counts(&server)
-    );
-    server.shutdown().await;
+    empties_then_stops(server).await;
 }
