@@ -10,138 +10,18 @@
 #            rooms-sluice.log}.
 set -euo pipefail
 SELF=$(realpath "$0")
-cd "$(dirname "$SELF")/../.."
-ROOT=$PWD
-ARTIFACTS=$ROOT/tests/artifacts
-CHROMIUM=/usr/bin/chromium
-LISTEN=127.0.0.1:8443
-BASE=https://$LISTEN
+SUITE=rooms
+CLIENT=tests/browser/rooms.mjs
+SERVER_LOG_NAME=rooms-sluice.log
 E2E_TIMEOUT_SECS=${E2E_TIMEOUT_SECS:-170}
-SERVER_LOG=$ARTIFACTS/rooms-sluice.log
 
-say() { printf 'rooms: %s\n' "$*"; }
-die() {
-    say "FAIL: $*"
-    echo 'rooms: 0 passed, 1 failed'
-    exit 1
-}
-
-# ---- inside the namespace: server + browser, always cleaned up ----
-if [ "${1:-}" = "--in-netns" ]; then
-    server=
-    stop_server() {
-        [ -n "$server" ] || return 0
-        # SIGTERM drains: with every participant gone, exit should be quick.
-        kill -TERM "$server" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$server" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$server" 2>/dev/null; then
-            say "warning: server still running 5 s after SIGTERM; killing it"
-            kill -KILL "$server" 2>/dev/null || true
-        fi
-        wait "$server" 2>/dev/null || true
-        server=
-    }
-    trap stop_server EXIT
-    trap 'exit 143' TERM INT HUP
-
-    ip link set lo up || die "cannot bring up loopback in the new network namespace"
-    mkdir -p "$ARTIFACTS"
-    RUST_LOG=${RUST_LOG:-info} NO_COLOR=1 target/release/sluice serve \
-        --listen "$LISTEN" --media-port 40000 --shards 2 >"$SERVER_LOG" 2>&1 &
-    server=$!
-
-    up=
-    for _ in $(seq 100); do
-        kill -0 "$server" 2>/dev/null || break
-        if curl -skf --max-time 1 "$BASE/healthz" >/dev/null 2>&1; then
-            up=1
-            break
-        fi
-        sleep 0.1
-    done
-    if [ -z "$up" ]; then
-        tail -n 40 "$SERVER_LOG" | sed 's/^/  sluice| /'
-        die "server did not answer $BASE/healthz within 10 s"
-    fi
-    say "server up on $BASE (pid $server)"
-
-    # A plain GET must be refused as "not a WebSocket upgrade", not 404: the room endpoint exists.
+# A plain GET must be refused as "not a WebSocket upgrade", not 404: the room endpoint exists.
+before_client() {
+    local ws_status
     ws_status=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "$BASE/ws?roomId=probe&peerId=probe" || true)
     [ "$ws_status" != 404 ] || die "the server has no /ws endpoint (GET /ws answered 404)"
-
-    # In the background so the TERM trap runs at once instead of after node returns.
-    # The client's own deadline comes first, so a hang is reported with its context.
-    deadline=$((E2E_TIMEOUT_SECS - 15))
-    [ "$deadline" -ge 5 ] || deadline=5
-    ARTIFACTS_DIR=$ARTIFACTS SLUICE_URL=$BASE CHROMIUM=$CHROMIUM \
-        E2E_DEADLINE_MS=$((deadline * 1000)) \
-        node tests/browser/rooms.mjs &
-    client=$!
-    rc=0
-    wait "$client" || rc=$?
-    if [ "$rc" -ne 0 ]; then
-        echo "--- sluice log (last 60 lines; all of it in $SERVER_LOG) ---"
-        tail -n 60 "$SERVER_LOG" | sed 's/^/  sluice| /'
-    fi
-    exit "$rc"
-fi
-
-# ---- outside: install what is missing, build, then enter the namespace ----
-export DEBIAN_FRONTEND=noninteractive
-apt_updated=
-apt_install() {
-    say "installing $*"
-    if [ -z "$apt_updated" ]; then
-        timeout 300 apt-get update -qq || true
-        apt_updated=1
-    fi
-    timeout 600 apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
-        die "apt-get install $* failed"
 }
 
-[ -x "$CHROMIUM" ] || apt_install chromium
-[ -x "$CHROMIUM" ] || die "$CHROMIUM is still missing after apt-get install chromium"
-need=()
-command -v ip >/dev/null 2>&1 || need+=(iproute2)
-command -v unshare >/dev/null 2>&1 || need+=(util-linux)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-[ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
-
-command -v node >/dev/null 2>&1 || die "node is missing (playwright-core needs Node.js >= 20)"
-command -v npm >/dev/null 2>&1 || die "npm is missing"
-node_major=$(node -p 'process.versions.node.split(".")[0]')
-[ "$node_major" -ge 20 ] || die "node $(node --version) is too old; playwright-core needs >= 20"
-
-# playwright-core ships no browser and downloads none; the variable guards against a
-# future version that tries.
-export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
-# Every dependency in package.json must be installed at its pinned version.
-missing=$(cd tests/browser && node -e '
-    const deps = require("./package.json").dependencies || {};
-    const bad = Object.entries(deps).filter(([name, want]) => {
-        try { return require(`./node_modules/${name}/package.json`).version !== want; }
-        catch { return true; }
-    });
-    console.log(bad.map(([n, v]) => `${n}@${v}`).join(" "));
-')
-if [ -n "$missing" ]; then
-    say "npm ci ($missing)"
-    (cd tests/browser && timeout 300 npm ci --no-audit --no-fund --loglevel=error) ||
-        die "npm ci in tests/browser failed"
-fi
-
-unshare -n true 2>/dev/null ||
-    die "unshare -n failed: a new network namespace needs root (or CAP_SYS_ADMIN)"
-
-# Also picks up edits to control/web/room.*, which are compiled into the binary.
-timeout 1800 cargo build --release -p sluice || die "cargo build --release -p sluice failed"
-
-rc=0
-timeout -k 10 "$E2E_TIMEOUT_SECS" unshare -n bash "$SELF" --in-netns || rc=$?
-if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-    die "timed out after $E2E_TIMEOUT_SECS s"
-fi
-exit "$rc"
+# shellcheck source-path=SCRIPTDIR source=lib/browser-netns.sh
+source "$(dirname "$SELF")/lib/browser-netns.sh"
+browser_suite "$@"
