@@ -17,14 +17,13 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import {
+  ARTIFACTS, BASE, CHROMIUM, CHROMIUM_ARGS, NO_BACKGROUND_THROTTLING, CheckFailed, adminSessions, check,
+  consoleLines, deadlineMs, elapsed, lastOk, log, passed, pollUntil, recordConsole, sleep,
+} from './common.mjs';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const BASE = (process.env.SLUICE_URL || 'https://127.0.0.1:8443').replace(/\/+$/, '');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const ARTIFACTS = resolve(process.env.ARTIFACTS_DIR || join(HERE, '..', 'artifacts'));
-const DEADLINE_MS = Number(process.env.E2E_DEADLINE_MS || 150_000);
+const DEADLINE_MS = deadlineMs(150_000);
 const ROOM = 'e2e';
 const NAMES = ['A', 'B', 'C'];
 
@@ -38,62 +37,12 @@ const SCREEN_TIMEOUT_MS = 10_000;
 const SESSIONS_TIMEOUT_MS = 10_000;
 const SESSIONS_PER_PEER = 2; // a send transport and a receive transport
 
-const CHROMIUM_ARGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--allow-loopback-in-peer-connection',
-  '--disable-dev-shm-usage',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-quic',
-  '--ignore-certificate-errors',
-  // Three pages share one browser; none of them may be throttled as a background tab.
-  '--disable-background-timer-throttling',
-  '--disable-backgrounding-occluded-windows',
-  '--disable-renderer-backgrounding',
-];
+// Three pages share one browser; none of them may be throttled as a background tab.
+const ARGS = [...CHROMIUM_ARGS, ...NO_BACKGROUND_THROTTLING];
 
-const started = Date.now();
-const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)}s`;
-const log = (msg) => console.log(`[${elapsed()}] ${msg}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-class CheckFailed extends Error {}
-
-let passed = 0;
-let lastOk = 'nothing yet';
-
-function check(ok, what, detail) {
-  if (!ok) throw new CheckFailed(`${what}${detail ? ` (${detail})` : ''}`);
-  passed++;
-  lastOk = what;
-  log(`ok: ${what}${detail ? ` (${detail})` : ''}`);
-}
-
-// Polls `probe` until `done(value)` holds; returns the last value either way.
-async function pollUntil(probe, done, timeoutMs, periodMs = 250) {
-  const end = Date.now() + timeoutMs;
-  let value = await probe();
-  while (!done(value) && Date.now() < end) {
-    await sleep(periodMs);
-    value = await probe();
-  }
-  return value;
-}
-
-const consoleLines = [];
 const wsLines = [];
 function record(page, name) {
-  page.on('console', (m) => {
-    if (m.type() !== 'verbose') consoleLines.push(`[${elapsed()}] ${name} ${m.type()}: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => consoleLines.push(`[${elapsed()}] ${name} pageerror: ${e.message}`));
-  page.on('crash', () => consoleLines.push(`[${elapsed()}] ${name} CRASHED`));
+  recordConsole(page, name);
   // The signaling trace is what a protocol bug report needs.
   page.on('websocket', (ws) => {
     wsLines.push(`[${elapsed()}] ${name} open ${ws.url()}`);
@@ -108,15 +57,6 @@ const roomState = (page) =>
 const stats = (page) => page.evaluate(() => window.room.stats());
 const remoteTileIds = (page) =>
   page.evaluate(() => [...document.querySelectorAll('#grid .tile.remote')].map((t) => t.dataset.peerId).sort());
-
-async function adminSessions(request) {
-  const resp = await request.get(`${BASE}/admin/sessions`, { timeout: 5_000 });
-  const body = await resp.text();
-  if (!resp.ok()) throw new CheckFailed(`GET /admin/sessions: ${resp.status()} ${body.trim()}`);
-  const list = JSON.parse(body);
-  if (!Array.isArray(list)) throw new CheckFailed(`GET /admin/sessions: not an array: ${body}`);
-  return list;
-}
 
 async function expectSessions(request, count, why) {
   const list = await pollUntil(() => adminSessions(request), (l) => l.length === count, SESSIONS_TIMEOUT_MS);
@@ -312,7 +252,7 @@ async function main() {
     context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
       headless: true,
-      args: CHROMIUM_ARGS,
+      args: ARGS,
       ignoreHTTPSErrors: true,
       viewport: { width: 1280, height: 800 },
       timeout: 30_000,

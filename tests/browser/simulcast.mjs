@@ -20,14 +20,13 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import {
+  ARTIFACTS, BASE, CHROMIUM, CHROMIUM_ARGS, NO_BACKGROUND_THROTTLING, CheckFailed, adminSessions, check,
+  consoleLines, deadlineMs, elapsed, lastOk, log, passed, pollUntil, recordConsole, sleep,
+} from './common.mjs';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const BASE = (process.env.SLUICE_URL || 'https://127.0.0.1:8443').replace(/\/+$/, '');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const ARTIFACTS = resolve(process.env.ARTIFACTS_DIR || join(HERE, '..', 'artifacts'));
-const DEADLINE_MS = Number(process.env.E2E_DEADLINE_MS || 100_000);
+const DEADLINE_MS = deadlineMs(100_000);
 const STREAM = 'sim';
 const NAME = 'simulcast';
 
@@ -43,67 +42,16 @@ const FLOW_MS = 3_000;
 const FLOW_STEP_MS = 500;
 const MIN_FPS = 5;
 
-// Flags from DESIGN.md's browser recipe; the certificate is self-signed (rcgen at start).
-const CHROMIUM_ARGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--allow-loopback-in-peer-connection',
-  '--disable-dev-shm-usage',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-quic',
-  '--ignore-certificate-errors',
+const ARGS = [
+  ...CHROMIUM_ARGS,
   // Two pages share one renderer budget; keep the one not in front from being throttled.
-  '--disable-background-timer-throttling',
-  '--disable-renderer-backgrounding',
-  '--disable-backgrounding-occluded-windows',
+  ...NO_BACKGROUND_THROTTLING,
   // Diagnostics, e.g. CHROMIUM_EXTRA_ARGS='--enable-logging=stderr --v=1' with DEBUG=pw:browser.
   ...(process.env.CHROMIUM_EXTRA_ARGS || '').split(/\s+/).filter(Boolean),
 ];
 
-const started = Date.now();
-const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)}s`;
-const log = (msg) => console.log(`[${elapsed()}] ${msg}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-class CheckFailed extends Error {}
-
-let lastOk = 'nothing yet';
-let passed = 0;
 const warnings = [];
 const timings = {};
-
-function check(ok, what, detail) {
-  if (!ok) throw new CheckFailed(`${what}${detail ? ` (${detail})` : ''}`);
-  passed++;
-  log(`ok: ${what}${detail ? ` (${detail})` : ''}`);
-  lastOk = what;
-}
-
-// Polls `probe` until `done(value)` holds; returns the last value either way.
-async function pollUntil(probe, done, timeoutMs, periodMs = 250) {
-  const end = Date.now() + timeoutMs;
-  let value = await probe();
-  while (!done(value) && Date.now() < end) {
-    await sleep(periodMs);
-    value = await probe();
-  }
-  return value;
-}
-
-const consoleLines = [];
-function recordConsole(page, name) {
-  page.on('console', (m) => {
-    if (m.type() !== 'verbose') consoleLines.push(`[${elapsed()}] ${name} ${m.type()}: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => consoleLines.push(`[${elapsed()}] ${name} pageerror: ${e.message}`));
-  page.on('crash', () => consoleLines.push(`[${elapsed()}] ${name} CRASHED`));
-}
 
 const stats = (page) => page.evaluate(() => window.sluice.stats());
 const pageState = (page) => page.evaluate(() => ({ ...window.sluice.state }));
@@ -123,13 +71,6 @@ function describeLayers(layers, prev, ms) {
 }
 
 const sendingLayers = (s) => s.sendLayers.filter((l) => l.active && l.frameWidth > 0);
-
-async function adminSessions(request) {
-  const resp = await request.get(`${BASE}/admin/sessions`, { timeout: 5_000 });
-  const body = await resp.text();
-  if (!resp.ok()) throw new CheckFailed(`GET /admin/sessions: ${resp.status()} ${body.trim()}`);
-  return JSON.parse(body);
-}
 
 // Shard counters summed over shards, from the Prometheus text.
 async function metric(request, name) {
@@ -405,7 +346,7 @@ async function main() {
     context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
       headless: true,
-      args: CHROMIUM_ARGS,
+      args: ARGS,
       ignoreHTTPSErrors: true,
       viewport: { width: 1280, height: 800 },
       timeout: 30_000,

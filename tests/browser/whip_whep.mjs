@@ -14,14 +14,13 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import {
+  ARTIFACTS, BASE, CHROMIUM, CHROMIUM_ARGS, CheckFailed, adminSessions, check,
+  consoleLines, deadlineMs, lastOk, log, pollUntil, recordConsole, sleep,
+} from './common.mjs';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const BASE = (process.env.SLUICE_URL || 'https://127.0.0.1:8443').replace(/\/+$/, '');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const ARTIFACTS = resolve(process.env.ARTIFACTS_DIR || join(HERE, '..', 'artifacts'));
-const DEADLINE_MS = Number(process.env.E2E_DEADLINE_MS || 100_000);
+const DEADLINE_MS = deadlineMs(100_000);
 const STREAM = 'e2e';
 
 const CONNECT_TIMEOUT_MS = 20_000; // ICE + DTLS on loopback takes well under a second
@@ -30,70 +29,8 @@ const MEASURE_MS = 5_000;
 const MIN_FRAMES_IN_WINDOW = 30; // ~100 arrive here (the fake camera sends 20 fps); slack for slow hosts
 const SESSION_GONE_TIMEOUT_MS = 5_000;
 
-// Flags from DESIGN.md's browser recipe; the certificate is self-signed (rcgen at start).
-const CHROMIUM_ARGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--allow-loopback-in-peer-connection',
-  '--disable-dev-shm-usage',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-quic',
-  '--ignore-certificate-errors',
-];
-
-const started = Date.now();
-const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)}s`;
-const log = (msg) => console.log(`[${elapsed()}] ${msg}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-class CheckFailed extends Error {}
-
-let lastOk = 'nothing yet';
-
-function check(ok, what, detail) {
-  if (!ok) throw new CheckFailed(`${what}${detail ? ` (${detail})` : ''}`);
-  log(`ok: ${what}${detail ? ` (${detail})` : ''}`);
-  lastOk = what;
-}
-
-// Polls `probe` until `done(value)` holds; returns the last value either way.
-async function pollUntil(probe, done, timeoutMs, periodMs = 250) {
-  const end = Date.now() + timeoutMs;
-  let value = await probe();
-  while (!done(value) && Date.now() < end) {
-    await sleep(periodMs);
-    value = await probe();
-  }
-  return value;
-}
-
-const consoleLines = [];
-function recordConsole(page, name) {
-  page.on('console', (m) => {
-    // 'verbose' is Chromium's DOM lint (e.g. autocomplete hints), noise for this test.
-    if (m.type() !== 'verbose') consoleLines.push(`[${elapsed()}] ${name} ${m.type()}: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => consoleLines.push(`[${elapsed()}] ${name} pageerror: ${e.message}`));
-  page.on('crash', () => consoleLines.push(`[${elapsed()}] ${name} CRASHED`));
-}
-
 const stats = (page) => page.evaluate(() => window.sluice.stats());
 const pageState = (page) => page.evaluate(() => ({ ...window.sluice.state }));
-
-async function adminSessions(request) {
-  const resp = await request.get(`${BASE}/admin/sessions`, { timeout: 5_000 });
-  const body = await resp.text();
-  if (!resp.ok()) throw new CheckFailed(`GET /admin/sessions: ${resp.status()} ${body.trim()}`);
-  const list = JSON.parse(body);
-  if (!Array.isArray(list)) throw new CheckFailed(`GET /admin/sessions: not an array: ${body}`);
-  return list;
-}
 
 const isOurPublisher = (s) => s.role === 'publisher' && s.stream === STREAM;
 const isOurViewer = (s) => s.role === 'viewer' && s.stream === STREAM;

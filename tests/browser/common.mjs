@@ -1,0 +1,84 @@
+// What the browser end-to-end scripts share: their environment, Chromium's flags, timed
+// logging, checks that count and remember the last one passed, polling, console capture
+// and the admin API's session list.
+
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+export const BASE = (process.env.SLUICE_URL || 'https://127.0.0.1:8443').replace(/\/+$/, '');
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+export const ARTIFACTS = resolve(process.env.ARTIFACTS_DIR || join(HERE, '..', 'artifacts'));
+/// E2E_DEADLINE_MS, the hard limit for the whole script, or `fallback`.
+export const deadlineMs = (fallback) => Number(process.env.E2E_DEADLINE_MS || fallback);
+
+// Flags from DESIGN.md's browser recipe; the certificate is self-signed (rcgen at start).
+export const CHROMIUM_ARGS = [
+  '--headless=new',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--disable-dev-shm-usage',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
+  '--ignore-certificate-errors',
+];
+// For several pages in one browser: none may be throttled as a background tab.
+export const NO_BACKGROUND_THROTTLING = [
+  '--disable-background-timer-throttling',
+  '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
+];
+
+const started = Date.now();
+export const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)}s`;
+export const log = (msg) => console.log(`[${elapsed()}] ${msg}`);
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export class CheckFailed extends Error {}
+
+// Read-only outside this module (live bindings).
+export let passed = 0;
+export let lastOk = 'nothing yet';
+
+export function check(ok, what, detail) {
+  if (!ok) throw new CheckFailed(`${what}${detail ? ` (${detail})` : ''}`);
+  passed++;
+  lastOk = what;
+  log(`ok: ${what}${detail ? ` (${detail})` : ''}`);
+}
+
+// Polls `probe` until `done(value)` holds; returns the last value either way.
+export async function pollUntil(probe, done, timeoutMs, periodMs = 250) {
+  const end = Date.now() + timeoutMs;
+  let value = await probe();
+  while (!done(value) && Date.now() < end) {
+    await sleep(periodMs);
+    value = await probe();
+  }
+  return value;
+}
+
+export const consoleLines = [];
+export function recordConsole(page, name) {
+  page.on('console', (m) => {
+    // 'verbose' is Chromium's DOM lint (e.g. autocomplete hints), noise for these tests.
+    if (m.type() !== 'verbose') consoleLines.push(`[${elapsed()}] ${name} ${m.type()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => consoleLines.push(`[${elapsed()}] ${name} pageerror: ${e.message}`));
+  page.on('crash', () => consoleLines.push(`[${elapsed()}] ${name} CRASHED`));
+}
+
+export async function adminSessions(request) {
+  const resp = await request.get(`${BASE}/admin/sessions`, { timeout: 5_000 });
+  const body = await resp.text();
+  if (!resp.ok()) throw new CheckFailed(`GET /admin/sessions: ${resp.status()} ${body.trim()}`);
+  const list = JSON.parse(body);
+  if (!Array.isArray(list)) throw new CheckFailed(`GET /admin/sessions: not an array: ${body}`);
+  return list;
+}
