@@ -6,7 +6,11 @@ pub mod room;
 use std::time::{Duration, Instant};
 
 use sluice::{Config, Server};
-use sluice_bench::client::Endpoint;
+use std::sync::atomic::Ordering;
+
+use sluice_bench::client::{
+    self, Endpoint, MediaSpec, PublisherStats, SessionHandle, ViewerMode, ViewerStats,
+};
 
 /// Start a server on 127.0.0.1 with ephemeral HTTPS and media ports.
 pub async fn start(shards: usize, tweak: impl FnOnce(&mut Config)) -> Server {
@@ -69,4 +73,32 @@ pub async fn empties_then_stops(server: Server) {
         session_counts(&server)
     );
     server.shutdown().await;
+}
+
+/// A default publisher of `stream` and one viewer of it, returned once the viewer has
+/// received more than `packets` packets (10 s at most).
+pub async fn publish_and_view(
+    server: &Server,
+    http: &reqwest::Client,
+    stream: &str,
+    mode: ViewerMode,
+    packets: u64,
+) -> (SessionHandle<PublisherStats>, SessionHandle<ViewerStats>) {
+    let publisher = client::publish(http, &whip(server, stream), MediaSpec::default())
+        .await
+        .unwrap();
+    let viewer = client::view(http, &whep(server, stream), mode)
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || viewer
+            .stats
+            .packets
+            .load(Ordering::Relaxed)
+            > packets)
+        .await,
+        "the viewer of {stream} got {} packets in 10 s",
+        viewer.stats.packets.load(Ordering::Relaxed)
+    );
+    (publisher, viewer)
 }

@@ -4,8 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use sluice_bench::client::{self, MediaSpec, ViewerMode};
-use sluice_tests::{session_counts, start, wait_until, whep, whip};
+use sluice_bench::client::{self, ViewerMode};
+use sluice_tests::{publish_and_view, session_counts, start, wait_until, whep};
 
 fn parse(text: &str) -> prometheus_parse::Scrape {
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
@@ -33,20 +33,8 @@ async fn metrics_parse_as_prometheus_text_and_counters_move_with_media() {
     let url = format!("{}/metrics", server.url());
     let before = parse(&http.get(&url).send().await.unwrap().text().await.unwrap());
     assert_eq!(sum(&before, "sluice_shard_rtp_forwarded_total"), 0.0);
-    let publisher = client::publish(&http, &whip(&server, "m"), MediaSpec::default())
-        .await
-        .unwrap();
-    let viewer = client::view(&http, &whep(&server, "m"), ViewerMode::CountOnly)
-        .await
-        .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || viewer
-            .stats
-            .packets
-            .load(Ordering::Relaxed)
-            > 100)
-        .await
-    );
+    let (publisher, viewer) =
+        publish_and_view(&server, &http, "m", ViewerMode::CountOnly, 100).await;
     let after = parse(&http.get(&url).send().await.unwrap().text().await.unwrap());
     assert!(sum(&after, "sluice_shard_rtp_forwarded_total") > 100.0);
     assert!(
@@ -262,20 +250,8 @@ async fn admin_api_needs_the_admin_token() {
 async fn drain_refuses_new_sessions_while_active_ones_keep_flowing() {
     let server = start(1, |_| {}).await;
     let http = client::http_client(true);
-    let publisher = client::publish(&http, &whip(&server, "d"), MediaSpec::default())
-        .await
-        .unwrap();
-    let viewer = client::view(&http, &whep(&server, "d"), ViewerMode::CountOnly)
-        .await
-        .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || viewer
-            .stats
-            .packets
-            .load(Ordering::Relaxed)
-            > 50)
-        .await
-    );
+    let (publisher, viewer) =
+        publish_and_view(&server, &http, "d", ViewerMode::CountOnly, 50).await;
     let r = http
         .post(format!("{}/admin/drain", server.url()))
         .send()

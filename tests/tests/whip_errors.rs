@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use sluice::auth::{unix_now, Claims, TokenKey};
 use sluice_bench::client::{self, MediaSpec, ViewerMode};
-use sluice_tests::{session_counts, start, wait_until, whep, whip};
+use sluice_tests::{publish_and_view, session_counts, start, wait_until, whep, whip};
 use str0m::media::{Direction, MediaKind};
 use str0m::RtcConfig;
 
@@ -354,20 +354,7 @@ async fn with_a_secret_whip_and_whep_need_a_token_granting_the_stream() {
 async fn garbage_datagrams_are_dropped_and_counted_while_media_flows() {
     let server = start(1, |_| {}).await;
     let http = client::http_client(true);
-    let publisher = client::publish(&http, &whip(&server, "g"), MediaSpec::default())
-        .await
-        .unwrap();
-    let viewer = client::view(&http, &whep(&server, "g"), ViewerMode::Full)
-        .await
-        .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || viewer
-            .stats
-            .packets
-            .load(Ordering::Relaxed)
-            > 20)
-        .await
-    );
+    let (publisher, viewer) = publish_and_view(&server, &http, "g", ViewerMode::Full, 20).await;
 
     let media = server.shard_addrs()[0];
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
