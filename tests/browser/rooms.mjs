@@ -220,7 +220,9 @@ async function run(context) {
     const ids = await pollUntil(() => remoteTileIds(page), (v) => !v.includes(peerIds.C), NOTIFY_TIMEOUT_MS);
     check(!ids.includes(peerIds.C) && ids.length === 1, `${name} drops C's tile after C leaves`, JSON.stringify(ids));
   }
-  const cState = await roomState(pageC);
+  // C goes idle once its own leave request is answered and its transports are closed,
+  // which can finish after the server has already told A and B.
+  const cState = await pollUntil(() => roomState(pageC), (v) => v.state === 'idle', NOTIFY_TIMEOUT_MS);
   check(cState.state === 'idle', 'C is back on the landing page', cState.state);
   await pageC.close();
   await expectSessions(request, 2 * SESSIONS_PER_PEER, 'after C leaves');
