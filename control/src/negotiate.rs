@@ -9,7 +9,6 @@ use ring::rand::{SecureRandom, SystemRandom};
 use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
 use str0m::media::{Direction, MediaKind, Mid};
-use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 
 /// Why an offer cannot be answered; each maps to an HTTP status.
@@ -110,7 +109,7 @@ impl Negotiator {
         // A room's receive transport runs no bandwidth estimation.
         let mut rtc = self
             .config(&ufrag)
-            .set_extension_map(without_twcc())
+            .set_extension_map(sluice_dataplane::extensions::forwarding())
             .build(Instant::now());
         let cand = Candidate::host(candidate, "udp")
             .map_err(|e| NegotiateError::Unsupported(format!("bad candidate address: {e}")))?;
@@ -182,7 +181,9 @@ impl Negotiator {
                 // Viewers' simulcast layer follows the TWCC estimate.
                 cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::from(bps)));
             }
-            (false, _, _) => cfg = cfg.set_extension_map(without_twcc()),
+            (false, _, _) => {
+                cfg = cfg.set_extension_map(sluice_dataplane::extensions::forwarding())
+            }
             // Publishers keep transport-cc: their browsers' congestion control
             // runs on the feedback sluice sends.
             (true, _, _) => {}
@@ -207,21 +208,6 @@ impl Negotiator {
         }
         Ok(Negotiated { rtc, ufrag, answer })
     }
-}
-
-/// str0m's standard header extensions without transport-wide sequence
-/// numbers, for sessions that send media and estimate no bandwidth: str0m
-/// keeps a 1,000-packet TWCC send history (~90 KiB) for every session that
-/// negotiates it, and stamps and records every packet, for feedback only an
-/// estimator would read.
-fn without_twcc() -> ExtensionMap {
-    let mut m = ExtensionMap::empty();
-    for (id, ext) in ExtensionMap::standard().iter() {
-        if *ext != Extension::TransportSequenceNumber {
-            m.set(id, ext.clone());
-        }
-    }
-    m
 }
 
 fn first_line(s: &str) -> String {
@@ -339,5 +325,17 @@ mod tests {
         assert!(publish.answer.contains(TWCC), "{}", publish.answer);
         let offered = n.offer(&[MediaKind::Video], cand).unwrap();
         assert!(!offered.sdp.contains(TWCC), "{}", offered.sdp);
+        // What forwarding needs stays; per-packet extensions nobody reads go.
+        for sdp in [&plain.answer, &offered.sdp] {
+            assert!(sdp.contains("urn:ietf:params:rtp-hdrext:sdes:mid"), "{sdp}");
+            assert!(sdp.contains("urn:3gpp:video-orientation"), "{sdp}");
+            assert!(!sdp.contains("abs-send-time"), "{sdp}");
+            assert!(!sdp.contains("rtp-stream-id"), "{sdp}");
+        }
+        assert!(
+            plain.answer.contains("ssrc-audio-level"),
+            "{}",
+            plain.answer
+        );
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! valgrind --tool=callgrind --collect-atstart=no --toggle-collect=forward_phase \
-//!     target/release/examples/forward_count 100 400
+//!     target/release/examples/forward_count 100 400 [PER_TURN]
 //! ```
-//! Only `forward_phase` (the shard turn) is counted; divide by VIEWERS×PACKETS.
+//! PER_TURN (default 8) is how many publisher packets each shard turn carries,
+//! so how many each viewer visit writes. Only `forward_phase` (the shard turn) is counted; divide by VIEWERS×PACKETS.
 
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let viewers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let packets: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(400);
+    // Packets of the publisher per shard turn (so per viewer visit).
+    let per_turn: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(8);
     let mut h = Harness::new();
     let publisher = h.add_publisher();
     for _ in 0..viewers {
@@ -35,10 +38,14 @@ fn main() {
         h.shard.transmits().clear();
         h.now += Duration::from_millis(1);
     }
+    // Steady state: let receiver reports reach the shard, as browsers send
+    // them every second or so; until a viewer's first report str0m writes
+    // the MID header extension on every packet.
+    h.advance(Duration::from_secs(3));
     let before = h.shard.counters().rtp_forwarded;
     let mut sent = 0;
     while sent < packets {
-        let d = h.publisher_datagrams(publisher, 8, 1100);
+        let d = h.publisher_datagrams(publisher, per_turn, 1100);
         sent += d.len();
         forward_phase(&mut h, publisher, &d);
         h.shard.transmits().clear();

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{MediaKind, Mid, Pt, Rid};
+use str0m::rtp::VideoOrientation;
 
 use crate::ids::{ShardId, StreamId};
 
@@ -36,6 +37,9 @@ pub struct FwdPacket {
     pub marker: bool,
     pub audio_level: Option<i8>,
     pub voice_activity: Option<bool>,
+    /// Rotation the viewer must apply (RFC 7742 video orientation, sent by
+    /// phones on the last packet of each frame).
+    pub video_orientation: Option<VideoOrientation>,
     /// When the publisher's shard received it; used as wallclock and for latency.
     pub received: Instant,
     pub payload: Arc<[u8]>,

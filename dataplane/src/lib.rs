@@ -4,6 +4,7 @@
 //! Knows nothing of HTTP, tokio or configuration files.
 
 pub mod dtls;
+pub mod extensions;
 pub mod fanout;
 pub mod ids;
 pub mod io;

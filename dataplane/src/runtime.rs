@@ -396,6 +396,7 @@ mod tests {
             marker: false,
             audio_level: None,
             voice_activity: None,
+            video_orientation: None,
             received: Instant::now(),
             payload: Arc::from(&[0u8; 4][..]),
         }

@@ -1049,6 +1049,7 @@ impl Shard {
             marker: pkt.header.marker,
             audio_level: pkt.header.ext_vals.audio_level,
             voice_activity: pkt.header.ext_vals.voice_activity,
+            video_orientation: pkt.header.ext_vals.video_orientation,
             received: pkt.timestamp,
             payload: pkt.payload,
         };
@@ -1185,7 +1186,9 @@ impl Shard {
             }
             if wrote {
                 let _ = s.rtc.handle_input(Input::Timeout(now));
+                let first = self.transmits.len();
                 self.drive(key, now);
+                group_by_ssrc(&mut self.transmits[first..]);
             }
             for (stream, rid) in switch_requests {
                 self.counters.layer_switch_requests += 1;
@@ -1241,6 +1244,33 @@ impl Shard {
         }
         if sent {
             self.drive(key, now);
+        }
+    }
+}
+
+/// Make each RTP stream's datagrams in one viewer's output contiguous, keeping
+/// their order within the stream (a stable insertion sort on the SSRC; other
+/// datagrams go last). str0m's pacer alternates between a viewer's audio and
+/// video queues, which splits what could be one GSO send (one destination,
+/// equal sizes) into several; order across streams means nothing to RTP.
+fn group_by_ssrc(out: &mut [Datagram]) {
+    fn key(d: &Datagram) -> u64 {
+        let b = &d.contents;
+        let rtp = b.len() >= 12 && b[0] >> 6 == 2 && !(192..=223).contains(&b[1]);
+        if rtp {
+            u64::from(u32::from_be_bytes([b[8], b[9], b[10], b[11]]))
+        } else {
+            u64::MAX
+        }
+    }
+    for i in 1..out.len() {
+        let k = key(&out[i]);
+        let mut j = i;
+        while j > 0 && key(&out[j - 1]) > k {
+            j -= 1;
+        }
+        if j < i {
+            out[j..=i].rotate_right(1);
         }
     }
 }
@@ -1496,6 +1526,8 @@ fn write_to_viewer(s: &mut Session, p: &FwdPacket) -> WriteResult {
     if p.kind == MediaKind::Audio {
         ext.audio_level = p.audio_level;
         ext.voice_activity = p.voice_activity;
+    } else {
+        ext.video_orientation = p.video_orientation;
     }
     let seq: SeqNo = seq.into();
     let mut write = RtpWrite::new(pt, seq, ts, p.received, p.payload.clone())
@@ -1768,6 +1800,61 @@ pub fn is_keyframe(codec: Codec, p: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grouping_by_ssrc_keeps_each_streams_order() {
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let rtp = |ssrc: u32, seq: u8, len: usize| {
+            let mut b = vec![0u8; len];
+            b[0] = 0x80;
+            b[1] = 96;
+            b[3] = seq;
+            b[8..12].copy_from_slice(&ssrc.to_be_bytes());
+            Datagram {
+                destination: to,
+                contents: b,
+            }
+        };
+        let rtcp = Datagram {
+            destination: to,
+            contents: vec![0x80, 200, 0, 6, 0, 0, 0, 0, 0, 0, 0, 7, 0],
+        };
+        let mut out = vec![
+            rtp(7, 1, 1200),
+            rtp(3, 1, 100),
+            rtcp,
+            rtp(7, 2, 1200),
+            rtp(3, 2, 100),
+            rtp(7, 3, 500),
+        ];
+        group_by_ssrc(&mut out);
+        let got: Vec<(u32, u8, usize)> = out
+            .iter()
+            .map(|d| {
+                let b = &d.contents;
+                if b[1] == 200 {
+                    (0, 0, b.len())
+                } else {
+                    (
+                        u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+                        b[3],
+                        b.len(),
+                    )
+                }
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (3, 1, 100),
+                (3, 2, 100),
+                (7, 1, 1200),
+                (7, 2, 1200),
+                (7, 3, 500),
+                (0, 0, 13)
+            ]
+        );
+    }
 
     #[test]
     fn layer_choice_follows_cap_and_estimate() {

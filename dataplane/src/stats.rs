@@ -49,6 +49,7 @@ counters! {
     rx_bytes: "bytes received",
     tx_packets: "datagrams sent",
     tx_bytes: "bytes sent",
+    tx_sends: "send operations (a GSO send of several datagrams counts once)",
     rtp_in: "RTP packets received from publishers (after SRTP)",
     rtp_forwarded: "RTP packets written to viewers",
     drop_malformed: "datagrams dropped: not STUN/DTLS/RTP/RTCP",

@@ -12,7 +12,7 @@ use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, VideoOrientation};
 use str0m::{Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig};
 
 use crate::fanout::StreamShared;
@@ -49,6 +49,10 @@ pub struct Peer {
     layer_frames: [u32; 3],
     /// Layer byte (`payload[9]`) of each received video packet, for simulcast checks.
     pub layers_seen: Vec<u8>,
+    /// Video orientation a publisher stamps on the last packet of each frame.
+    pub send_orientation: Option<VideoOrientation>,
+    /// Video orientations received (viewers): (seq, orientation).
+    pub orientations: Vec<(u16, VideoOrientation)>,
     inbox: VecDeque<Vec<u8>>,
     outbox: Vec<Vec<u8>>,
 }
@@ -149,8 +153,13 @@ impl Harness {
 
     fn server_rtc(&self, ufrag: &str, offer: SdpOffer, role: Role) -> (Rtc, SdpAnswer) {
         let mut cfg = RtcConfig::new();
-        if let (Role::Viewer, Some(bps)) = (role, self.viewer_bwe) {
-            cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::from(bps)));
+        match (role, self.viewer_bwe) {
+            (Role::Viewer, Some(bps)) => {
+                cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::from(bps)));
+            }
+            // As the control plane answers viewers that estimate nothing.
+            (Role::Viewer, None) => cfg = cfg.set_extension_map(crate::extensions::forwarding()),
+            _ => {}
         }
         let mut rtc = cfg
             .set_ice_lite(true)
@@ -246,6 +255,8 @@ impl Harness {
             layer_seq: [100, 20_000, 40_000],
             layer_frames: [0; 3],
             layers_seen: Vec::new(),
+            send_orientation: None,
+            orientations: Vec::new(),
             inbox: VecDeque::new(),
             outbox: Vec::new(),
         });
@@ -385,7 +396,15 @@ impl Harness {
             payload[1..9].copy_from_slice(&(p.seq).to_be_bytes());
             let mut direct = p.rtc.direct_api();
             let tx = direct.stream_tx_by_mid(mid, None).expect("stream tx");
-            tx.write_rtp(RtpWrite::new(pt, seq, ts, now, payload).marker(i % 4 == 3));
+            let mut ext = ExtensionValues::default();
+            if i % 4 == 3 {
+                ext.video_orientation = p.send_orientation;
+            }
+            tx.write_rtp(
+                RtpWrite::new(pt, seq, ts, now, payload)
+                    .marker(i % 4 == 3)
+                    .ext_vals(ext),
+            );
             out.extend(drain_peer(p));
             let _ = p.rtc.handle_input(Input::Timeout(now));
             out.extend(drain_peer(p));
@@ -471,6 +490,9 @@ fn drain_peer(p: &mut Peer) -> Vec<Vec<u8>> {
                 Event::Connected => p.connected = true,
                 Event::RtpPacket(pkt) => {
                     p.received_count += 1;
+                    if let Some(o) = pkt.header.ext_vals.video_orientation {
+                        p.orientations.push((pkt.header.sequence_number, o));
+                    }
                     if pkt.payload.len() >= 300 && pkt.payload.len() % 300 == 0 {
                         p.layers_seen.push(pkt.payload[9]);
                     }

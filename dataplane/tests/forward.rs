@@ -201,3 +201,26 @@ fn simulcast_viewers_get_their_capped_layer_and_switch_up_on_a_keyframe() {
     }
     assert!(h.shard.counters().layer_switch_requests >= 1);
 }
+
+#[test]
+fn video_orientation_reaches_viewers() {
+    use str0m::rtp::VideoOrientation;
+    let mut h = Harness::new();
+    let publisher = h.add_publisher();
+    let viewer = h.add_viewer();
+    h.connect_all(Duration::from_secs(5));
+    h.peers[publisher].send_orientation = Some(VideoOrientation::Deg90);
+    let d = h.publisher_datagrams(publisher, 8, 800);
+    h.feed(publisher, &d);
+    h.exchange();
+    let got = &h.peers[viewer].received;
+    assert_eq!(got.len(), 8);
+    // Stamped on the last packet of each of the two frames, and only there.
+    let last_of_frames: Vec<u16> = vec![got[3].1, got[7].1];
+    let seen = &h.peers[viewer].orientations;
+    assert_eq!(
+        seen.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        last_of_frames
+    );
+    assert!(seen.iter().all(|(_, o)| *o == VideoOrientation::Deg90));
+}

@@ -85,6 +85,7 @@ impl MmsgBackend {
             if r > 0 {
                 for op in &ops[k..k + r as usize] {
                     counters.tx_packets += (op.end - op.start) as u64;
+                    counters.tx_sends += 1;
                     counters.tx_bytes += out[op.start..op.end]
                         .iter()
                         .map(|d| d.contents.len() as u64)

@@ -54,6 +54,7 @@ impl Backend for StdBackend {
                 match self.socket.send_to(&d.contents, d.destination) {
                     Ok(n) => {
                         counters.tx_packets += 1;
+                        counters.tx_sends += 1;
                         counters.tx_bytes += n as u64;
                         break;
                     }

@@ -421,6 +421,7 @@ impl Backend for UringBackend {
                     if res >= 0 {
                         self.gso_sends += op.gso as u64;
                         counters.tx_packets += count;
+                        counters.tx_sends += 1;
                         counters.tx_bytes +=
                             dgs.iter().map(|d| d.contents.len() as u64).sum::<u64>();
                     } else if (res == -libc::EAGAIN || res == -libc::EBUSY) && op.tries < 2 {
