@@ -508,6 +508,7 @@ impl Shard {
                 continue;
             }
             if self.check_liveness(e.key, now) {
+                self.counters.timer_drives += 1;
                 let s = self.slab[e.key as usize].as_mut().expect("live");
                 let _ = s.rtc.handle_input(Input::Timeout(now));
                 self.drive(e.key, now);
@@ -1185,6 +1186,7 @@ impl Shard {
                 t.sync_demand(&s.subscriptions, s.stream.as_ref());
             }
             if wrote {
+                self.counters.viewer_visits += 1;
                 let _ = s.rtc.handle_input(Input::Timeout(now));
                 let first = self.transmits.len();
                 self.drive(key, now);

@@ -52,6 +52,8 @@ counters! {
     tx_sends: "send operations (a GSO send of several datagrams counts once)",
     rtp_in: "RTP packets received from publishers (after SRTP)",
     rtp_forwarded: "RTP packets written to viewers",
+    viewer_visits: "viewer visits that wrote packets (one str0m drive each)",
+    timer_drives: "sessions driven because their own timer came due",
     drop_malformed: "datagrams dropped: not STUN/DTLS/RTP/RTCP",
     drop_unknown_flow: "datagrams dropped: from an address no session owns",
     drop_session_error: "datagrams a session rejected",
