@@ -6,6 +6,7 @@
 //! counter, send time) followed by a fill derived from the counter, so a
 //! viewer can check every byte and measure latency without a codec.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -15,12 +16,14 @@ use str0m::change::SdpAnswer;
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
+use crate::gro;
 use crate::stats::{Histogram, SeqTracker};
 
 /// Where and how to signal.
@@ -34,13 +37,28 @@ pub struct Endpoint {
 }
 
 /// Where a session's socket binds and which media addresses it may send to.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SessionOptions {
     /// Local IP to bind and offer as the host candidate; 127.0.0.1 when `None`.
     pub local_ip: Option<IpAddr>,
     /// When set, an answer whose ICE candidates name any other IP is refused,
     /// so no media goes anywhere but the target.
     pub allowed_media_ips: Option<Vec<IpAddr>>,
+    /// Receive with UDP GRO (see [`crate::gro`]), so that a server's GSO sends
+    /// reach the session whole instead of being cut up on the server's core.
+    /// On by default; a kernel that refuses it leaves the session without it
+    /// ([`SessionHandle::udp_gro`] tells).
+    pub udp_gro: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            local_ip: None,
+            allowed_media_ips: None,
+            udp_gro: true,
+        }
+    }
 }
 
 /// Which video codec a synthetic publisher sends.
@@ -216,9 +234,14 @@ fn with_shared_cert(cfg: RtcConfig) -> RtcConfig {
     }
 }
 
-async fn bind(opts: &SessionOptions) -> Result<UdpSocket, ClientError> {
+/// A session's socket, and whether UDP GRO is on for it.
+async fn bind(opts: &SessionOptions) -> Result<(UdpSocket, bool), ClientError> {
     let ip = opts.local_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    Ok(UdpSocket::bind(SocketAddr::new(ip, 0)).await?)
+    let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+    // A refusal (kernels before 5.0) is not an error: the session receives
+    // as it would have without the option, and the handle reports it.
+    let gro = opts.udp_gro && gro::enable(&socket).is_ok();
+    Ok((socket, gro))
 }
 
 async fn signal(
@@ -337,6 +360,8 @@ pub struct SessionHandle<S> {
     pub stats: Arc<S>,
     pub location: Option<String>,
     pub local_addr: SocketAddr,
+    /// The socket receives with UDP GRO: asked for and accepted by the kernel.
+    pub udp_gro: bool,
     stop: Arc<Notify>,
     task: tokio::task::JoinHandle<Result<(), ClientError>>,
     http: reqwest::Client,
@@ -388,7 +413,7 @@ pub async fn publish_with(
     spec: MediaSpec,
     opts: &SessionOptions,
 ) -> Result<SessionHandle<PublisherStats>, ClientError> {
-    let socket = bind(opts).await?;
+    let (socket, udp_gro) = bind(opts).await?;
     let local = socket.local_addr()?;
     let mut rtc = rtc_config(spec.video_codec).build(Instant::now());
     rtc.add_local_candidate(
@@ -427,6 +452,7 @@ pub async fn publish_with(
         stats,
         location,
         local_addr: local,
+        udp_gro,
         stop,
         task,
         http: http.clone(),
@@ -460,7 +486,7 @@ pub async fn view_with(
     opts: &SessionOptions,
 ) -> Result<SessionHandle<ViewerStats>, ClientError> {
     let started = Instant::now();
-    let socket = bind(opts).await?;
+    let (socket, udp_gro) = bind(opts).await?;
     let local = socket.local_addr()?;
     // Offer both codecs so any publisher can be watched.
     let mut rtc = with_shared_cert(RtcConfig::new())
@@ -502,6 +528,7 @@ pub async fn view_with(
         stats,
         location,
         local_addr: local,
+        udp_gro,
         stop,
         task,
         http: http.clone(),
@@ -687,31 +714,21 @@ async fn run(
     stop: Arc<Notify>,
 ) -> Result<(), ClientError> {
     let local = socket.local_addr()?;
-    let mut buf = vec![0u8; 2048];
     let mut kick = false;
     // Whether str0m took input since its output was last drained; a count-only
     // viewer mostly does not, and then its last timeout still holds.
     let mut dirty = true;
     let mut timeout = Instant::now();
+    // Datagrams str0m asked to send, sent after each drain.
+    let mut outbox: Vec<Transmit> = Vec::new();
     loop {
         if dirty {
             dirty = false;
-            timeout = loop {
-                match rtc.poll_output() {
-                    Ok(Output::Timeout(t)) => break t,
-                    Ok(Output::Transmit(t)) => {
-                        let _ = socket.send_to(&t.contents, t.destination).await;
-                    }
-                    Ok(Output::Event(e)) => {
-                        if !handle_event(&mut rtc, &mut role, e) {
-                            return Ok(());
-                        }
-                    }
-                    Err(e) => return Err(ClientError::Rtc(e.to_string())),
-                }
-            };
-            if !rtc.is_alive() {
-                return Ok(());
+            let next = drain(&mut rtc, &mut role, &mut outbox);
+            flush(&socket, &mut outbox).await;
+            match next? {
+                Some(t) => timeout = t,
+                None => return Ok(()),
             }
         }
         let now = Instant::now();
@@ -737,34 +754,16 @@ async fn run(
         }
         let wake = wake.max(now);
         tokio::select! {
-            r = socket.recv_from(&mut buf) => {
-                let (n, src) = match r {
-                    Ok(x) => x,
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                if let Role::View(v) = &role {
-                    if v.mode == ViewerMode::CountOnly && v.stats.connected.load(Ordering::Relaxed) {
-                        dirty |= count_or_feed(&mut rtc, &v.stats, local, src, &buf[..n])?;
-                        // Read what else is queued now rather than once per trip
-                        // through the loop: the count-only path must stay cheap.
-                        for _ in 0..COUNT_BATCH {
-                            match socket.try_recv_from(&mut buf) {
-                                Ok((n, src)) => {
-                                    dirty |= count_or_feed(&mut rtc, &v.stats, local, src, &buf[..n])?;
-                                }
-                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
-                                Err(e) => return Err(e.into()),
-                            }
-                        }
-                        continue;
-                    }
-                }
-                if let Ok(r) = Receive::new(Protocol::Udp, src, local, &buf[..n]) {
-                    rtc.handle_input(Input::Receive(Instant::now(), r))
-                        .map_err(|e| ClientError::Rtc(e.to_string()))?;
-                    dirty = true;
+            r = socket.readable() => {
+                r?;
+                // Reading and handling a read never awaits, so it can use the
+                // thread's buffer; the replies str0m makes wait in `outbox`.
+                let alive = RECV_BUF.with_borrow_mut(|buf| {
+                    receive(&socket, buf, &mut rtc, &mut role, local, &mut outbox, &mut timeout)
+                });
+                flush(&socket, &mut outbox).await;
+                if !alive? {
+                    return Ok(());
                 }
             }
             _ = tokio::time::sleep_until(wake.into()) => {
@@ -788,8 +787,112 @@ async fn run(
     }
 }
 
-/// Datagrams a count-only viewer reads per wake-up before yielding.
+thread_local! {
+    /// The receive buffer of the sessions running on this thread. A GRO read
+    /// needs room for 64 KiB; one buffer per session would hold over 600 MiB
+    /// at 10,000 viewers, while a session never awaits between reading into the
+    /// buffer and handling what it read, so the sessions of a thread can
+    /// share one.
+    static RECV_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; gro::RECV_BUFFER]);
+}
+
+/// Drains str0m's output down to its next timeout: transmits are queued on
+/// `outbox`, events handled. `None` when the session is over.
+fn drain(
+    rtc: &mut Rtc,
+    role: &mut Role,
+    outbox: &mut Vec<Transmit>,
+) -> Result<Option<Instant>, ClientError> {
+    loop {
+        match rtc.poll_output() {
+            Ok(Output::Timeout(t)) => return Ok(rtc.is_alive().then_some(t)),
+            Ok(Output::Transmit(t)) => outbox.push(t),
+            Ok(Output::Event(e)) => {
+                if !handle_event(rtc, role, e) {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(ClientError::Rtc(e.to_string())),
+        }
+    }
+}
+
+/// Sends what str0m queued; a datagram that cannot be sent is dropped, as a
+/// network would.
+async fn flush(socket: &UdpSocket, outbox: &mut Vec<Transmit>) {
+    for t in outbox.drain(..) {
+        let _ = socket.send_to(&t.contents, t.destination).await;
+    }
+}
+
+/// Reads what the socket has (for a connected count-only viewer up to
+/// [`COUNT_BATCH`] more reads, otherwise one), splits GRO reads into their
+/// datagrams and handles each as it would a datagram read on its own. Every
+/// datagram str0m takes is followed by a drain of its output, as str0m
+/// requires; `timeout` follows the last drain. Returns whether the session
+/// goes on.
+fn receive(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    rtc: &mut Rtc,
+    role: &mut Role,
+    local: SocketAddr,
+    outbox: &mut Vec<Transmit>,
+    timeout: &mut Instant,
+) -> Result<bool, ClientError> {
+    let count_only = matches!(role, Role::View(v)
+        if v.mode == ViewerMode::CountOnly && v.stats.connected.load(Ordering::Relaxed));
+    // The count-only path must stay cheap: read what is queued now rather
+    // than once per trip through the run loop, then yield.
+    let reads = if count_only { 1 + COUNT_BATCH } else { 1 };
+    for _ in 0..reads {
+        let read = match socket.try_io(Interest::READABLE, || gro::recv(socket, buf)) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                break
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for data in read.datagrams(buf) {
+            let fed = match &*role {
+                Role::View(v) if count_only => count_or_feed(rtc, &v.stats, local, read.src, data)?,
+                _ => feed(rtc, local, read.src, data)?,
+            };
+            if fed {
+                match drain(rtc, role, outbox)? {
+                    Some(t) => *timeout = t,
+                    None => return Ok(false),
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Reads a count-only viewer makes per wake-up after the first, before yielding.
 const COUNT_BATCH: usize = 64;
+
+/// Hands a datagram to str0m; returns whether it took it.
+fn feed(
+    rtc: &mut Rtc,
+    local: SocketAddr,
+    src: SocketAddr,
+    data: &[u8],
+) -> Result<bool, ClientError> {
+    match Receive::new(Protocol::Udp, src, local, data) {
+        Ok(r) => {
+            rtc.handle_input(Input::Receive(Instant::now(), r))
+                .map_err(|e| ClientError::Rtc(e.to_string()))?;
+            Ok(true)
+        }
+        Err(_) => Ok(false),
+    }
+}
 
 /// Count an RTP datagram from its header, or hand anything else (RTCP, STUN,
 /// DTLS) to str0m; returns whether str0m took input.
@@ -804,14 +907,7 @@ fn count_or_feed(
         count_header(stats, data);
         return Ok(false);
     }
-    match Receive::new(Protocol::Udp, src, local, data) {
-        Ok(r) => {
-            rtc.handle_input(Input::Receive(Instant::now(), r))
-                .map_err(|e| ClientError::Rtc(e.to_string()))?;
-            Ok(true)
-        }
-        Err(_) => Ok(false),
-    }
+    feed(rtc, local, src, data)
 }
 
 fn count_header(stats: &ViewerStats, data: &[u8]) {
@@ -920,16 +1016,98 @@ mod tests {
         let other: IpAddr = "10.9.8.7".parse().unwrap();
         assert_eq!(candidate_ips(sdp), vec![lo, other]);
         let only_lo = SessionOptions {
-            local_ip: None,
             allowed_media_ips: Some(vec![lo]),
+            ..SessionOptions::default()
         };
         assert!(check_candidates(sdp, &only_lo).is_err());
         let both = SessionOptions {
-            local_ip: None,
             allowed_media_ips: Some(vec![lo, other]),
+            ..SessionOptions::default()
         };
         assert!(check_candidates(sdp, &both).is_ok());
         assert!(check_candidates(sdp, &SessionOptions::default()).is_ok());
+    }
+
+    /// An RTP packet of `len` bytes: version 2, payload type 96, `seq`, SSRC 7.
+    fn rtp(seq: u16, len: usize) -> Vec<u8> {
+        let mut p = vec![0u8; len];
+        p[0] = 0x80;
+        p[1] = 96;
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[8..12].copy_from_slice(&7u32.to_be_bytes());
+        p
+    }
+
+    /// A session's socket takes a GSO send as one GRO read, and a count-only
+    /// viewer counts each datagram in it as it would separate ones.
+    #[tokio::test]
+    async fn count_only_viewer_counts_each_datagram_of_a_gro_read() {
+        let (socket, gro_on) = bind(&SessionOptions::default()).await.unwrap();
+        assert!(gro_on, "the kernel refused UDP_GRO");
+        let local = socket.local_addr().unwrap();
+        let sender = gro::test_support::loopback_sender();
+        let sent = [rtp(10, 1200), rtp(11, 1200), rtp(12, 1200), rtp(13, 400)];
+        gro::test_support::send_gso(&sender, local, &sent);
+
+        let stats = Arc::new(ViewerStats::default());
+        stats.connected.store(true, Ordering::Relaxed);
+        let mut role = Role::View(ViewState {
+            mode: ViewerMode::CountOnly,
+            stats: stats.clone(),
+            started: Instant::now(),
+        });
+        let mut rtc = rtc_config(VideoCodec::Vp8).build(Instant::now());
+        let mut outbox = Vec::new();
+        let mut timeout = Instant::now();
+        tokio::time::timeout(Duration::from_secs(2), socket.readable())
+            .await
+            .expect("the send arrives")
+            .unwrap();
+        let alive = RECV_BUF
+            .with_borrow_mut(|buf| {
+                receive(
+                    &socket,
+                    buf,
+                    &mut rtc,
+                    &mut role,
+                    local,
+                    &mut outbox,
+                    &mut timeout,
+                )
+            })
+            .unwrap();
+        assert!(alive);
+        assert_eq!(stats.packets.load(Ordering::Relaxed), 4);
+        assert_eq!(stats.bytes.load(Ordering::Relaxed), 3 * 1200 + 400);
+        assert_eq!(stats.loss(), (0, 4));
+        assert!(outbox.is_empty(), "RTP is counted, not handed to str0m");
+    }
+
+    /// Without GRO (`--no-gro`) the kernel cuts a GSO send up before the
+    /// session reads it: one datagram per read, as before GRO was used.
+    #[tokio::test]
+    async fn without_gro_a_gso_send_arrives_as_separate_datagrams() {
+        let opts = SessionOptions {
+            udp_gro: false,
+            ..SessionOptions::default()
+        };
+        let (socket, gro_on) = bind(&opts).await.unwrap();
+        assert!(!gro_on);
+        let sender = gro::test_support::loopback_sender();
+        let sent = [rtp(1, 1000), rtp(2, 1000), rtp(3, 200)];
+        gro::test_support::send_gso(&sender, socket.local_addr().unwrap(), &sent);
+        let mut buf = vec![0u8; gro::RECV_BUFFER];
+        for want in &sent {
+            let read = tokio::time::timeout(
+                Duration::from_secs(2),
+                socket.async_io(Interest::READABLE, || gro::recv(&socket, &mut buf)),
+            )
+            .await
+            .expect("the send arrives")
+            .unwrap();
+            assert_eq!(read.segment_size, None);
+            assert_eq!(&buf[..read.len], &want[..]);
+        }
     }
 
     #[test]

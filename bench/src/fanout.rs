@@ -1,5 +1,6 @@
-//! The fan-out measurement: one WHIP publisher of synthetic media, N WHEP
-//! viewers, and what reached them, at a fixed viewer count or as a ramp.
+//! The fan-out measurement: one WHIP publisher of synthetic media (or K, each
+//! of its own stream), N WHEP viewers spread over the streams, and what
+//! reached them, at a fixed viewer count or as a ramp.
 //!
 //! A run owns its sessions from setup to teardown: it sets viewers up with
 //! bounded concurrency, lets them settle, then reads counters at the start and
@@ -68,11 +69,38 @@ pub struct Target {
 
 impl Target {
     pub fn whip_url(&self) -> String {
-        expand_template(&self.whip_template, &self.base, &self.stream)
+        self.whip_url_for(&self.stream)
     }
 
     pub fn whep_url(&self) -> String {
-        expand_template(&self.whep_template, &self.base, &self.stream)
+        self.whep_url_for(&self.stream)
+    }
+
+    pub fn whip_url_for(&self, stream: &str) -> String {
+        expand_template(&self.whip_template, &self.base, stream)
+    }
+
+    pub fn whep_url_for(&self, stream: &str) -> String {
+        expand_template(&self.whep_template, &self.base, stream)
+    }
+
+    /// Name of stream `index` of `streams`: the configured name itself when
+    /// there is one stream, `{stream}-{index}` when there are several.
+    pub fn stream_name(&self, index: usize, streams: usize) -> String {
+        if streams <= 1 {
+            self.stream.clone()
+        } else {
+            format!("{}-{index}", self.stream)
+        }
+    }
+
+    /// The name for the record: the stream's, or `{stream}-{0..K-1}` for K.
+    fn streams_label(&self, streams: usize) -> String {
+        if streams <= 1 {
+            self.stream.clone()
+        } else {
+            format!("{}-{{0..{}}}", self.stream, streams - 1)
+        }
     }
 
     fn endpoint(&self, url: String) -> Endpoint {
@@ -108,12 +136,18 @@ pub struct FanoutConfig {
     pub target: Target,
     /// Viewers (for a ramp: the most it goes to).
     pub viewers: usize,
+    /// Publishers, each of its own stream (see [`Target::stream_name`]), all
+    /// sending `media`; viewers are dealt to them round-robin ([`stream_of`]).
+    pub streams: usize,
+    /// Viewers (and publishers) receive with UDP GRO; see [`crate::gro`].
+    pub udp_gro: bool,
     pub media: MediaSpec,
     /// Measurement window.
     pub duration: Duration,
     /// Settling time between setup and measurement.
     pub warmup: Duration,
-    /// Share of viewers that decrypt and check payloads, in percent (at least one viewer).
+    /// Share of viewers that decrypt and check payloads, in percent: of each
+    /// stream's viewers, so at least one per stream (see [`is_sample_of`]).
     pub sample_percent: f64,
     /// Viewers set up at once.
     pub setup_concurrency: usize,
@@ -135,6 +169,12 @@ impl FanoutConfig {
             return bad(format!(
                 "--viewers {} is outside 1..={MAX_VIEWERS}",
                 self.viewers
+            ));
+        }
+        if self.streams == 0 || self.streams > self.viewers {
+            return bad(format!(
+                "--streams {} is outside 1..={} (--viewers): every stream needs a viewer",
+                self.streams, self.viewers
             ));
         }
         if self.duration.is_zero() {
@@ -182,8 +222,8 @@ pub enum FanoutError {
     },
     #[error("publisher could not start at {url}: {source}")]
     Publish { url: String, source: ClientError },
-    #[error("publisher did not connect within {0:?} (ICE/DTLS): is the server's media port reachable from here?")]
-    PublisherTimeout(Duration),
+    #[error("{count} publisher(s) did not connect within {timeout:?} (ICE/DTLS): is the server's media port reachable from here?")]
+    PublisherTimeout { count: usize, timeout: Duration },
     #[error("cannot read server process {pid} in /proc: {source} (is --server-pid right?)")]
     ServerPid { pid: u32, source: std::io::Error },
     #[error("no viewer connected; first error: {0}")]
@@ -239,6 +279,37 @@ pub fn step_notes(m: &StepReport) -> Vec<String> {
 pub fn is_sample(index: usize, percent: f64) -> bool {
     let every = (100.0 / percent.clamp(1e-6, 100.0)).round().max(1.0) as usize;
     index.is_multiple_of(every)
+}
+
+/// The stream viewer `index` watches: viewers are dealt round-robin.
+pub fn stream_of(index: usize, streams: usize) -> usize {
+    index % streams.max(1)
+}
+
+/// Is viewer `index`, of a run of `streams` streams, one of the decrypting
+/// sample? [`is_sample`] over each stream's own viewers, so every stream has
+/// latency samples: every k-th viewer overall would all watch the same stream
+/// whenever k is a multiple of the stream count.
+pub fn is_sample_of(index: usize, streams: usize, percent: f64) -> bool {
+    is_sample(index / streams.max(1), percent)
+}
+
+/// Packets the publishers sent between two readings, per stream.
+pub fn published_between(before: &[u64], after: &[u64]) -> Vec<u64> {
+    after
+        .iter()
+        .enumerate()
+        .map(|(i, a)| a.saturating_sub(before.get(i).copied().unwrap_or(0)))
+        .collect()
+}
+
+/// Packets all viewers should have received: what the publisher of each
+/// viewer's stream sent. Streams past the end of `published` count as silent.
+pub fn expected_deliveries(published: &[u64], viewer_streams: &[usize]) -> u64 {
+    viewer_streams
+        .iter()
+        .map(|&s| published.get(s).copied().unwrap_or(0))
+        .sum()
 }
 
 /// A viewer's counters at one instant.
@@ -321,6 +392,8 @@ pub fn loss_figures(windows: &[ViewerWindow]) -> (f64, Option<Spread>) {
 struct Viewer {
     handle: SessionHandle<ViewerStats>,
     full: bool,
+    /// Index of the stream it watches.
+    stream: usize,
 }
 
 #[derive(Default)]
@@ -461,6 +534,7 @@ async fn resolve_target(cfg: &FanoutConfig) -> Result<SessionOptions, FanoutErro
     Ok(SessionOptions {
         local_ip,
         allowed_media_ips: Some(allowed),
+        udp_gro: cfg.udp_gro,
     })
 }
 
@@ -472,9 +546,15 @@ struct Run<'a> {
     cfg: &'a FanoutConfig,
     http: reqwest::Client,
     opts: SessionOptions,
-    whep: Endpoint,
-    /// Taken at teardown.
-    publisher: Option<SessionHandle<PublisherStats>>,
+    /// One per stream.
+    wheps: Vec<Endpoint>,
+    /// One per stream; taken at teardown.
+    publishers: Vec<SessionHandle<PublisherStats>>,
+    /// Most publishers seen ended at the end of a window.
+    publishers_ended: usize,
+    /// Sessions whose socket the kernel would not give UDP GRO although asked.
+    gro_refused: usize,
+    gro_refusal_shown: bool,
     viewers: Vec<Viewer>,
     setup: SetupTotals,
     rss_baseline: u64,
@@ -498,42 +578,51 @@ pub async fn run(cfg: &FanoutConfig, cancel: Arc<AtomicBool>) -> Result<FanoutRe
     let opts = resolve_target(cfg).await?;
     let http = client::http_client(cfg.target.insecure);
     let progress = Progress::new(cfg.progress);
-    let whip_url = cfg.target.whip_url();
-    let publisher = client::publish_with(
-        &http,
-        &cfg.target.endpoint(whip_url.clone()),
-        cfg.media.clone(),
-        &opts,
-    )
-    .await
-    .map_err(|source| FanoutError::Publish {
-        url: whip_url.clone(),
-        source,
-    })?;
-    let t0 = Instant::now();
-    while !publisher.stats.connected.load(Ordering::Relaxed) {
-        if t0.elapsed() > PUBLISHER_TIMEOUT || publisher.is_finished() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), publisher.close()).await;
-            return Err(FanoutError::PublisherTimeout(PUBLISHER_TIMEOUT));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let whip_url = cfg
+        .target
+        .whip_url_for(&cfg.target.streams_label(cfg.streams));
+    let whep_url = cfg
+        .target
+        .whep_url_for(&cfg.target.streams_label(cfg.streams));
+    let (publishers, connecting) = start_publishers(cfg, &http, &opts).await?;
     progress.say(&format!(
-        "publisher connected to {whip_url} in {:.0} ms",
-        t0.elapsed().as_secs_f64() * 1000.0
+        "{} connected to {whip_url} in {:.0} ms",
+        if cfg.streams == 1 {
+            "publisher".to_string()
+        } else {
+            format!("{} publishers", cfg.streams)
+        },
+        connecting.as_secs_f64() * 1000.0
     ));
+    let gro_refused = publishers
+        .iter()
+        .filter(|p| cfg.udp_gro && !p.udp_gro)
+        .count();
     // Let the first packets register the tracks before viewers ask for them.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_baseline = match cfg.server_pid {
-        Some(pid) => read_proc(pid)?.rss_bytes,
-        None => 0,
+    let rss_baseline = match cfg.server_pid.map(read_proc).transpose() {
+        Ok(snapshot) => snapshot.map_or(0, |s| s.rss_bytes),
+        Err(e) => {
+            close_all(publishers, cfg.setup_concurrency, PUBLISHER_CLOSE_TIMEOUT).await;
+            return Err(e);
+        }
     };
     let mut run = Run {
         cfg,
-        whep: cfg.target.endpoint(cfg.target.whep_url()),
+        wheps: (0..cfg.streams)
+            .map(|i| {
+                cfg.target.endpoint(
+                    cfg.target
+                        .whep_url_for(&cfg.target.stream_name(i, cfg.streams)),
+                )
+            })
+            .collect(),
         http,
         opts,
-        publisher: Some(publisher),
+        publishers,
+        publishers_ended: 0,
+        gro_refused,
+        gro_refusal_shown: false,
         viewers: Vec::new(),
         setup: SetupTotals::default(),
         rss_baseline,
@@ -545,6 +634,22 @@ pub async fn run(cfg: &FanoutConfig, cancel: Arc<AtomicBool>) -> Result<FanoutRe
     run.teardown().await;
     let (measurement, ramp) = outcome?;
     let mut notes = run.notes;
+    if run.publishers_ended > 0 {
+        notes.push(if cfg.streams == 1 {
+            "the publisher's session ended during the run".to_string()
+        } else {
+            format!(
+                "{} of {} publishers' sessions ended during the run",
+                run.publishers_ended, cfg.streams
+            )
+        });
+    }
+    if run.gro_refused > 0 {
+        notes.push(format!(
+            "the kernel refused UDP_GRO on {} of the bench's sockets: those received without it, so on loopback the server's core cut their GSO sends up",
+            run.gro_refused
+        ));
+    }
     let last = ramp
         .as_ref()
         .and_then(|r| r.steps.last())
@@ -566,9 +671,11 @@ pub async fn run(cfg: &FanoutConfig, cancel: Arc<AtomicBool>) -> Result<FanoutRe
         started_unix,
         host: crate::report::HostInfo::read(),
         whip_url,
-        whep_url: cfg.target.whep_url(),
+        whep_url,
         settings: Settings {
             viewers: cfg.viewers,
+            streams: cfg.streams,
+            udp_gro: cfg.udp_gro && run.gro_refused == 0,
             bitrate: cfg.media.bitrate,
             fps: cfg.media.fps,
             keyframe_interval_seconds: cfg.media.keyframe_interval.as_secs_f64(),
@@ -591,6 +698,103 @@ pub async fn run(cfg: &FanoutConfig, cancel: Arc<AtomicBool>) -> Result<FanoutRe
         ramp,
         notes,
     })
+}
+
+/// How long closing the publishers may take at the end.
+const PUBLISHER_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts one publisher per stream, `setup_concurrency` at a time, and waits
+/// until every one is connected; on failure closes those it started. Returns
+/// them with the time from the last answer to the last connection (ICE and
+/// DTLS).
+async fn start_publishers(
+    cfg: &FanoutConfig,
+    http: &reqwest::Client,
+    opts: &SessionOptions,
+) -> Result<(Vec<SessionHandle<PublisherStats>>, Duration), FanoutError> {
+    let sem = Arc::new(Semaphore::new(cfg.setup_concurrency));
+    let mut set = JoinSet::new();
+    for i in 0..cfg.streams {
+        let url = cfg
+            .target
+            .whip_url_for(&cfg.target.stream_name(i, cfg.streams));
+        let ep = cfg.target.endpoint(url.clone());
+        let (http, opts, media, sem) = (http.clone(), opts.clone(), cfg.media.clone(), sem.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("semaphore open");
+            client::publish_with(&http, &ep, media, &opts)
+                .await
+                .map(|h| (i, h))
+                .map_err(|source| FanoutError::Publish { url, source })
+        });
+    }
+    let mut started: Vec<(usize, SessionHandle<PublisherStats>)> = Vec::new();
+    let mut failed = None;
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok(p)) => started.push(p),
+            Ok(Err(e)) => {
+                failed.get_or_insert(e);
+            }
+            Err(e) => {
+                failed.get_or_insert(FanoutError::Publish {
+                    url: cfg.target.whip_url(),
+                    source: ClientError::Rtc(format!("publisher task: {e}")),
+                });
+            }
+        }
+    }
+    started.sort_by_key(|(i, _)| *i);
+    let publishers: Vec<_> = started.into_iter().map(|(_, p)| p).collect();
+    if let Some(e) = failed {
+        close_all(publishers, cfg.setup_concurrency, PUBLISHER_CLOSE_TIMEOUT).await;
+        return Err(e);
+    }
+    let t0 = Instant::now();
+    loop {
+        let waiting = publishers
+            .iter()
+            .filter(|p| !p.stats.connected.load(Ordering::Relaxed))
+            .count();
+        if waiting == 0 {
+            return Ok((publishers, t0.elapsed()));
+        }
+        let gave_up = publishers
+            .iter()
+            .any(|p| !p.stats.connected.load(Ordering::Relaxed) && p.is_finished());
+        if t0.elapsed() > PUBLISHER_TIMEOUT || gave_up {
+            close_all(publishers, cfg.setup_concurrency, PUBLISHER_CLOSE_TIMEOUT).await;
+            return Err(FanoutError::PublisherTimeout {
+                count: waiting,
+                timeout: PUBLISHER_TIMEOUT,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Closes sessions, `concurrency` at a time, within `limit`; whatever is
+/// left then is dropped without DELETE. Returns whether all were closed.
+async fn close_all<S: Send + Sync + 'static>(
+    handles: Vec<SessionHandle<S>>,
+    concurrency: usize,
+    limit: Duration,
+) -> bool {
+    let sem = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut set = JoinSet::new();
+    for h in handles {
+        let sem = sem.clone();
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("semaphore open");
+            let _ = h.close().await;
+        });
+    }
+    let all = async { while set.join_next().await.is_some() {} };
+    if tokio::time::timeout(limit, all).await.is_err() {
+        set.abort_all();
+        return false;
+    }
+    true
 }
 
 impl Run<'_> {
@@ -722,10 +926,12 @@ impl Run<'_> {
         let mut set = JoinSet::new();
         let first_index = self.setup.attempted;
         for i in 0..count {
-            let full = is_sample(first_index + i, self.cfg.sample_percent);
+            let index = first_index + i;
+            let stream = stream_of(index, self.cfg.streams);
+            let full = is_sample_of(index, self.cfg.streams, self.cfg.sample_percent);
             let sem = sem.clone();
             let http = self.http.clone();
-            let ep = self.whep.clone();
+            let ep = self.wheps[stream].clone();
             let opts = self.opts.clone();
             let cancel = self.cancel.clone();
             let timeout = self.cfg.setup_timeout;
@@ -751,7 +957,14 @@ impl Run<'_> {
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .unwrap_or_else(|| t0.elapsed());
-                        return Ok((Viewer { handle, full }, took));
+                        return Ok((
+                            Viewer {
+                                handle,
+                                full,
+                                stream,
+                            },
+                            took,
+                        ));
                     }
                     if handle.is_finished() {
                         let e = match handle.close().await {
@@ -779,6 +992,9 @@ impl Run<'_> {
                     match joined {
                         Ok(Ok((viewer, took))) => {
                             ok += 1;
+                            if self.cfg.udp_gro && !viewer.handle.udp_gro {
+                                self.gro_refused += 1;
+                            }
                             self.setup.latency.record(took.as_micros() as u64);
                             self.viewers.push(viewer);
                         }
@@ -801,6 +1017,12 @@ impl Run<'_> {
                     ));
                 }
             }
+        }
+        if self.gro_refused > 0 && !self.gro_refusal_shown {
+            self.gro_refusal_shown = true;
+            self.progress.say(
+                "the kernel refused UDP_GRO: viewers receive without it (GSO sends are cut up on the server's core)",
+            );
         }
         let seconds = started.elapsed().as_secs_f64();
         self.setup.seconds += seconds;
@@ -831,10 +1053,15 @@ impl Run<'_> {
         }
     }
 
-    fn published(&self) -> u64 {
-        self.publisher.as_ref().map_or(0, |p| {
-            p.stats.audio_sent.load(Ordering::Relaxed) + p.stats.video_sent.load(Ordering::Relaxed)
-        })
+    /// RTP packets each stream's publisher has sent so far.
+    fn published(&self) -> Vec<u64> {
+        self.publishers
+            .iter()
+            .map(|p| {
+                p.stats.audio_sent.load(Ordering::Relaxed)
+                    + p.stats.video_sent.load(Ordering::Relaxed)
+            })
+            .collect()
     }
 
     /// Decrypting viewers keep a log of stamps for tests; the bench only needs
@@ -921,7 +1148,7 @@ impl Run<'_> {
                 ));
             }
         }
-        let published = self.published().saturating_sub(published0);
+        let published = published_between(&published0, &self.published());
         let marks1: Vec<ViewerMark> = self
             .viewers
             .iter()
@@ -939,11 +1166,14 @@ impl Run<'_> {
         let latency = self.take_latency();
         self.progress.clear();
 
+        let streams: Vec<usize> = self.viewers.iter().map(|v| v.stream).collect();
         let windows: Vec<ViewerWindow> = marks0
             .iter()
             .zip(&marks1)
-            .map(|(a, b)| viewer_window(a, b, published))
+            .zip(&streams)
+            .map(|((a, b), &s)| viewer_window(a, b, published.get(s).copied().unwrap_or(0)))
             .collect();
+        let expected = expected_deliveries(&published, &streams);
         let (loss_percent, spread) = loss_figures(&windows);
         let delivered: u64 = windows.iter().map(|w| w.packets).sum();
         let corrupt: u64 = marks0
@@ -958,12 +1188,8 @@ impl Run<'_> {
             .filter(|v| v.handle.is_finished())
             .count()
             - ended0;
-        let note = "the publisher's session ended during the run";
-        if self.publisher.as_ref().is_some_and(|p| p.is_finished())
-            && !self.notes.iter().any(|n| n == note)
-        {
-            self.notes.push(note.into());
-        }
+        let publishers_ended = self.publishers.iter().filter(|p| p.is_finished()).count();
+        self.publishers_ended = self.publishers_ended.max(publishers_ended);
         let server = match (server0, server1) {
             (Some(a), Some(b)) => {
                 let d = diff_snapshots(&a, &b);
@@ -1013,11 +1239,10 @@ impl Run<'_> {
             viewers,
             sample_viewers: self.viewers.iter().filter(|v| v.full).count(),
             seconds,
-            published_packets: published,
+            published_packets: published.iter().sum(),
             delivered_packets: delivered,
             delivered_pps: delivered as f64 / seconds.max(1e-9),
-            delivery_percent: (published > 0 && viewers > 0)
-                .then(|| 100.0 * delivered as f64 / (published as f64 * viewers as f64)),
+            delivery_percent: (expected > 0).then(|| 100.0 * delivered as f64 / expected as f64),
             loss_percent,
             loss_per_viewer_percent: spread,
             silent_viewers: windows.iter().filter(|w| w.packets == 0).count(),
@@ -1038,28 +1263,24 @@ impl Run<'_> {
 
     /// DELETEs every session, a bounded number at a time, within [`TEARDOWN_TIMEOUT`].
     async fn teardown(&mut self) {
-        let viewers = std::mem::take(&mut self.viewers);
-        let n = viewers.len();
-        let sem = Arc::new(Semaphore::new(self.cfg.setup_concurrency));
-        let mut set = JoinSet::new();
-        for v in viewers {
-            let sem = sem.clone();
-            set.spawn(async move {
-                let _permit = sem.acquire_owned().await.expect("semaphore open");
-                let _ = v.handle.close().await;
-            });
-        }
-        self.progress.show(&format!("closing {n} viewers"));
-        let all = async { while set.join_next().await.is_some() {} };
-        if tokio::time::timeout(TEARDOWN_TIMEOUT, all).await.is_err() {
-            set.abort_all();
+        let viewers: Vec<_> = std::mem::take(&mut self.viewers)
+            .into_iter()
+            .map(|v| v.handle)
+            .collect();
+        self.progress
+            .show(&format!("closing {} viewers", viewers.len()));
+        if !close_all(viewers, self.cfg.setup_concurrency, TEARDOWN_TIMEOUT).await {
             self.notes.push(format!(
                 "teardown took over {TEARDOWN_TIMEOUT:?}; remaining viewers were dropped without DELETE"
             ));
         }
-        if let Some(publisher) = self.publisher.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), publisher.close()).await;
-        }
+        let publishers = std::mem::take(&mut self.publishers);
+        close_all(
+            publishers,
+            self.cfg.setup_concurrency,
+            PUBLISHER_CLOSE_TIMEOUT,
+        )
+        .await;
         self.progress.clear();
     }
 }
@@ -1218,6 +1439,8 @@ mod tests {
                 extra_media_ips: Vec::new(),
             },
             viewers,
+            streams: 1,
+            udp_gro: true,
             media: MediaSpec::default(),
             duration: Duration::from_secs(1),
             warmup: Duration::ZERO,
@@ -1253,11 +1476,85 @@ mod tests {
         assert!(c.validate().is_err());
     }
 
+    #[test]
+    fn stream_count_must_be_between_one_and_the_viewers() {
+        let with = |viewers, streams| {
+            let mut c = config(viewers);
+            c.streams = streams;
+            c.validate()
+        };
+        assert!(with(10, 1).is_ok());
+        assert!(with(10, 10).is_ok());
+        let e = with(10, 0).unwrap_err().to_string();
+        assert!(e.contains("--streams 0"), "{e}");
+        let e = with(10, 11).unwrap_err().to_string();
+        assert!(e.contains("--streams 11 is outside 1..=10"), "{e}");
+    }
+
+    #[test]
+    fn viewers_are_dealt_round_robin_and_sampled_on_every_stream() {
+        let streams: Vec<usize> = (0..7).map(|i| stream_of(i, 3)).collect();
+        assert_eq!(streams, vec![0, 1, 2, 0, 1, 2, 0]);
+        assert!((0..5).all(|i| stream_of(i, 1) == 0));
+        // One stream: the sample is what it always was.
+        for i in 0..500 {
+            assert_eq!(is_sample_of(i, 1, 1.0), is_sample(i, 1.0));
+        }
+        // 1% of 400 viewers over 4 streams: four samples, one per stream,
+        // where every 100th viewer overall would all be on stream 0.
+        let picked: Vec<usize> = (0..400).filter(|&i| is_sample_of(i, 4, 1.0)).collect();
+        assert_eq!(picked, vec![0, 1, 2, 3]);
+        let picked: Vec<usize> = (0..1000).filter(|&i| is_sample_of(i, 4, 1.0)).collect();
+        assert_eq!(
+            picked,
+            vec![0, 1, 2, 3, 400, 401, 402, 403, 800, 801, 802, 803]
+        );
+        // Half of each stream's viewers.
+        assert_eq!((0..40).filter(|&i| is_sample_of(i, 4, 50.0)).count(), 20);
+    }
+
+    #[test]
+    fn streams_are_named_after_the_base_only_when_there_are_several() {
+        let t = config(4).target;
+        assert_eq!(t.stream_name(0, 1), "s");
+        assert_eq!(t.stream_name(2, 3), "s-2");
+        assert_eq!(
+            t.whep_url_for(&t.stream_name(1, 2)),
+            "https://127.0.0.1:8443/whep/s-1"
+        );
+        assert_eq!(t.whip_url_for(&t.streams_label(1)), t.whip_url());
+        assert_eq!(
+            t.whip_url_for(&t.streams_label(4)),
+            "https://127.0.0.1:8443/whip/s-{0..3}"
+        );
+    }
+
+    #[test]
+    fn viewers_are_held_to_what_their_own_stream_published() {
+        let published = published_between(&[100, 50, 7], &[400, 60, 7]);
+        assert_eq!(published, vec![300, 10, 0]);
+        // Two viewers of stream 0, one of 1, one of the silent stream 2.
+        assert_eq!(expected_deliveries(&published, &[0, 1, 0, 2]), 610);
+        assert_eq!(expected_deliveries(&published, &[]), 0);
+        // A stream index without a publisher expects nothing, without panicking.
+        assert_eq!(expected_deliveries(&published, &[9]), 0);
+        assert_eq!(published_between(&[], &[5, 6]), vec![5, 6]);
+        // A viewer of the small stream that got nothing is charged with its
+        // stream's packets, not with the big stream's.
+        let mark = ViewerMark::default();
+        let w = viewer_window(&mark, &mark, published[1]);
+        assert_eq!((w.lost, w.expected), (10, 10));
+    }
+
     #[tokio::test]
     async fn loopback_target_binds_loopback_and_allows_only_itself() {
         let opts = resolve_target(&config(1)).await.unwrap();
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         assert_eq!(opts.local_ip, Some(lo));
         assert_eq!(opts.allowed_media_ips, Some(vec![lo]));
+        assert!(opts.udp_gro);
+        let mut no_gro = config(1);
+        no_gro.udp_gro = false;
+        assert!(!resolve_target(&no_gro).await.unwrap().udp_gro);
     }
 }

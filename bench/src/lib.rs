@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod fanout;
+pub mod gro;
 pub mod plot;
 pub mod report;
 pub mod stats;

@@ -29,8 +29,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// One WHIP publisher, N WHEP viewers: delivered packets, loss, latency,
-    /// setup rate, and the server's CPU and memory per viewer.
+    /// One WHIP publisher (or one per stream with --streams), N WHEP viewers:
+    /// delivered packets, loss, latency, setup rate, and the server's CPU and
+    /// memory per viewer.
     Fanout(Box<FanoutArgs>),
     /// Raw UDP send/receive throughput of this host over loopback.
     Udp(UdpArgs),
@@ -77,6 +78,16 @@ struct FanoutArgs {
     /// Viewers (with --ramp: the most to go to).
     #[arg(long, default_value_t = 100)]
     viewers: usize,
+    /// Publishers, each of its own stream named `{stream}-{i}` (with 1, the
+    /// stream is --stream itself), all sending the media set below; viewers
+    /// are dealt to them round-robin. Many streams with few viewers each
+    /// model a conference rather than a broadcast.
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
+    /// Receive without UDP GRO: the kernel re-segments GSO sends on the
+    /// sender's core, as before.
+    #[arg(long)]
+    no_gro: bool,
     /// Video bit rate, e.g. 1M, 500k.
     #[arg(long, default_value = "1M", value_parser = parse_bitrate)]
     bitrate: u64,
@@ -102,7 +113,8 @@ struct FanoutArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     warmup: Duration,
     /// Percentage of viewers that decrypt and check every payload and its
-    /// latency (at least one viewer); the rest count packets from RTP headers.
+    /// latency (of each stream's viewers, so at least one per stream); the
+    /// rest count packets from RTP headers.
     #[arg(long, default_value_t = 1.0)]
     sample_percent: f64,
     /// Viewers set up at once.
@@ -219,6 +231,8 @@ fn fanout_config(a: &FanoutArgs) -> FanoutConfig {
             extra_media_ips: a.allow_media_ip.clone(),
         },
         viewers: a.viewers,
+        streams: a.streams,
+        udp_gro: !a.no_gro,
         media: MediaSpec {
             audio: !a.no_audio,
             video: true,
@@ -256,8 +270,11 @@ fn fanout(a: &FanoutArgs) -> anyhow::Result<()> {
     if a.threads == 0 {
         bail!("--threads must be at least 1");
     }
-    // Each viewer: one UDP socket, plus HTTP connections and the runtime's own.
-    raise_nofile(a.viewers as u64 + a.setup_concurrency as u64 + 128)?;
+    // Each viewer and publisher: one UDP socket, plus HTTP connections and
+    // the runtime's own.
+    raise_nofile(
+        a.viewers as u64 + a.streams.min(a.viewers) as u64 + a.setup_concurrency as u64 + 128,
+    )?;
     let cfg = fanout_config(a);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(a.threads)

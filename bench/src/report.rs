@@ -93,7 +93,7 @@ pub struct ServerReport {
     pub threads: Vec<ThreadGroup>,
     /// Resident memory at the window's end.
     pub rss_bytes: u64,
-    /// Resident memory with the publisher only, before any viewer.
+    /// Resident memory with the publishers only, before any viewer.
     pub rss_baseline_bytes: u64,
     /// `(rss - baseline) / viewers`.
     pub memory_per_viewer_bytes: Option<f64>,
@@ -122,12 +122,13 @@ pub struct StepReport {
     /// Of which decrypt and check payloads and latency.
     pub sample_viewers: usize,
     pub seconds: f64,
-    /// RTP packets the publisher sent during the window.
+    /// RTP packets the publishers sent during the window, all streams together.
     pub published_packets: u64,
     /// RTP packets all viewers received during the window.
     pub delivered_packets: u64,
     pub delivered_pps: f64,
-    /// `delivered / (published × viewers)`, in percent.
+    /// Delivered over what each viewer's stream published, summed over
+    /// viewers (`published × viewers` with one stream), in percent.
     pub delivery_percent: Option<f64>,
     /// Lost over expected packets, all viewers together, from sequence numbers.
     pub loss_percent: f64,
@@ -162,6 +163,15 @@ pub struct RampReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     pub viewers: usize,
+    /// Publishers, each of its own stream, the viewers spread over them.
+    /// Reports from before the option had one.
+    #[serde(default = "one")]
+    pub streams: usize,
+    /// Viewers received with UDP GRO, so the server's GSO sends reached them
+    /// whole rather than being cut up on the server's core. Reports from
+    /// before the option were measured without it.
+    #[serde(default)]
+    pub udp_gro: bool,
     pub bitrate: u64,
     pub fps: u32,
     pub keyframe_interval_seconds: f64,
@@ -171,6 +181,10 @@ pub struct Settings {
     pub warmup_seconds: f64,
     pub sample_percent: f64,
     pub worker_threads: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The machine the bench ran on, for the record.
@@ -304,7 +318,7 @@ fn step_lines(out: &mut String, m: &StepReport) {
         m.seconds
     );
     if let Some(d) = m.delivery_percent {
-        let _ = write!(out, "; {d:.2}% of published x viewers");
+        let _ = write!(out, "; {d:.2}% of what their streams published");
     }
     out.push('\n');
     let _ = write!(out, "loss       {:.3}% overall", m.loss_percent);
@@ -346,7 +360,7 @@ fn step_lines(out: &mut String, m: &StepReport) {
     if let Some(s) = &m.server {
         let _ = writeln!(
             out,
-            "server     pid {}: {:.2} cores of {} ({:.0}%), {:.2} CPU-s, {} waiting for a CPU; RSS {} ({} with the publisher only)",
+            "server     pid {}: {:.2} cores of {} ({:.0}%), {:.2} CPU-s, {} waiting for a CPU; RSS {} ({} before any viewer)",
             s.pid,
             s.cores,
             s.allowed_cpus,
@@ -471,14 +485,25 @@ pub fn format_fanout(r: &FanoutReport) -> String {
     );
     let _ = writeln!(
         out,
-        "           {} viewers max, {:.2} Mbit/s {} at {} fps (keyframe every {:.1} s){}, {} worker threads",
+        "           {} viewers max{}, {:.2} Mbit/s {} at {} fps (keyframe every {:.1} s){}{}, {} worker threads, {}",
         st.viewers,
+        if st.streams > 1 {
+            format!(" over {} streams", st.streams)
+        } else {
+            String::new()
+        },
         st.bitrate as f64 / 1e6,
         st.video_codec,
         st.fps,
         st.keyframe_interval_seconds,
         if st.audio { " + Opus-like audio 50 pkt/s" } else { "" },
-        st.worker_threads
+        if st.streams > 1 { " each" } else { "" },
+        st.worker_threads,
+        if st.udp_gro {
+            "UDP GRO on"
+        } else {
+            "UDP GRO off"
+        }
     );
     setup_lines(&mut out, &r.setup);
     if let Some(ramp) = &r.ramp {
@@ -635,6 +660,8 @@ mod tests {
             whep_url: "https://h/whep/s".into(),
             settings: Settings {
                 viewers: 100,
+                streams: 4,
+                udp_gro: true,
                 bitrate: 1_000_000,
                 fps: 30,
                 keyframe_interval_seconds: 2.0,
@@ -680,6 +707,8 @@ mod tests {
             "shard-0",
             "held       100 viewers",
             "note       something to know",
+            "100 viewers max over 4 streams",
+            "1 worker threads, UDP GRO on",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }
@@ -687,7 +716,15 @@ mod tests {
         assert_eq!(json["measurement"]["viewers"], 100);
         assert_eq!(json["ramp"]["steps"].as_array().unwrap().len(), 2);
         // A saved report reads back whole (`sluice-bench plot --from`).
-        let back: FanoutReport = serde_json::from_value(json).unwrap();
+        let back: FanoutReport = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, report);
+        // Reports saved before streams and GRO were recorded still read, as
+        // one stream received without GRO.
+        let mut old = json;
+        let settings = old["settings"].as_object_mut().unwrap();
+        settings.remove("streams");
+        settings.remove("udp_gro");
+        let back: FanoutReport = serde_json::from_value(old).unwrap();
+        assert_eq!((back.settings.streams, back.settings.udp_gro), (1, false));
     }
 }

@@ -7,8 +7,8 @@
 //! `SendMsg` operations on io_uring. A receiver thread drains the socket with
 //! `recvmmsg` and counts what arrived. Modes the kernel refuses are reported
 //! as [`Outcome::Unavailable`], not as errors. This module owns the syscall
-//! glue for those modes, and with it every `unsafe` block of the bench crate's
-//! UDP path.
+//! glue for those modes; the receive side of the WebRTC clients has its own
+//! in [`crate::gro`].
 //!
 //! Traffic goes only to 127.0.0.1 and each mode stops after its configured
 //! duration (plus at most about one second of draining).

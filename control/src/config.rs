@@ -45,6 +45,9 @@ pub struct Config {
     pub setup_timeout_secs: f64,
     /// Minimum milliseconds between keyframe requests to one publisher.
     pub keyframe_interval_ms: u64,
+    /// Longest a video frame's first packets wait for its last one, so the
+    /// frame goes to each viewer in one batch; 0 forwards packet by packet.
+    pub frame_hold_ms: u64,
     /// Log format: text or json.
     pub log_format: String,
     /// Seconds to wait for sessions to end on drain before exiting.
@@ -76,6 +79,7 @@ impl Default for Config {
             idle_timeout_secs: 30.0,
             setup_timeout_secs: 30.0,
             keyframe_interval_ms: 500,
+            frame_hold_ms: 0,
             log_format: "text".into(),
             drain_timeout_secs: 30.0,
             viewer_bwe_bps: 2_500_000,
@@ -148,6 +152,15 @@ impl Config {
                     message: format!("{v} is not a positive number of seconds"),
                 });
             }
+        }
+        if self.frame_hold_ms > 100 {
+            return Err(ConfigError::Invalid {
+                key: "frame_hold_ms",
+                message: format!(
+                    "{} ms is more than a frame interval; use 0 to 100",
+                    self.frame_hold_ms
+                ),
+            });
         }
         if self.max_body < 1024 {
             return Err(ConfigError::Invalid {

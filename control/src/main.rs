@@ -98,6 +98,9 @@ struct ServeArgs {
     /// Minimum milliseconds between keyframe requests to a publisher.
     #[arg(long, env = "SLUICE_KEYFRAME_INTERVAL_MS")]
     keyframe_interval_ms: Option<u64>,
+    /// Longest milliseconds a video frame's packets wait for its last one (0 = off).
+    #[arg(long, env = "SLUICE_FRAME_HOLD_MS")]
+    frame_hold_ms: Option<u64>,
     /// Log format: text or json.
     #[arg(long, env = "SLUICE_LOG_FORMAT")]
     log_format: Option<String>,
@@ -134,6 +137,7 @@ impl ServeArgs {
             idle_timeout_secs,
             setup_timeout_secs,
             keyframe_interval_ms,
+            frame_hold_ms,
             log_format,
             drain_timeout_secs,
             viewer_bwe_bps,

@@ -91,6 +91,7 @@ impl Server {
             idle_timeout: config.idle_timeout(),
             setup_timeout: config.setup_timeout(),
             keyframe_throttle: Duration::from_millis(config.keyframe_interval_ms),
+            frame_hold: Duration::from_millis(config.frame_hold_ms),
             ..DataplaneConfig::default()
         };
         let (ev_tx, ev_rx) = crossbeam_channel::unbounded::<(ShardId, ShardEvent)>();

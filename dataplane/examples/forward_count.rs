@@ -3,10 +3,12 @@
 //!
 //! ```text
 //! valgrind --tool=callgrind --collect-atstart=no --toggle-collect=forward_phase \
-//!     target/release/examples/forward_count 100 400 [PER_TURN]
+//!     target/release/examples/forward_count 100 400 [PER_TURN [HOLD_MS]]
 //! ```
 //! PER_TURN (default 8) is how many publisher packets each shard turn carries,
-//! so how many each viewer visit writes. Only `forward_phase` (the shard turn) is counted; divide by VIEWERS×PACKETS.
+//! so how many each viewer visit writes; HOLD_MS (default 0) turns on frame
+//! holding, so a frame's packets reach each viewer in one visit. Only
+//! `forward_phase` (the shard turn) is counted; divide by VIEWERS×PACKETS.
 
 use std::time::Duration;
 
@@ -24,7 +26,9 @@ fn main() {
     let packets: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(400);
     // Packets of the publisher per shard turn (so per viewer visit).
     let per_turn: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(8);
-    let mut h = Harness::new();
+    // Frame hold in milliseconds (0: every packet fans out in its own turn).
+    let hold_ms: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0);
+    let mut h = Harness::with_config(|c| c.frame_hold = Duration::from_millis(hold_ms));
     let publisher = h.add_publisher();
     for _ in 0..viewers {
         let v = h.add_viewer();

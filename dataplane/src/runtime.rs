@@ -32,6 +32,8 @@ pub struct DataplaneConfig {
     pub idle_timeout: Duration,
     pub setup_timeout: Duration,
     pub keyframe_throttle: Duration,
+    /// See [`ShardConfig::frame_hold`].
+    pub frame_hold: Duration,
     /// Fan-out batches queued per shard before new ones are dropped.
     pub fanout_queue: usize,
     pub socket_buffer: usize,
@@ -49,6 +51,7 @@ impl Default for DataplaneConfig {
             idle_timeout: Duration::from_secs(30),
             setup_timeout: Duration::from_secs(30),
             keyframe_throttle: Duration::from_millis(500),
+            frame_hold: Duration::ZERO,
             fanout_queue: 4096,
             socket_buffer: 8 << 20,
         }
@@ -159,6 +162,7 @@ impl Dataplane {
             scfg.idle_timeout = cfg.idle_timeout;
             scfg.setup_timeout = cfg.setup_timeout;
             scfg.keyframe_throttle = cfg.keyframe_throttle;
+            scfg.frame_hold = cfg.frame_hold;
             let backend = make_backend(cfg.io, sock);
             let io_name = backend.name();
             let counters = Arc::new(SharedCounters::default());

@@ -37,6 +37,10 @@ pub struct ShardConfig {
     pub idle_timeout: Duration,
     /// A session that has not connected within this long is removed.
     pub setup_timeout: Duration,
+    /// Hold a video frame's packets until its last one (RTP marker) arrives,
+    /// at most this long, then fan the frame out in one visit per viewer.
+    /// Zero forwards every packet as it arrives.
+    pub frame_hold: Duration,
 }
 
 impl ShardConfig {
@@ -48,6 +52,7 @@ impl ShardConfig {
             keyframe_throttle: Duration::from_millis(500),
             idle_timeout: Duration::from_secs(30),
             setup_timeout: Duration::from_secs(30),
+            frame_hold: Duration::ZERO,
         }
     }
 }
@@ -175,6 +180,13 @@ struct PubTrack {
     last_pli: Option<Instant>,
     /// Payload bytes since the last layer-rate report.
     bytes: u64,
+    /// Packets of the video frame being held until its last packet (all of
+    /// one RTP timestamp), and when the first of them arrived.
+    held: Vec<FwdPacket>,
+    held_since: Option<Instant>,
+    /// RTP timestamp of the frame released last: its late packets (repaired
+    /// by retransmission) go out at once.
+    released_ts: Option<u32>,
 }
 
 struct ViewerTrack {
@@ -247,6 +259,8 @@ pub struct Shard {
     pending: Vec<FwdPacket>,
     /// Per destination shard, the batch being built this turn.
     out_batches: Vec<Vec<FwdPacket>>,
+    /// Publisher sessions that hold part of a video frame.
+    holding: Vec<u32>,
     cross: Vec<CrossShard>,
     transmits: Vec<Datagram>,
     events: Vec<ShardEvent>,
@@ -288,6 +302,7 @@ impl Shard {
             expired: Vec::new(),
             pending: Vec::new(),
             out_batches: (0..shards).map(|_| Vec::new()).collect(),
+            holding: Vec::new(),
             cross: Vec::new(),
             transmits: Vec::new(),
             events: Vec::new(),
@@ -515,6 +530,7 @@ impl Shard {
             }
         }
         self.expired = expired;
+        self.release_held(now);
         self.flush_pending(now);
         self.flush_out_batches();
         self.report_levels(now);
@@ -593,7 +609,11 @@ impl Shard {
 
     /// When `handle_timeout` next has work, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.wheel.next_deadline()
+        let wheel = self.wheel.next_deadline();
+        match (wheel, self.hold_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // -------------------------------------------------------------- sessions
@@ -970,7 +990,6 @@ impl Shard {
     // ------------------------------------------------------------ forwarding
 
     fn handle_publisher_rtp(&mut self, key: u32, pkt: RtpPacket) {
-        let shard_id = self.cfg.id;
         let Some(s) = self.slab[key as usize].as_mut() else {
             return;
         };
@@ -999,6 +1018,9 @@ impl Shard {
                     rid,
                     last_pli: None,
                     bytes: 0,
+                    held: Vec::new(),
+                    held_since: None,
+                    released_ts: None,
                 });
                 s.pub_tracks.len() - 1
             }
@@ -1054,17 +1076,114 @@ impl Shard {
             received: pkt.timestamp,
             payload: pkt.payload,
         };
-        for shard in 0..self.cfg.shard_count {
-            let sid = ShardId(shard as u16);
-            if stream.viewers_on(sid) == 0 {
-                continue;
-            }
-            if sid == shard_id {
-                self.pending.push(fwd.clone());
-            } else {
-                self.out_batches[shard].push(fwd.clone());
+        let hold = self.cfg.frame_hold;
+        if kind != MediaKind::Video || hold.is_zero() {
+            route(
+                &self.cfg,
+                stream,
+                &mut self.pending,
+                &mut self.out_batches,
+                fwd,
+            );
+            return;
+        }
+        let t = &mut s.pub_tracks[ti];
+        if t.held.first().is_some_and(|h| h.ts != fwd.ts) {
+            // A new frame began before the last one's marker (lost or never
+            // set): what was held goes now.
+            t.released_ts = t.held.first().map(|h| h.ts);
+            t.held_since = None;
+            for p in t.held.drain(..) {
+                route(
+                    &self.cfg,
+                    stream,
+                    &mut self.pending,
+                    &mut self.out_batches,
+                    p,
+                );
             }
         }
+        if fwd.marker || t.released_ts == Some(fwd.ts) {
+            t.released_ts = Some(fwd.ts);
+            t.held_since = None;
+            for p in t.held.drain(..) {
+                route(
+                    &self.cfg,
+                    stream,
+                    &mut self.pending,
+                    &mut self.out_batches,
+                    p,
+                );
+            }
+            route(
+                &self.cfg,
+                stream,
+                &mut self.pending,
+                &mut self.out_batches,
+                fwd,
+            );
+        } else {
+            if t.held.is_empty() {
+                t.held_since = Some(fwd.received);
+            }
+            t.held.push(fwd);
+            if !self.holding.contains(&key) {
+                self.holding.push(key);
+            }
+        }
+    }
+
+    /// Release held frames whose time is up.
+    fn release_held(&mut self, now: Instant) {
+        if self.holding.is_empty() {
+            return;
+        }
+        let hold = self.cfg.frame_hold;
+        let mut i = 0;
+        while i < self.holding.len() {
+            let key = self.holding[i];
+            let mut still = false;
+            if let Some(s) = self.slab[key as usize].as_mut() {
+                if let Some(stream) = s.stream.as_ref() {
+                    for t in &mut s.pub_tracks {
+                        let Some(since) = t.held_since else {
+                            continue;
+                        };
+                        if now.saturating_duration_since(since) < hold {
+                            still = true;
+                            continue;
+                        }
+                        t.released_ts = t.held.first().map(|h| h.ts);
+                        t.held_since = None;
+                        self.counters.frames_held_expired += 1;
+                        for p in t.held.drain(..) {
+                            route(
+                                &self.cfg,
+                                stream,
+                                &mut self.pending,
+                                &mut self.out_batches,
+                                p,
+                            );
+                        }
+                    }
+                }
+            }
+            if still {
+                i += 1;
+            } else {
+                self.holding.swap_remove(i);
+            }
+        }
+    }
+
+    /// When the earliest held frame must go, if any.
+    fn hold_deadline(&self) -> Option<Instant> {
+        self.holding
+            .iter()
+            .filter_map(|&k| self.slab.get(k as usize)?.as_ref())
+            .flat_map(|s| s.pub_tracks.iter().filter_map(|t| t.held_since))
+            .min()
+            .map(|since| since + self.cfg.frame_hold)
     }
 
     /// Report each local publisher's loudest audio level since the last report.
@@ -1246,6 +1365,28 @@ impl Shard {
         }
         if sent {
             self.drive(key, now);
+        }
+    }
+}
+
+/// Queue a publisher's packet for the local viewers of its stream and for
+/// every other shard that has some.
+fn route(
+    cfg: &ShardConfig,
+    stream: &StreamShared,
+    pending: &mut Vec<FwdPacket>,
+    out_batches: &mut [Vec<FwdPacket>],
+    fwd: FwdPacket,
+) {
+    for (shard, batch) in out_batches.iter_mut().enumerate() {
+        let sid = ShardId(shard as u16);
+        if stream.viewers_on(sid) == 0 {
+            continue;
+        }
+        if sid == cfg.id {
+            pending.push(fwd.clone());
+        } else {
+            batch.push(fwd.clone());
         }
     }
 }

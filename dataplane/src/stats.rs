@@ -54,6 +54,7 @@ counters! {
     rtp_forwarded: "RTP packets written to viewers",
     viewer_visits: "viewer visits that wrote packets (one str0m drive each)",
     timer_drives: "sessions driven because their own timer came due",
+    frames_held_expired: "video frames released by the frame-hold time limit instead of their last packet",
     drop_malformed: "datagrams dropped: not STUN/DTLS/RTP/RTCP",
     drop_unknown_flow: "datagrams dropped: from an address no session owns",
     drop_session_error: "datagrams a session rejected",

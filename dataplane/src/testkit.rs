@@ -133,9 +133,15 @@ impl Default for Harness {
 
 impl Harness {
     pub fn new() -> Self {
+        Self::with_config(|_| {})
+    }
+
+    /// A harness whose shard runs with `f` applied to its default config.
+    pub fn with_config(f: impl FnOnce(&mut ShardConfig)) -> Self {
         let now = Instant::now();
         let server_addr: SocketAddr = "10.0.0.1:40000".parse().expect("addr");
-        let cfg = ShardConfig::new(ShardId(0), 1, server_addr);
+        let mut cfg = ShardConfig::new(ShardId(0), 1, server_addr);
+        f(&mut cfg);
         Harness {
             now,
             step: Duration::from_millis(5),
@@ -386,23 +392,26 @@ impl Harness {
         let pt = self.pt(peer, mid, Codec::Vp8);
         let now = self.now;
         let mut out = Vec::with_capacity(n);
-        for i in 0..n {
+        for _ in 0..n {
             let p = &mut self.peers[peer];
+            // Frames of four packets (sequence numbers 1-4, 5-8, ...): one
+            // timestamp each, the marker on the fourth, a keyframe flag on the first.
             let seq: SeqNo = p.seq.into();
-            let ts = (p.seq / 4 * 3000) as u32;
+            let pos = (p.seq - 1) % 4;
+            let ts = ((p.seq - 1) / 4 * 3000) as u32;
             p.seq += 1;
             let mut payload = vec![0u8; len];
-            payload[0] = if i % 4 == 0 { 0x10 } else { 0 };
+            payload[0] = if pos == 0 { 0x10 } else { 0 };
             payload[1..9].copy_from_slice(&(p.seq).to_be_bytes());
             let mut direct = p.rtc.direct_api();
             let tx = direct.stream_tx_by_mid(mid, None).expect("stream tx");
             let mut ext = ExtensionValues::default();
-            if i % 4 == 3 {
+            if pos == 3 {
                 ext.video_orientation = p.send_orientation;
             }
             tx.write_rtp(
                 RtpWrite::new(pt, seq, ts, now, payload)
-                    .marker(i % 4 == 3)
+                    .marker(pos == 3)
                     .ext_vals(ext),
             );
             out.extend(drain_peer(p));

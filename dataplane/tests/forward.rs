@@ -224,3 +224,89 @@ fn video_orientation_reaches_viewers() {
     );
     assert!(seen.iter().all(|(_, o)| *o == VideoOrientation::Deg90));
 }
+
+/// A harness with frame holding on, one publisher and one viewer, connected.
+fn holding(hold_ms: u64) -> (Harness, usize, usize) {
+    let mut h = Harness::with_config(|c| c.frame_hold = Duration::from_millis(hold_ms));
+    let publisher = h.add_publisher();
+    let viewer = h.add_viewer();
+    h.connect_all(Duration::from_secs(5));
+    (h, publisher, viewer)
+}
+
+/// Sequence numbers the viewer has received, in arrival order.
+fn seqs(h: &Harness, viewer: usize) -> Vec<u16> {
+    h.peers[viewer].received.iter().map(|r| r.1).collect()
+}
+
+#[test]
+fn a_held_frame_goes_out_whole_when_its_last_packet_arrives() {
+    let (mut h, publisher, viewer) = holding(20);
+    // One frame: four packets, the marker on the fourth.
+    let d = h.publisher_datagrams(publisher, 4, 900);
+    let visits = h.shard.counters().viewer_visits;
+    for (i, dg) in d.iter().enumerate() {
+        h.feed(publisher, std::slice::from_ref(dg));
+        h.exchange();
+        let got = h.peers[viewer].received.len();
+        if i < 3 {
+            assert_eq!(got, 0, "packet {i} must wait for the frame's last");
+        } else {
+            assert_eq!(got, 4);
+        }
+    }
+    let s = seqs(&h, viewer);
+    assert!(s.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "{s:?}");
+    assert_eq!(
+        h.shard.counters().viewer_visits - visits,
+        1,
+        "one visit per frame"
+    );
+    assert_eq!(h.shard.counters().frames_held_expired, 0);
+}
+
+#[test]
+fn a_frame_whose_last_packet_is_lost_goes_at_the_next_frame_or_the_time_limit() {
+    let (mut h, publisher, viewer) = holding(20);
+    // Two frames; the first frame's marker packet (index 3) is lost.
+    let d = h.publisher_datagrams(publisher, 8, 900);
+    for (i, dg) in d.iter().enumerate() {
+        if i == 3 {
+            continue;
+        }
+        h.feed(publisher, std::slice::from_ref(dg));
+        h.exchange();
+        let got = h.peers[viewer].received.len();
+        match i {
+            0..=2 => assert_eq!(got, 0),
+            // The second frame's first packet releases the first frame's three.
+            4..=6 => assert_eq!(got, 3, "after packet {i}"),
+            _ => assert_eq!(got, 7),
+        }
+    }
+    // A frame that never completes goes when the limit passes.
+    let d = h.publisher_datagrams(publisher, 2, 900);
+    h.feed(publisher, &d);
+    h.exchange();
+    assert_eq!(h.peers[viewer].received.len(), 7);
+    assert!(h.shard.poll_timeout().is_some());
+    h.advance(Duration::from_millis(25));
+    assert_eq!(h.peers[viewer].received.len(), 9);
+    assert_eq!(h.shard.counters().frames_held_expired, 1);
+}
+
+#[test]
+fn a_late_packet_of_a_frame_already_sent_is_not_held() {
+    let (mut h, publisher, viewer) = holding(20);
+    let d = h.publisher_datagrams(publisher, 4, 900);
+    // The third packet arrives after the marker (reordered or repaired).
+    for i in [0, 1, 3] {
+        h.feed(publisher, std::slice::from_ref(&d[i]));
+    }
+    h.exchange();
+    assert_eq!(h.peers[viewer].received.len(), 3);
+    h.feed(publisher, std::slice::from_ref(&d[2]));
+    h.exchange();
+    assert_eq!(h.peers[viewer].received.len(), 4);
+    assert_eq!(h.shard.counters().frames_held_expired, 0);
+}

@@ -23,6 +23,8 @@ fn config(base: String, stream: &str, viewers: usize) -> FanoutConfig {
             extra_media_ips: Vec::new(),
         },
         viewers,
+        streams: 1,
+        udp_gro: true,
         media: MediaSpec::default(),
         duration: Duration::from_secs(3),
         warmup: Duration::from_secs(1),
@@ -81,6 +83,43 @@ async fn fanout_to_five_viewers_delivers_without_loss_and_reports_json() {
     assert!(table.contains("5/5 connected"), "{table}");
 
     // The run DELETEs what it created.
+    assert!(
+        wait_until(Duration::from_secs(10), || session_counts(&server)
+            == (0, 0))
+        .await,
+        "sessions left after the run: {:?}",
+        session_counts(&server)
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_spread_over_several_streams_get_their_own_streams_media() {
+    let server = start(1, |_| {}).await;
+    let mut cfg = config(server.url(), "multi", 6);
+    cfg.streams = 3;
+    let run = fanout::run(&cfg, Arc::new(AtomicBool::new(false)))
+        .await
+        .expect("fan-out run");
+    let text = serde_json::to_string_pretty(&run).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).expect("report is JSON");
+    assert_eq!(json["settings"]["streams"], 3, "{text}");
+    assert_eq!(json["setup"]["connected"], 6, "{text}");
+    let m = &json["measurement"];
+    // Each viewer is held to what its own stream published: full delivery
+    // is only possible if every stream reached its two viewers.
+    let delivery = m["delivery_percent"].as_f64().unwrap();
+    assert!(
+        (99.0..=101.0).contains(&delivery),
+        "delivery {delivery}%: {text}"
+    );
+    assert!(
+        m["loss_per_viewer_percent"]["max"].as_f64().unwrap() < 1.0,
+        "{text}"
+    );
+    assert_eq!(m["silent_viewers"], 0, "{text}");
+    assert_eq!(m["corrupt_payloads"], 0, "{text}");
+    assert!(m["latency_ms"]["samples"].as_u64().unwrap() > 0, "{text}");
     assert!(
         wait_until(Duration::from_secs(10), || session_counts(&server)
             == (0, 0))
