@@ -199,40 +199,53 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Loop turn times and queue depths of each shard.
-fn shard_loop_metrics(out: &mut String, app: &App) {
+/// One duration histogram per shard, in [`TURN_BUCKETS`].
+///
+/// [`TURN_BUCKETS`]: sluice_dataplane::stats::TURN_BUCKETS
+fn shard_histogram(
+    out: &mut String,
+    app: &App,
+    name: &str,
+    help: &str,
+    of: impl Fn(&ShardHandle) -> &sluice_dataplane::stats::TurnHistogram,
+) {
     use sluice_dataplane::stats::TURN_BUCKETS;
-    family(
-        out,
-        "sluice_shard_loop_turn_seconds",
-        "histogram",
-        "Time taken by busy event loop turns (idle turns are not counted).",
-    );
+    family(out, name, "histogram", help);
     for s in &app.dataplane.shards {
-        let (counts, sum) = s.turns.cumulative();
+        let (counts, sum) = of(s).cumulative();
         for (i, c) in counts.iter().enumerate() {
             let le = TURN_BUCKETS
                 .get(i)
                 .map(|b| format!("{b}"))
                 .unwrap_or_else(|| "+Inf".into());
-            let _ = writeln!(
-                out,
-                "sluice_shard_loop_turn_seconds_bucket{{shard=\"{}\",le=\"{le}\"}} {c}",
-                s.id
-            );
+            let _ = writeln!(out, "{name}_bucket{{shard=\"{}\",le=\"{le}\"}} {c}", s.id);
         }
+        let _ = writeln!(out, "{name}_sum{{shard=\"{}\"}} {sum:.6}", s.id);
         let _ = writeln!(
             out,
-            "sluice_shard_loop_turn_seconds_sum{{shard=\"{}\"}} {sum:.6}",
-            s.id
-        );
-        let _ = writeln!(
-            out,
-            "sluice_shard_loop_turn_seconds_count{{shard=\"{}\"}} {}",
+            "{name}_count{{shard=\"{}\"}} {}",
             s.id,
             counts.last().copied().unwrap_or(0)
         );
     }
+}
+
+/// Loop turn times, forwarding delay and queue depths of each shard.
+fn shard_loop_metrics(out: &mut String, app: &App) {
+    shard_histogram(
+        out,
+        app,
+        "sluice_shard_loop_turn_seconds",
+        "Time taken by busy event loop turns (idle turns are not counted).",
+        |s| &s.turns,
+    );
+    shard_histogram(
+        out,
+        app,
+        "sluice_shard_forward_delay_seconds",
+        "Per forwarded packet copy: from the packet's arrival at the publisher's shard to the end of the send that carried it (time waiting in the socket before that is not included).",
+        |s| &s.forward_delay,
+    );
     let per_shard =
         |out: &mut String, name: &str, help: &str, f: &dyn Fn(&ShardHandle) -> usize| {
             family(out, name, "gauge", help);

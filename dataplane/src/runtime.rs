@@ -71,6 +71,9 @@ pub struct ShardHandle {
     pub viewers: Arc<AtomicUsize>,
     /// Time taken by busy loop turns.
     pub turns: Arc<TurnHistogram>,
+    /// Per forwarded copy: from its packet's arrival at the publisher's shard
+    /// to the end of the send that carried it.
+    pub forward_delay: Arc<TurnHistogram>,
     /// Stats of this shard's sessions.
     pub session_stats: SessionStatsTable,
     /// Capacity of the fan-out queue into this shard, in batches.
@@ -169,6 +172,7 @@ impl Dataplane {
             let publishers = Arc::new(AtomicUsize::new(0));
             let viewers = Arc::new(AtomicUsize::new(0));
             let turns = Arc::new(TurnHistogram::default());
+            let forward_delay = Arc::new(TurnHistogram::default());
             let core = cfg.cores.get(i).copied();
             let shard_core = Shard::new(scfg, Instant::now());
             let session_stats = shard_core.session_stats();
@@ -183,6 +187,7 @@ impl Dataplane {
                 publishers: publishers.clone(),
                 viewers: viewers.clone(),
                 turns: turns.clone(),
+                forward_delay: forward_delay.clone(),
                 fanout_capacity: cfg.fanout_queue.max(1),
                 stop: stop.clone(),
             };
@@ -205,6 +210,7 @@ impl Dataplane {
                 publishers,
                 viewers,
                 turns,
+                forward_delay,
                 session_stats,
                 fanout_capacity: cfg.fanout_queue.max(1),
                 ctl: peers[i].ctl.clone(),
@@ -261,6 +267,7 @@ struct ShardThread {
     publishers: Arc<AtomicUsize>,
     viewers: Arc<AtomicUsize>,
     turns: Arc<TurnHistogram>,
+    forward_delay: Arc<TurnHistogram>,
     fanout_capacity: usize,
     stop: Arc<AtomicBool>,
 }
@@ -305,9 +312,20 @@ impl ShardThread {
                 self.core.handle_fanout(batch);
             }
             self.core.handle_timeout(now);
+            if self.core.forward_backlog() {
+                // Viewers still to visit: go on after this turn's sends.
+                work += 1;
+            }
 
             let (transmits, counters) = self.core.io_parts();
             self.backend.send(transmits, counters);
+            if !self.core.forward_delays().is_empty() {
+                let sent = Instant::now();
+                for &(received, n) in self.core.forward_delays() {
+                    let d = sent.saturating_duration_since(received);
+                    self.forward_delay.record_n(d.as_nanos() as u64, n as u64);
+                }
+            }
             self.send_cross();
             while let Some(ev) = self.core.poll_event() {
                 let _ = self.events.send((id, ev));

@@ -261,11 +261,20 @@ pub struct Shard {
     out_batches: Vec<Vec<FwdPacket>>,
     /// Publisher sessions that hold part of a video frame.
     holding: Vec<u32>,
+    /// This turn's forwarded packets: when the publisher's shard received
+    /// each, and how many viewers it was written to.
+    forward_delays: Vec<(Instant, u32)>,
+    scratch_copies: Vec<u32>,
     cross: Vec<CrossShard>,
     transmits: Vec<Datagram>,
     events: Vec<ShardEvent>,
     counters: Counters,
-    scratch_keys: Vec<u32>,
+    /// Viewers of the run being forwarded, as they were when it started.
+    fwd_keys: Vec<u32>,
+    /// A run at the front of `pending` cut short by the turn's send budget:
+    /// its length (frozen: packets of its stream that arrive later are a
+    /// new run) and the index in `fwd_keys` of the next viewer to visit.
+    fwd_resume: Option<(usize, usize)>,
     last_level_report: Instant,
     session_stats: SessionStatsTable,
     last_stats_publish: Instant,
@@ -276,6 +285,10 @@ pub struct Shard {
 const LAYER_EVAL_INTERVAL: Duration = Duration::from_millis(500);
 /// A layer choice stands at least this long unless the viewer's cap changes.
 const LAYER_HOLD: Duration = Duration::from_secs(3);
+
+/// Datagrams a turn writes before it lets the runtime send them (see
+/// `Shard::flush_pending`): about a millisecond of fan-out.
+const TURN_SEND_BUDGET: usize = 128;
 
 /// Packets kept per outgoing track for NACK answers (see `send_stream`).
 const RTX_CACHE_PACKETS: usize = 256;
@@ -303,11 +316,14 @@ impl Shard {
             pending: Vec::new(),
             out_batches: (0..shards).map(|_| Vec::new()).collect(),
             holding: Vec::new(),
+            forward_delays: Vec::new(),
+            scratch_copies: Vec::new(),
             cross: Vec::new(),
             transmits: Vec::new(),
             events: Vec::new(),
             counters: Counters::default(),
-            scratch_keys: Vec::new(),
+            fwd_keys: Vec::new(),
+            fwd_resume: None,
             last_level_report: now,
             session_stats: SessionStatsTable::default(),
             last_stats_publish: now,
@@ -511,6 +527,7 @@ impl Shard {
     /// visiting each local viewer once with all packets due to it.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.counters.loop_turns += 1;
+        self.forward_delays.clear();
         self.expired.clear();
         self.wheel.expire(now, &mut self.expired);
         let mut expired = std::mem::take(&mut self.expired);
@@ -1249,36 +1266,76 @@ impl Shard {
         }
     }
 
-    /// Write this turn's packets to local viewers, viewer-major: one visit and
-    /// one drive (so one contiguous run of datagrams) per viewer.
+    /// Write pending packets to local viewers, viewer-major: one visit and
+    /// one drive (so one contiguous run of datagrams) per viewer. A turn
+    /// stops visiting once it has [`TURN_SEND_BUDGET`] datagrams to send, and
+    /// the next turn goes on where it stopped: so the runtime sends, reads
+    /// its socket and runs timers at least that often, and a copy waits for
+    /// the send of its own part of a large fan-out, not for all of it.
     fn flush_pending(&mut self, now: Instant) {
         if self.pending.is_empty() {
             return;
         }
         let mut pending = std::mem::take(&mut self.pending);
-        // Packets are usually all of one stream; group by stream without sorting.
+        let budget = self.transmits.len() + TURN_SEND_BUDGET;
         let mut start = 0;
         while start < pending.len() {
             let stream = pending[start].stream;
-            let mut end = start + 1;
-            while end < pending.len() && pending[end].stream == stream {
-                end += 1;
+            let (end, from) = match self.fwd_resume.take() {
+                Some((len, next)) => (start + len, next),
+                None => {
+                    // Packets are usually all of one stream; group by stream without sorting.
+                    let mut end = start + 1;
+                    while end < pending.len() && pending[end].stream == stream {
+                        end += 1;
+                    }
+                    self.fwd_keys.clear();
+                    if let Some(keys) = self.viewers.get(&stream) {
+                        self.fwd_keys.extend_from_slice(keys);
+                    }
+                    (end, 0)
+                }
+            };
+            if let Some(next) = self.forward_run(now, &pending[start..end], from, budget) {
+                self.fwd_resume = Some((end - start, next));
+                pending.drain(..start);
+                break;
             }
-            self.forward_run(now, stream, &pending[start..end]);
             start = end;
         }
-        pending.clear();
+        if self.fwd_resume.is_none() {
+            pending.clear();
+        }
+        // Whatever was queued meanwhile goes after what is left.
+        pending.append(&mut self.pending);
         self.pending = pending;
     }
 
-    fn forward_run(&mut self, now: Instant, stream: StreamId, packets: &[FwdPacket]) {
-        let Some(keys) = self.viewers.get(&stream) else {
-            return;
-        };
-        let mut keys_buf = std::mem::take(&mut self.scratch_keys);
-        keys_buf.clear();
-        keys_buf.extend_from_slice(keys);
-        for &key in &keys_buf {
+    /// Whether packets wait for viewers the last turn did not reach.
+    pub fn forward_backlog(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Visit the run's viewers in `fwd_keys` from index `from`; stop before
+    /// a viewer once `transmits` holds `budget` datagrams, returning the
+    /// index of that viewer.
+    fn forward_run(
+        &mut self,
+        now: Instant,
+        packets: &[FwdPacket],
+        from: usize,
+        budget: usize,
+    ) -> Option<usize> {
+        let keys_buf = std::mem::take(&mut self.fwd_keys);
+        let mut copies = std::mem::take(&mut self.scratch_copies);
+        copies.clear();
+        copies.resize(packets.len(), 0);
+        let mut cut = None;
+        for (idx, &key) in keys_buf.iter().enumerate().skip(from) {
+            if self.transmits.len() >= budget {
+                cut = Some(idx);
+                break;
+            }
             let Some(s) = self.slab[key as usize].as_mut() else {
                 continue;
             };
@@ -1291,10 +1348,11 @@ impl Shard {
                 evaluate_layers(s, now, &mut switch_requests);
             }
             let mut wrote = false;
-            for p in packets {
+            for (i, p) in packets.iter().enumerate() {
                 match write_to_viewer(s, p) {
                     WriteResult::Written => {
                         wrote = true;
+                        copies[i] += 1;
                         self.counters.rtp_forwarded += 1;
                     }
                     WriteResult::NoCodec => self.counters.drop_no_codec += 1,
@@ -1316,7 +1374,21 @@ impl Shard {
                 self.request_keyframe(now, stream.id, &stream, Some(rid));
             }
         }
-        self.scratch_keys = keys_buf;
+        self.fwd_keys = keys_buf;
+        for (p, &n) in packets.iter().zip(&copies) {
+            if n > 0 {
+                self.forward_delays.push((p.received, n));
+            }
+        }
+        self.scratch_copies = copies;
+        cut
+    }
+
+    /// The packets this turn forwarded: when each reached the publisher's
+    /// shard and to how many viewers it was written. The runtime measures
+    /// their time in sluice when the turn's sends are done.
+    pub fn forward_delays(&self) -> &[(Instant, u32)] {
+        &self.forward_delays
     }
 
     // ------------------------------------------------------------- keyframes

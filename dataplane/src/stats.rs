@@ -143,8 +143,9 @@ pub const TURN_BUCKETS: [f64; 12] = [
     10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3,
 ];
 
-/// How long a shard's busy loop turns take (turns that found no work and
-/// parked are not counted). Written by the shard thread only.
+/// A histogram of durations in [`TURN_BUCKETS`], written by one shard
+/// thread: how long its busy loop turns take (turns that found no work and
+/// parked are not counted), or how long forwarded packets spent in it.
 #[derive(Debug, Default)]
 pub struct TurnHistogram {
     /// Turns per bucket of [`TURN_BUCKETS`]; the last slot is +Inf.
@@ -154,13 +155,18 @@ pub struct TurnHistogram {
 
 impl TurnHistogram {
     pub fn record(&self, nanos: u64) {
+        self.record_n(nanos, 1);
+    }
+
+    /// Record `n` observations of `nanos` each.
+    pub fn record_n(&self, nanos: u64, n: u64) {
         let secs = nanos as f64 * 1e-9;
         let i = TURN_BUCKETS
             .iter()
             .position(|&b| secs <= b)
             .unwrap_or(TURN_BUCKETS.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.buckets[i].fetch_add(n, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos * n, Ordering::Relaxed);
     }
 
     /// Cumulative counts per bucket bound (the last is +Inf, the total), and the sum in seconds.
@@ -196,5 +202,11 @@ mod tests {
         assert_eq!(c[TURN_BUCKETS.len() - 1], 2);
         assert_eq!(c[TURN_BUCKETS.len()], 3);
         assert!((sum - 1.000305).abs() < 1e-9);
+        h.record_n(2_000_000, 3); // 2 ms, three times: ≤ 2.5 ms
+        let (c, sum) = h.cumulative();
+        assert_eq!(c[6], 2); // ≤ 1 ms
+        assert_eq!(c[7], 5); // ≤ 2.5 ms
+        assert_eq!(c[TURN_BUCKETS.len()], 6);
+        assert!((sum - 1.006305).abs() < 1e-9);
     }
 }

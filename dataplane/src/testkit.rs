@@ -483,6 +483,10 @@ pub fn sluice_testkit_shard_datagram(shard: &mut Shard, now: Instant, from: Sock
 #[no_mangle]
 pub fn sluice_testkit_shard_timeout(shard: &mut Shard, now: Instant) {
     shard.handle_timeout(now);
+    // As the runtime does: turns until every viewer has been visited.
+    while shard.forward_backlog() {
+        shard.handle_timeout(now);
+    }
 }
 
 use sluice_testkit_shard_datagram as shard_datagram;

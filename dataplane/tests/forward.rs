@@ -310,3 +310,49 @@ fn a_late_packet_of_a_frame_already_sent_is_not_held() {
     assert_eq!(h.peers[viewer].received.len(), 4);
     assert_eq!(h.shard.counters().frames_held_expired, 0);
 }
+
+#[test]
+fn a_large_fan_out_goes_out_in_parts_and_later_packets_reach_every_viewer() {
+    use sluice_dataplane::testkit::sluice_testkit_shard_datagram as datagram;
+    let mut h = Harness::new();
+    let publisher = h.add_publisher();
+    let viewers: Vec<usize> = (0..40).map(|_| h.add_viewer()).collect();
+    h.connect_all(Duration::from_secs(5));
+    let from = h.peers[publisher].addr;
+    // 8 packets to 40 viewers: 320 copies, more than one turn writes.
+    let first = h.publisher_datagrams(publisher, 8, 600);
+    for d in &first {
+        datagram(&mut h.shard, h.now, from, d);
+    }
+    h.shard.handle_timeout(h.now);
+    let part = h.shard.transmits().len();
+    assert!(
+        (128..320).contains(&part),
+        "first turn wrote {part} datagrams"
+    );
+    assert!(h.shard.forward_backlog());
+    h.deliver_shard_output();
+    // A packet of the same stream arrives while the first run is unfinished:
+    // it must reach the viewers already visited too.
+    let later = h.publisher_datagrams(publisher, 4, 600);
+    for d in &later {
+        datagram(&mut h.shard, h.now, from, d);
+    }
+    let mut turns = 1;
+    while h.shard.forward_backlog() {
+        h.shard.handle_timeout(h.now);
+        h.deliver_shard_output();
+        turns += 1;
+    }
+    assert!(turns >= 3, "{turns} turns");
+    h.exchange();
+    for &v in &viewers {
+        let s = seqs(&h, v);
+        assert_eq!(s.len(), 12, "viewer {v}: {s:?}");
+        assert!(
+            s.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+            "viewer {v}: {s:?}"
+        );
+    }
+    assert_eq!(h.shard.counters().rtp_forwarded, 40 * 12);
+}

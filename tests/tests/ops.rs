@@ -49,21 +49,34 @@ async fn metrics_parse_as_prometheus_text_and_counters_move_with_media() {
         .filter(|s| s.metric == "sluice_shard_info")
         .collect();
     assert_eq!(shards.len(), 2);
-    // Busy loop turns are timed: a histogram per shard with counts.
-    let turns: f64 = after
-        .samples
-        .iter()
-        .filter(|s| s.metric == "sluice_shard_loop_turn_seconds")
-        .map(|s| match &s.value {
-            prometheus_parse::Value::Histogram(h) => {
-                let last = h.last().expect("buckets");
-                assert!(last.less_than.is_infinite(), "+Inf bucket last");
-                last.count
-            }
-            v => panic!("loop turn time is not a histogram: {v:?}"),
-        })
-        .sum();
+    // Histograms per shard: the total count over shards.
+    let histogram_count = |name: &str| -> f64 {
+        after
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Histogram(h) => {
+                    let last = h.last().expect("buckets");
+                    assert!(last.less_than.is_infinite(), "+Inf bucket last");
+                    last.count
+                }
+                v => panic!("{name} is not a histogram: {v:?}"),
+            })
+            .sum()
+    };
+    // Busy loop turns are timed.
+    let turns = histogram_count("sluice_shard_loop_turn_seconds");
     assert!(turns > 0.0, "no loop turn was timed");
+    // Every forwarded copy's time in sluice is measured, once (media still
+    // flows while the scrape reads counters and histograms one after the
+    // other, so allow the turns in between).
+    let copies = histogram_count("sluice_shard_forward_delay_seconds");
+    let forwarded = sum(&after, "sluice_shard_rtp_forwarded_total");
+    assert!(
+        copies > 0.0 && (copies - forwarded).abs() <= forwarded * 0.05 + 20.0,
+        "{copies} forwarding delays for {forwarded} copies written to viewers"
+    );
     for name in [
         "sluice_shard_fanout_queue_depth",
         "sluice_shard_fanout_queue_capacity",
