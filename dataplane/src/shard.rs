@@ -1108,30 +1108,23 @@ impl Shard {
         if t.held.first().is_some_and(|h| h.ts != fwd.ts) {
             // A new frame began before the last one's marker (lost or never
             // set): what was held goes now.
-            t.released_ts = t.held.first().map(|h| h.ts);
-            t.held_since = None;
-            for p in t.held.drain(..) {
-                route(
-                    &self.cfg,
-                    stream,
-                    &mut self.pending,
-                    &mut self.out_batches,
-                    p,
-                );
-            }
+            release_frame(
+                t,
+                &self.cfg,
+                stream,
+                &mut self.pending,
+                &mut self.out_batches,
+            );
         }
         if fwd.marker || t.released_ts == Some(fwd.ts) {
+            release_frame(
+                t,
+                &self.cfg,
+                stream,
+                &mut self.pending,
+                &mut self.out_batches,
+            );
             t.released_ts = Some(fwd.ts);
-            t.held_since = None;
-            for p in t.held.drain(..) {
-                route(
-                    &self.cfg,
-                    stream,
-                    &mut self.pending,
-                    &mut self.out_batches,
-                    p,
-                );
-            }
             route(
                 &self.cfg,
                 stream,
@@ -1170,18 +1163,14 @@ impl Shard {
                             still = true;
                             continue;
                         }
-                        t.released_ts = t.held.first().map(|h| h.ts);
-                        t.held_since = None;
                         self.counters.frames_held_expired += 1;
-                        for p in t.held.drain(..) {
-                            route(
-                                &self.cfg,
-                                stream,
-                                &mut self.pending,
-                                &mut self.out_batches,
-                                p,
-                            );
-                        }
+                        release_frame(
+                            t,
+                            &self.cfg,
+                            stream,
+                            &mut self.pending,
+                            &mut self.out_batches,
+                        );
                     }
                 }
             }
@@ -1460,6 +1449,24 @@ fn route(
         } else {
             batch.push(fwd.clone());
         }
+    }
+}
+
+/// Send what a track holds of a frame (see [`ShardConfig::frame_hold`]) and
+/// remember the frame as sent, so its late packets are not held.
+fn release_frame(
+    t: &mut PubTrack,
+    cfg: &ShardConfig,
+    stream: &StreamShared,
+    pending: &mut Vec<FwdPacket>,
+    out_batches: &mut [Vec<FwdPacket>],
+) {
+    if let Some(first) = t.held.first() {
+        t.released_ts = Some(first.ts);
+    }
+    t.held_since = None;
+    for p in t.held.drain(..) {
+        route(cfg, stream, pending, out_batches, p);
     }
 }
 

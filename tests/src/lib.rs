@@ -65,10 +65,12 @@ pub fn session_counts(server: &Server) -> (usize, usize) {
     (reg, shards)
 }
 
-/// Every session leaves the registry and the shards within 5 s; then the server stops.
+/// Every session leaves the registry and the shards within 10 s; then the server stops.
 pub async fn empties_then_stops(server: Server) {
     assert!(
-        wait_until(Duration::from_secs(5), || session_counts(&server) == (0, 0)).await,
+        wait_until(Duration::from_secs(10), || session_counts(&server)
+            == (0, 0))
+        .await,
         "sessions left: {:?}",
         session_counts(&server)
     );

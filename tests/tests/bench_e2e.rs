@@ -8,7 +8,7 @@ use std::time::Duration;
 use sluice_bench::client::MediaSpec;
 use sluice_bench::fanout::{self, FanoutConfig, RampConfig, Target, DEFAULT_WHEP, DEFAULT_WHIP};
 use sluice_bench::{plot, report};
-use sluice_tests::{session_counts, start, wait_until};
+use sluice_tests::{empties_then_stops, start};
 
 fn config(base: String, stream: &str, viewers: usize) -> FanoutConfig {
     FanoutConfig {
@@ -83,14 +83,7 @@ async fn fanout_to_five_viewers_delivers_without_loss_and_reports_json() {
     assert!(table.contains("5/5 connected"), "{table}");
 
     // The run DELETEs what it created.
-    assert!(
-        wait_until(Duration::from_secs(10), || session_counts(&server)
-            == (0, 0))
-        .await,
-        "sessions left after the run: {:?}",
-        session_counts(&server)
-    );
-    server.shutdown().await;
+    empties_then_stops(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,14 +113,7 @@ async fn viewers_spread_over_several_streams_get_their_own_streams_media() {
     assert_eq!(m["silent_viewers"], 0, "{text}");
     assert_eq!(m["corrupt_payloads"], 0, "{text}");
     assert!(m["latency_ms"]["samples"].as_u64().unwrap() > 0, "{text}");
-    assert!(
-        wait_until(Duration::from_secs(10), || session_counts(&server)
-            == (0, 0))
-        .await,
-        "sessions left after the run: {:?}",
-        session_counts(&server)
-    );
-    server.shutdown().await;
+    empties_then_stops(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
