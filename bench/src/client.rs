@@ -79,6 +79,11 @@ pub struct MediaSpec {
     pub fps: u32,
     /// Seconds between keyframes.
     pub keyframe_interval: Duration,
+    /// When in the keyframe interval this publisher's periodic keyframes
+    /// fall, counted from its start: publishers of one run get different
+    /// phases, as independent encoders have, instead of all sending their
+    /// keyframes together every interval.
+    pub keyframe_phase: Duration,
     /// Largest RTP payload.
     pub max_payload: usize,
 }
@@ -92,6 +97,7 @@ impl Default for MediaSpec {
             bitrate: 1_000_000,
             fps: 30,
             keyframe_interval: Duration::from_secs(2),
+            keyframe_phase: Duration::ZERO,
             max_payload: 1150,
         }
     }
@@ -544,6 +550,9 @@ struct TrackTx {
     counter: u32,
     next: Option<Instant>,
     last_key: Option<Instant>,
+    /// The next periodic keyframe: on a fixed grid, whatever keyframes
+    /// requests (PLI) add in between.
+    next_key: Option<Instant>,
     force_key: bool,
     frame: u32,
 }
@@ -558,6 +567,7 @@ impl TrackTx {
             counter: 0,
             next: None,
             last_key: None,
+            next_key: None,
             force_key: false,
             frame: 0,
         }
@@ -628,9 +638,8 @@ impl PubState {
             }
             let frame_gap = Duration::from_secs(1) / self.spec.fps.max(1);
             while let (Some(pt), true) = (v.pt, v.next.is_some_and(|t| t <= now)) {
-                let key = v.force_key
-                    || v.last_key
-                        .is_none_or(|k| now.duration_since(k) >= self.spec.keyframe_interval);
+                let periodic = periodic_key_due(&mut v.next_key, now, self.spec.keyframe_interval);
+                let key = v.force_key || v.last_key.is_none() || periodic;
                 if key {
                     v.last_key = Some(now);
                     v.force_key = false;
@@ -699,7 +708,35 @@ impl PubState {
         for t in [&mut self.audio, &mut self.video].into_iter().flatten() {
             t.next = Some(now);
         }
+        if let Some(v) = self.video.as_mut() {
+            // The first frame is a keyframe; periodic ones follow on the
+            // publisher's phase of the interval.
+            let interval = self.spec.keyframe_interval.max(Duration::from_millis(1));
+            let phase = Duration::from_nanos(
+                (self.spec.keyframe_phase.as_nanos() % interval.as_nanos()) as u64,
+            );
+            v.next_key = Some(now + if phase.is_zero() { interval } else { phase });
+        }
     }
+}
+
+/// Whether a periodic keyframe is due at `now`; if so, moves `next` to the
+/// next point of its grid after `now` (frames missed in between do not
+/// bunch up keyframes).
+fn periodic_key_due(next: &mut Option<Instant>, now: Instant, interval: Duration) -> bool {
+    let Some(t) = *next else {
+        return false;
+    };
+    if t > now {
+        return false;
+    }
+    let interval = interval.max(Duration::from_millis(1));
+    let mut t = t;
+    while t <= now {
+        t += interval;
+    }
+    *next = Some(t);
+    true
 }
 
 /// Is this datagram RTP (not RTCP, STUN or DTLS)? RFC 7983 + RFC 5761.
@@ -978,6 +1015,34 @@ fn handle_event(rtc: &mut Rtc, role: &mut Role, e: Event) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periodic_keyframes_stay_on_their_grid() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(2);
+        let mut next = Some(t0 + Duration::from_millis(500));
+        assert!(!periodic_key_due(&mut next, t0, s));
+        assert!(periodic_key_due(
+            &mut next,
+            t0 + Duration::from_millis(500),
+            s
+        ));
+        assert_eq!(next, Some(t0 + Duration::from_millis(2500)));
+        assert!(!periodic_key_due(
+            &mut next,
+            t0 + Duration::from_millis(2400),
+            s
+        ));
+        // Late by more than an interval: one keyframe, then back on the grid.
+        assert!(periodic_key_due(
+            &mut next,
+            t0 + Duration::from_millis(7000),
+            s
+        ));
+        assert_eq!(next, Some(t0 + Duration::from_millis(8500)));
+        let mut none = None;
+        assert!(!periodic_key_due(&mut none, t0, s));
+    }
 
     #[test]
     fn payload_round_trips_and_detects_damage() {

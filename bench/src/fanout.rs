@@ -719,7 +719,10 @@ async fn start_publishers(
             .target
             .whip_url_for(&cfg.target.stream_name(i, cfg.streams));
         let ep = cfg.target.endpoint(url.clone());
-        let (http, opts, media, sem) = (http.clone(), opts.clone(), cfg.media.clone(), sem.clone());
+        let (http, opts, mut media, sem) =
+            (http.clone(), opts.clone(), cfg.media.clone(), sem.clone());
+        // Spread the publishers' periodic keyframes over the interval.
+        media.keyframe_phase = cfg.media.keyframe_interval * i as u32 / cfg.streams.max(1) as u32;
         set.spawn(async move {
             let _permit = sem.acquire_owned().await.expect("semaphore open");
             client::publish_with(&http, &ep, media, &opts)

@@ -243,6 +243,7 @@ fn fanout_config(a: &FanoutArgs) -> FanoutConfig {
             bitrate: a.bitrate,
             fps: a.fps,
             keyframe_interval: a.keyframe_interval,
+            keyframe_phase: Duration::ZERO,
             max_payload: a.max_payload,
         },
         duration: a.duration,
