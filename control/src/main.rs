@@ -244,6 +244,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("no secret configured: open dev mode, anyone may publish and view");
     }
     let drain_timeout = config.drain_timeout();
+    // Take over SIGTERM and SIGINT before anyone can be told we serve: a
+    // supervisor (or a test) that stops us right after READY=1 or the banner
+    // must get a drain, not the default action's abrupt exit.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let mut server = Server::start(config, true).await?;
     println!("sluice listening on {}", server.url());
     println!(
@@ -266,9 +272,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         server.app.dataplane.shards.len(),
         std::process::id()
     ));
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let admin_drain = server.app.clone();
     tokio::select! {
         r = server.wait() => { r?; }
