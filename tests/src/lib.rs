@@ -77,6 +77,20 @@ pub async fn empties_then_stops(server: Server) {
     server.shutdown().await;
 }
 
+/// Packets `viewer` has received.
+pub fn packets(viewer: &SessionHandle<ViewerStats>) -> u64 {
+    viewer.stats.packets.load(Ordering::Relaxed)
+}
+
+/// Whether `viewer` has received more than `count` packets within `limit`.
+pub async fn receives_more_than(
+    viewer: &SessionHandle<ViewerStats>,
+    count: u64,
+    limit: Duration,
+) -> bool {
+    wait_until(limit, || packets(viewer) > count).await
+}
+
 /// A default publisher of `stream` and one viewer of it, returned once the viewer has
 /// received more than `packets` packets (10 s at most).
 pub async fn publish_and_view(
@@ -93,14 +107,9 @@ pub async fn publish_and_view(
         .await
         .unwrap();
     assert!(
-        wait_until(Duration::from_secs(10), || viewer
-            .stats
-            .packets
-            .load(Ordering::Relaxed)
-            > packets)
-        .await,
+        receives_more_than(&viewer, packets, Duration::from_secs(10)).await,
         "the viewer of {stream} got {} packets in 10 s",
-        viewer.stats.packets.load(Ordering::Relaxed)
+        self::packets(&viewer)
     );
     (publisher, viewer)
 }

@@ -1,11 +1,12 @@
 //! Operating the appliance: metrics that parse and move, admin API access,
 //! drain, configuration precedence and errors.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sluice_bench::client::{self, ViewerMode};
-use sluice_tests::{publish_and_view, session_counts, start, wait_until, whep};
+use sluice_tests::{
+    packets, publish_and_view, receives_more_than, session_counts, start, wait_until, whep,
+};
 
 fn parse(text: &str) -> prometheus_parse::Scrape {
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
@@ -288,15 +289,8 @@ async fn drain_refuses_new_sessions_while_active_ones_keep_flowing() {
         "{err}"
     );
     // ... while the active viewer keeps receiving.
-    let before = viewer.stats.packets.load(Ordering::Relaxed);
-    assert!(
-        wait_until(Duration::from_secs(5), || viewer
-            .stats
-            .packets
-            .load(Ordering::Relaxed)
-            > before + 50)
-        .await
-    );
+    let before = packets(&viewer);
+    assert!(receives_more_than(&viewer, before + 50, Duration::from_secs(5)).await);
     // The drain ends when the last session does.
     let draining = {
         let s = &server;

@@ -1,12 +1,13 @@
 //! Every WHIP/WHEP error answer, from real HTTP requests; bad input never
 //! hurts other sessions.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sluice::auth::{unix_now, Claims, TokenKey};
 use sluice_bench::client::{self, MediaSpec, ViewerMode};
-use sluice_tests::{publish_and_view, session_counts, start, wait_until, whep, whip};
+use sluice_tests::{
+    packets, publish_and_view, receives_more_than, session_counts, start, wait_until, whep, whip,
+};
 use str0m::media::{Direction, MediaKind};
 use str0m::RtcConfig;
 
@@ -336,14 +337,7 @@ async fn with_a_secret_whip_and_whep_need_a_token_granting_the_stream() {
     let viewer = client::view(&http, &ep, ViewerMode::CountOnly)
         .await
         .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || viewer
-            .stats
-            .packets
-            .load(Ordering::Relaxed)
-            > 50)
-        .await
-    );
+    assert!(receives_more_than(&viewer, 50, Duration::from_secs(10)).await);
     viewer.close().await.unwrap();
     publisher.close().await.unwrap();
     assert!(wait_until(Duration::from_secs(3), || session_counts(&server) == (0, 0)).await);
@@ -396,27 +390,13 @@ async fn garbage_datagrams_are_dropped_and_counted_while_media_flows() {
         server.app.dataplane.shards[0].counters.snapshot()
     );
     // The stream still flows, uncorrupted, and the server still takes sessions.
-    let before = viewer.stats.packets.load(Ordering::Relaxed);
-    assert!(
-        wait_until(Duration::from_secs(5), || viewer
-            .stats
-            .packets
-            .load(Ordering::Relaxed)
-            > before + 50)
-        .await
-    );
+    let before = packets(&viewer);
+    assert!(receives_more_than(&viewer, before + 50, Duration::from_secs(5)).await);
     assert_eq!(viewer.stats.received.lock().unwrap().corrupt, 0);
     let second = client::view(&http, &whep(&server, "g"), ViewerMode::CountOnly)
         .await
         .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || second
-            .stats
-            .packets
-            .load(Ordering::Relaxed)
-            > 20)
-        .await
-    );
+    assert!(receives_more_than(&second, 20, Duration::from_secs(10)).await);
     second.close().await.unwrap();
     viewer.close().await.unwrap();
     publisher.close().await.unwrap();
