@@ -44,24 +44,7 @@ const CMSG_HEADER: usize = cmsg_align(USIZE + 2 * INT);
 /// Asks the kernel to deliver GSO sends to `socket` whole (`UDP_GRO`).
 /// Kernels before 5.0 refuse it; the socket then keeps working without it.
 pub fn enable(socket: &impl AsFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: the descriptor is borrowed from a live socket for the call's
-    // duration, and setsockopt reads exactly `size_of::<c_int>()` bytes from
-    // a pointer to the local `on`, which outlives the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_fd().as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            ptr::from_ref(&on).cast(),
-            INT as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    sluice_dataplane::io::set_int_option(socket, libc::SOL_UDP, libc::UDP_GRO, 1)
 }
 
 /// What one [`recv`] read.

@@ -5,7 +5,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -116,6 +116,32 @@ pub fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> io::Result<UdpSocket> 
     Ok(sock.into())
 }
 
+/// `setsockopt` of an `int`-valued option on `sock`.
+pub fn set_int_option(
+    sock: &impl AsFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the descriptor is borrowed from a live socket for the call; the
+    // pointer is to the local `value` with its exact size, and the kernel
+    // copies the value and keeps no reference.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_fd().as_raw_fd(),
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn set_buffer(sock: &Socket, bytes: usize, recv: bool) {
     let force = if recv {
         libc::SO_RCVBUFFORCE
@@ -123,18 +149,7 @@ fn set_buffer(sock: &Socket, bytes: usize, recv: bool) {
         libc::SO_SNDBUFFORCE
     };
     let val = bytes as libc::c_int;
-    // SAFETY: setsockopt on a valid socket fd with a pointer to a live c_int and
-    // its exact size; the kernel copies the value and keeps no reference.
-    let forced = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            force,
-            &val as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    } == 0;
-    if !forced {
+    if set_int_option(sock, libc::SOL_SOCKET, force, val).is_err() {
         let _ = if recv {
             sock.set_recv_buffer_size(bytes)
         } else {
@@ -296,18 +311,7 @@ pub(crate) mod tests {
     ))]
     pub(crate) fn refuse_gso(sock: &UdpSocket) {
         const SO_NO_CHECK: libc::c_int = 11;
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt on a live socket with a pointer to a live c_int and its size.
-        let r = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                SO_NO_CHECK,
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(r, 0, "setsockopt(SO_NO_CHECK)");
+        set_int_option(sock, libc::SOL_SOCKET, SO_NO_CHECK, 1).expect("setsockopt(SO_NO_CHECK)");
     }
 
     #[test]
