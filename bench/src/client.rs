@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use sluice_dataplane::shard::is_rtp;
 use str0m::change::SdpAnswer;
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
@@ -739,11 +740,6 @@ fn periodic_key_due(next: &mut Option<Instant>, now: Instant, interval: Duration
     true
 }
 
-/// Is this datagram RTP (not RTCP, STUN or DTLS)? RFC 7983 + RFC 5761.
-fn is_rtp(buf: &[u8]) -> bool {
-    buf.len() >= 12 && (128..=191).contains(&buf[0]) && !(192..=223).contains(&buf[1])
-}
-
 async fn run(
     mut rtc: Rtc,
     socket: UdpSocket,
@@ -1173,17 +1169,5 @@ mod tests {
             assert_eq!(read.segment_size, None);
             assert_eq!(&buf[..read.len], &want[..]);
         }
-    }
-
-    #[test]
-    fn rtp_is_told_apart_from_rtcp_stun_and_dtls() {
-        let mut rtp = [0u8; 12];
-        rtp[0] = 0x80;
-        rtp[1] = 96;
-        assert!(is_rtp(&rtp));
-        rtp[1] = 200; // SR
-        assert!(!is_rtp(&rtp));
-        assert!(!is_rtp(&[0x16; 20])); // DTLS
-        assert!(!is_rtp(&[0x00; 20])); // STUN
     }
 }

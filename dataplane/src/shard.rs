@@ -1478,8 +1478,7 @@ fn release_frame(
 fn group_by_ssrc(out: &mut [Datagram]) {
     fn key(d: &Datagram) -> u64 {
         let b = &d.contents;
-        let rtp = b.len() >= 12 && b[0] >> 6 == 2 && !(192..=223).contains(&b[1]);
-        if rtp {
+        if is_rtp(b) {
             u64::from(u32::from_be_bytes([b[8], b[9], b[10], b[11]]))
         } else {
             u64::MAX
@@ -1961,6 +1960,11 @@ fn rid_tag(rid: Rid) -> u32 {
     })
 }
 
+/// Is this datagram RTP (not RTCP, STUN or DTLS)? RFC 7983 + RFC 5761.
+pub fn is_rtp(buf: &[u8]) -> bool {
+    buf.len() >= 12 && (128..=191).contains(&buf[0]) && !(192..=223).contains(&buf[1])
+}
+
 /// Does this payload start a keyframe? Cheap header checks per codec.
 pub fn is_keyframe(codec: Codec, p: &[u8]) -> bool {
     match codec {
@@ -2022,6 +2026,18 @@ pub fn is_keyframe(codec: Codec, p: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rtp_is_told_apart_from_rtcp_stun_and_dtls() {
+        let mut rtp = [0u8; 12];
+        rtp[0] = 0x80;
+        rtp[1] = 96;
+        assert!(is_rtp(&rtp));
+        rtp[1] = 200; // SR
+        assert!(!is_rtp(&rtp));
+        assert!(!is_rtp(&[0x16; 20])); // DTLS
+        assert!(!is_rtp(&[0x00; 20])); // STUN
+    }
 
     #[test]
     fn grouping_by_ssrc_keeps_each_streams_order() {
