@@ -3,11 +3,12 @@
 //!
 //! ```text
 //! valgrind --tool=callgrind --collect-atstart=no --toggle-collect=forward_phase \
-//!     target/release/examples/forward_count 100 400 [PER_TURN [HOLD_MS]]
+//!     target/release/examples/forward_count 100 400 [PER_TURN [HOLD_MS [DIRECT]]]
 //! ```
 //! PER_TURN (default 8) is how many publisher packets each shard turn carries,
 //! so how many each viewer visit writes; HOLD_MS (default 0) turns on frame
-//! holding, so a frame's packets reach each viewer in one visit. Only
+//! holding, so a frame's packets reach each viewer in one visit; DIRECT
+//! (default 1) 0 keeps viewers on str0m's send path instead of sluice's. Only
 //! `forward_phase` (the shard turn) is counted; divide by VIEWERS×PACKETS.
 
 use std::time::Duration;
@@ -28,7 +29,11 @@ fn main() {
     let per_turn: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(8);
     // Frame hold in milliseconds (0: every packet fans out in its own turn).
     let hold_ms: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0);
-    let mut h = Harness::with_config(|c| c.frame_hold = Duration::from_millis(hold_ms));
+    let direct = args.next().map(|a| a != "0").unwrap_or(true);
+    let mut h = Harness::with_config(|c| {
+        c.frame_hold = Duration::from_millis(hold_ms);
+        c.direct_send = direct;
+    });
     let publisher = h.add_publisher();
     for _ in 0..viewers {
         let v = h.add_viewer();

@@ -9,6 +9,7 @@
 //! config holds no per-connection state (dimpl takes it as `Arc<Config>`), so
 //! one per MTU is built, validated once, and shared.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -17,6 +18,8 @@ use str0m::crypto::dtls::{
     DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion, ProtocolVersion,
 };
 use str0m::crypto::{CryptoError, CryptoProvider};
+
+use crate::srtp::Exported;
 
 /// str0m's provider for this build's crypto features, with shared DTLS configs.
 pub fn crypto_provider() -> CryptoProvider {
@@ -92,6 +95,19 @@ impl DtlsProvider for SharedConfigDtls {
     }
 }
 
+thread_local! {
+    /// The keying material the last endpoint polled on this thread exported.
+    static EXPORTED: RefCell<Option<Exported>> = const { RefCell::new(None) };
+}
+
+/// Take the SRTP keying material a DTLS endpoint exported on this thread
+/// since the last call. A shard clears this before it hands a datagram to a
+/// session and takes it right after, so what it takes is that session's:
+/// str0m polls the endpoint only from inside calls on its `Rtc`.
+pub fn take_exported() -> Option<Exported> {
+    EXPORTED.with(|x| x.borrow_mut().take())
+}
+
 /// One session's DTLS endpoint.
 struct Endpoint(dimpl::Dtls);
 
@@ -111,7 +127,16 @@ impl DtlsInstance for Endpoint {
     }
 
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
-        self.0.poll_output(buf)
+        let out = self.0.poll_output(buf);
+        if let DtlsOutput::KeyingMaterial(material, profile) = &out {
+            let e = Exported {
+                material: material.to_vec(),
+                profile: *profile,
+                active: self.0.is_active(),
+            };
+            EXPORTED.with(|x| *x.borrow_mut() = Some(e));
+        }
+        out
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {

@@ -3,6 +3,7 @@
 //!
 //! Knows nothing of HTTP, tokio or configuration files.
 
+pub mod direct;
 pub mod dtls;
 pub mod extensions;
 pub mod fanout;
@@ -10,6 +11,7 @@ pub mod ids;
 pub mod io;
 pub mod runtime;
 pub mod shard;
+pub mod srtp;
 pub mod stats;
 pub mod stun;
 pub mod testkit;

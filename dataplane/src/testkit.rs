@@ -53,6 +53,9 @@ pub struct Peer {
     pub send_orientation: Option<VideoOrientation>,
     /// Video orientations received (viewers): (seq, orientation).
     pub orientations: Vec<(u16, VideoOrientation)>,
+    /// Per received mid, the packet count the sender's last RTCP sender
+    /// report gave (viewers).
+    pub reported_sent: Vec<(Mid, u64)>,
     inbox: VecDeque<Vec<u8>>,
     outbox: Vec<Vec<u8>>,
 }
@@ -263,6 +266,7 @@ impl Harness {
             layers_seen: Vec::new(),
             send_orientation: None,
             orientations: Vec::new(),
+            reported_sent: Vec::new(),
             inbox: VecDeque::new(),
             outbox: Vec::new(),
         });
@@ -518,6 +522,12 @@ fn drain_peer(p: &mut Peer) -> Vec<Vec<u8>> {
                     }
                 }
                 Event::KeyframeRequest(_) => p.keyframe_requests += 1,
+                Event::MediaIngressStats(m) => {
+                    if let Some(r) = m.remote {
+                        p.reported_sent.retain(|(mid, _)| *mid != m.mid);
+                        p.reported_sent.push((m.mid, r.packets));
+                    }
+                }
                 _ => {}
             },
         }

@@ -105,6 +105,88 @@ fn lost_packets_are_repaired_from_the_sfu_cache_with_rtx() {
         "every lost packet was resent (lost {})",
         h.peers[lossy].lost
     );
+    // Resent by sluice's own send path, on the RTX stream.
+    let c = h.shard.counters();
+    assert_eq!(c.direct_sessions, 2);
+    assert!(c.rtx_sent > 0 && c.nack_misses == 0, "{c:?}");
+}
+
+/// 1 s of a publisher's video (4 packets every 20 ms) and 1.5 s more of exchange.
+fn one_second_of_video(h: &mut Harness, publisher: usize) {
+    for _ in 0..50 {
+        let d = h.publisher_datagrams(publisher, 4, 900);
+        h.feed(publisher, &d);
+        h.advance(Duration::from_millis(20));
+    }
+    h.advance(Duration::from_millis(1500));
+}
+
+#[test]
+fn viewers_that_estimate_nothing_get_media_and_sender_reports_from_sluices_own_send_path() {
+    let mut h = Harness::new();
+    let publisher = h.add_publisher();
+    let viewers: Vec<usize> = (0..3).map(|_| h.add_viewer()).collect();
+    h.connect_all(Duration::from_secs(5));
+    one_second_of_video(&mut h, publisher);
+    let c = *h.shard.counters();
+    assert_eq!(c.direct_sessions, 3, "{c:?}");
+    assert_eq!(c.direct_refused, 0);
+    for &v in &viewers {
+        let p = &h.peers[v];
+        assert_eq!(
+            p.received.len(),
+            200,
+            "viewer {v}: str0m decrypted every packet"
+        );
+        for w in p.received.windows(2) {
+            assert_eq!(w[1].1, w[0].1.wrapping_add(1), "viewer {v} in order");
+        }
+        // The viewer's str0m read our sender reports, one per second while
+        // media flows: the last counts what was sent up to then.
+        let video = p.video.expect("video mid");
+        let reported = p
+            .reported_sent
+            .iter()
+            .find(|(m, _)| *m == video)
+            .map_or(0, |x| x.1);
+        assert!(
+            (190..=200).contains(&reported),
+            "viewer {v}: {:?}",
+            p.reported_sent
+        );
+    }
+    assert!(c.sender_reports >= 3, "{c:?}");
+    // str0m's own reports of streams it never sent on did not go out.
+    assert!(c.rtcp_replaced > 0, "{c:?}");
+}
+
+#[test]
+fn with_the_direct_path_off_str0m_sends_as_before() {
+    let mut h = Harness::with_config(|c| c.direct_send = false);
+    let publisher = h.add_publisher();
+    let viewers: Vec<usize> = (0..2).map(|_| h.add_viewer()).collect();
+    h.connect_all(Duration::from_secs(5));
+    one_second_of_video(&mut h, publisher);
+    let c = *h.shard.counters();
+    assert_eq!(
+        (c.direct_sessions, c.sender_reports, c.rtcp_replaced),
+        (0, 0, 0)
+    );
+    for &v in &viewers {
+        assert_eq!(h.peers[v].received.len(), 200, "viewer {v}");
+    }
+}
+
+#[test]
+fn viewers_that_estimate_bandwidth_stay_on_str0ms_send_path() {
+    let mut h = Harness::new();
+    h.viewer_bwe = Some(1_000_000);
+    let publisher = h.add_publisher();
+    let v = h.add_viewer();
+    h.connect_all(Duration::from_secs(5));
+    one_second_of_video(&mut h, publisher);
+    assert_eq!(h.shard.counters().direct_sessions, 0);
+    assert_eq!(h.peers[v].received.len(), 200);
 }
 
 /// One frame on every layer, then exchange and let time pass.

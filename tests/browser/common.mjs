@@ -74,6 +74,21 @@ export function recordConsole(page, name) {
   page.on('crash', () => consoleLines.push(`[${elapsed()}] ${name} CRASHED`));
 }
 
+// A shard counter summed over shards, from the Prometheus text; NaN if unreadable.
+export async function shardCounter(request, name) {
+  try {
+    const resp = await request.get(`${BASE}/metrics`, { timeout: 5_000 });
+    const text = await resp.text();
+    let sum = 0;
+    for (const line of text.split('\n')) {
+      if (line.startsWith(`sluice_shard_${name}_total`)) sum += Number(line.split(/\s+/).pop()) || 0;
+    }
+    return sum;
+  } catch {
+    return NaN;
+  }
+}
+
 export async function adminSessions(request) {
   const resp = await request.get(`${BASE}/admin/sessions`, { timeout: 5_000 });
   const body = await resp.text();

@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   ARTIFACTS, BASE, CHROMIUM, CHROMIUM_ARGS, NO_BACKGROUND_THROTTLING, CheckFailed, adminSessions, check,
-  consoleLines, deadlineMs, elapsed, lastOk, log, passed, pollUntil, recordConsole, sleep,
+  consoleLines, deadlineMs, elapsed, lastOk, log, passed, pollUntil, recordConsole, shardCounter, sleep,
 } from './common.mjs';
 
 const DEADLINE_MS = deadlineMs(100_000);
@@ -71,21 +71,6 @@ function describeLayers(layers, prev, ms) {
 }
 
 const sendingLayers = (s) => s.sendLayers.filter((l) => l.active && l.frameWidth > 0);
-
-// Shard counters summed over shards, from the Prometheus text.
-async function metric(request, name) {
-  try {
-    const resp = await request.get(`${BASE}/metrics`, { timeout: 5_000 });
-    const text = await resp.text();
-    let sum = 0;
-    for (const line of text.split('\n')) {
-      if (line.startsWith(`sluice_shard_${name}_total`)) sum += Number(line.split(/\s+/).pop()) || 0;
-    }
-    return sum;
-  } catch {
-    return NaN;
-  }
-}
 
 const isOurs = (role) => (s) => s.role === role && s.stream === STREAM;
 
@@ -173,8 +158,8 @@ async function sampleTimeline(publisher, viewer) {
 
 // Raise or lower B's cap and wait for the decoded width of A's matching layer.
 async function switchTo(publisher, viewer, request, layer, pick) {
-  const kf0 = await metric(request, 'keyframe_requests');
-  const sw0 = await metric(request, 'layer_switch_requests');
+  const kf0 = await shardCounter(request, 'keyframe_requests');
+  const sw0 = await shardCounter(request, 'layer_switch_requests');
   const t0 = Date.now();
   const res = await viewer.evaluate((l) => window.sluice.setLayer(l), layer);
   check(res?.applied === true, `setLayer('${layer}') accepted by the server`, JSON.stringify(res));
@@ -189,8 +174,8 @@ async function switchTo(publisher, viewer, request, layer, pick) {
     SWITCH_TIMEOUT_MS,
   );
   const ms = Date.now() - t0;
-  const kf1 = await metric(request, 'keyframe_requests');
-  const sw1 = await metric(request, 'layer_switch_requests');
+  const kf1 = await shardCounter(request, 'keyframe_requests');
+  const sw1 = await shardCounter(request, 'layer_switch_requests');
   timings[`switch to ${layer}`] = `${(ms / 1000).toFixed(1)} s`;
   check(last.b.frameWidth === want, `viewer switches to ${layer}: width ${want}`,
     `got ${last.b.frameWidth}x${last.b.frameHeight} after ${(ms / 1000).toFixed(1)} s; ` +
@@ -317,8 +302,8 @@ async function run(context) {
 
   const pubEnd = await stats(publisher);
   log(`A layers at the end: ${describeLayers(pubEnd.sendLayers)}; quality limitation: ${pubEnd.qualityLimitationReason || 'none'}`);
-  log(`server: ${await metric(request, 'keyframe_requests')} keyframe requests, ` +
-    `${await metric(request, 'layer_switch_requests')} layer switch requests`);
+  log(`server: ${await shardCounter(request, 'keyframe_requests')} keyframe requests, ` +
+    `${await shardCounter(request, 'layer_switch_requests')} layer switch requests`);
 
   timelineOn = false;
   await sampler;

@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   ARTIFACTS, BASE, CHROMIUM, CHROMIUM_ARGS, CheckFailed, adminSessions, check,
-  consoleLines, deadlineMs, lastOk, log, pollUntil, recordConsole, sleep,
+  consoleLines, deadlineMs, lastOk, log, pollUntil, recordConsole, shardCounter, sleep,
 } from './common.mjs';
 
 const DEADLINE_MS = deadlineMs(100_000);
@@ -101,6 +101,12 @@ async function run(context) {
   });
   check(video.width > 0 && !video.paused && video.time > 0, 'viewer <video> is playing',
     JSON.stringify(video));
+  // A WHEP viewer of a stream without simulcast estimates no bandwidth: sluice's own
+  // RTP/SRTP path sends its media and sender reports, and Chromium decoded them above.
+  const direct = await shardCounter(request, 'direct_sessions');
+  const reports = await shardCounter(request, 'sender_reports');
+  check(direct >= 1 && reports >= 2, 'viewer is sent to by sluice\'s own send path',
+    `direct sessions ${direct}, sender reports ${reports}`);
 
   mkdirSync(ARTIFACTS, { recursive: true });
   const shot = join(ARTIFACTS, 'whip_whep.png');

@@ -1,0 +1,731 @@
+//! sluice's own send path for forwarded media.
+//!
+//! A viewer that runs no bandwidth estimation needs nothing from an RTP
+//! stack per packet but a rewritten header and SRTP. str0m's send path
+//! gives it much more: a packet record and a copy into its send queue, an
+//! RTX cache entry, a fresh zeroed buffer and a second copy around
+//! encryption, a timeout/poll cycle per visit. Measured (BENCHMARKS.md) that
+//! was nine tenths of the forwarding cost. Here each copy is one buffer: the
+//! header is written, the shared payload copied once behind it, and the
+//! payload sealed in place (AES-GCM).
+//!
+//! The session's str0m `Rtc` keeps everything else: ICE, DTLS, SDP, and the
+//! viewer's RTCP (receiver reports, PLI and FIR become str0m's events as
+//! before). What sending media takes over from it is here too:
+//! - retransmission: a cache of the last packets per video track (shared
+//!   payloads), answered on NACK with RFC 4588 RTX where negotiated;
+//! - sender reports: one per track per second with the RTP/NTP mapping the
+//!   viewer's lip sync needs, and SDES CNAME;
+//! - the MID header extension, until the viewer reports on the SSRC.
+//!
+//! str0m's own RTCP for such a session (sender reports of streams it never
+//! sent on) is not sent; the shard drops it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::shard::Datagram;
+use crate::srtp::{SrtpSession, RTCP_OVERHEAD, RTP_OVERHEAD};
+
+/// Packets kept per video track for NACK answers: a second of video up to
+/// ~2.5 Mbit/s. Must be a power of two.
+pub const RTX_CACHE: usize = 256;
+/// A packet is not resent again within this long.
+const RESEND_GAP: Duration = Duration::from_millis(20);
+/// Cached packets older than this are not resent.
+const RESEND_MAX_AGE: Duration = Duration::from_secs(1);
+/// One sender report per track per this interval.
+pub const SR_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Header extension ids agreed with the viewer (0 = not negotiated).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtIds {
+    pub mid: u8,
+    pub audio_level: u8,
+    pub video_orientation: u8,
+}
+
+/// What the shard knows of a track when it first sends on it.
+#[derive(Debug, Clone)]
+pub struct TrackInfo {
+    pub ssrc: u32,
+    pub mid: String,
+    pub cname: String,
+    pub ext: ExtIds,
+    pub clock_rate: u32,
+    pub video: bool,
+    /// RTX SSRC and (media pt, RTX pt) pairs, where RTX is negotiated.
+    pub rtx: Option<(u32, Vec<(u8, u8)>)>,
+}
+
+/// One packet to send.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<'a> {
+    pub pt: u8,
+    /// Extended sequence number: the SRTP index.
+    pub seq: u64,
+    pub ts: u32,
+    pub marker: bool,
+    /// Audio level (RFC 6464: -dBov) and voice activity.
+    pub audio_level: Option<(u8, bool)>,
+    /// RFC 7742 byte (C, F, R1, R0).
+    pub video_orientation: Option<u8>,
+    pub payload: &'a Arc<[u8]>,
+    /// VP8 picture id (value, 15-bit) and TL0PICIDX to write into the
+    /// payload descriptor (see `shard::vp8_rewrite`).
+    pub vp8: Option<Vp8Ids>,
+    /// When the publisher's shard received it: the RTP/NTP mapping of sender
+    /// reports follows it.
+    pub wallclock: Instant,
+}
+
+/// VP8 payload descriptor fields to rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp8Ids {
+    pub picture_id: Option<u16>,
+    pub tl0: Option<u8>,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    seq: u64,
+    pt: u8,
+    ts: u32,
+    marker: bool,
+    payload: Arc<[u8]>,
+    vp8: Option<Vp8Ids>,
+    at: Instant,
+    resent: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Track {
+    info: TrackInfo,
+    /// The viewer reported on this SSRC: it has bound it, MID is no longer needed.
+    acked: bool,
+    rtx_acked: bool,
+    rtx_seq: u64,
+    packets: u64,
+    octets: u64,
+    /// RTP timestamp and wallclock of the newest packet sent.
+    last: Option<(u32, Instant)>,
+    next_sr: Option<Instant>,
+    /// Packet counts at the last two reports: a sender that has sent
+    /// nothing since the one before last stops reporting (RFC 3550 §6.4).
+    reported: [u64; 2],
+    cache: Vec<Option<Cached>>,
+    feedback: TrackFeedback,
+}
+
+/// What a viewer's RTCP said of one track, as str0m would report it for a
+/// track it sent itself.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct TrackFeedback {
+    pub nacks: u64,
+    pub plis: u64,
+    pub firs: u64,
+    /// Fraction lost in the last reception report.
+    pub loss: Option<f32>,
+    /// Round trip from the last reception report that named one of our
+    /// sender reports (RFC 3550 §6.4.1).
+    pub rtt: Option<Duration>,
+}
+
+/// Counts of what the direct path did, for the shard's counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DirectCounts {
+    pub resent: u64,
+    pub nack_misses: u64,
+    pub sender_reports: u64,
+    pub rtcp_rejected: u64,
+}
+
+/// One session's direct send state.
+#[derive(Debug)]
+pub struct DirectTx {
+    srtp: SrtpSession,
+    tracks: Vec<Track>,
+    rtcp_scratch: Vec<u8>,
+    /// Bytes of media and RTCP sent by this path (str0m does not see them).
+    pub bytes: u64,
+    pub counts: DirectCounts,
+}
+
+impl DirectTx {
+    pub fn new(srtp: SrtpSession) -> Self {
+        DirectTx {
+            srtp,
+            tracks: Vec::new(),
+            rtcp_scratch: Vec::new(),
+            bytes: 0,
+            counts: DirectCounts::default(),
+        }
+    }
+
+    /// Whether the track with this SSRC has been set up.
+    pub fn has_track(&self, ssrc: u32) -> bool {
+        self.tracks.iter().any(|t| t.info.ssrc == ssrc)
+    }
+
+    pub fn add_track(&mut self, info: TrackInfo) {
+        if self.has_track(info.ssrc) {
+            return;
+        }
+        let cache = if info.video {
+            vec![None; RTX_CACHE]
+        } else {
+            Vec::new()
+        };
+        self.tracks.push(Track {
+            info,
+            acked: false,
+            rtx_acked: false,
+            rtx_seq: 0,
+            packets: 0,
+            octets: 0,
+            last: None,
+            next_sr: None,
+            reported: [u64::MAX; 2],
+            cache,
+            feedback: TrackFeedback::default(),
+        });
+    }
+
+    /// Packets and payload bytes sent on the track with this SSRC, and
+    /// what the viewer reported of it.
+    pub fn sent(&self, ssrc: u32) -> Option<(u64, u64, TrackFeedback)> {
+        self.tracks
+            .iter()
+            .find(|t| t.info.ssrc == ssrc)
+            .map(|t| (t.packets, t.octets, t.feedback))
+    }
+
+    /// Write `p` on track `ssrc` as one SRTP datagram to `dest`; `false` if
+    /// the track is unknown.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        ssrc: u32,
+        p: &Packet<'_>,
+        dest: SocketAddr,
+        out: &mut Vec<Datagram>,
+    ) -> bool {
+        let Some(t) = self.tracks.iter_mut().find(|t| t.info.ssrc == ssrc) else {
+            return false;
+        };
+        let mid = (!t.acked).then_some(t.info.mid.as_bytes());
+        let mut buf = Vec::with_capacity(12 + 28 + p.payload.len() + RTP_OVERHEAD);
+        write_header(
+            &mut buf,
+            p.pt,
+            p.marker,
+            p.seq as u16,
+            p.ts,
+            ssrc,
+            &t.info.ext,
+            mid,
+            p.audio_level,
+            p.video_orientation,
+        );
+        let header_len = buf.len();
+        buf.extend_from_slice(p.payload);
+        if let Some(ids) = p.vp8 {
+            vp8_rewrite(&mut buf[header_len..], ids);
+        }
+        self.srtp.protect_rtp(&mut buf, header_len, ssrc, p.seq);
+        t.packets += 1;
+        t.octets += p.payload.len() as u64;
+        if t.last.is_none_or(|(ts, _)| p.ts.wrapping_sub(ts) < 1 << 31) {
+            t.last = Some((p.ts, p.wallclock));
+        }
+        if t.next_sr.is_none() {
+            // The first report goes out with the first packets.
+            t.next_sr = Some(now);
+        }
+        if !t.cache.is_empty() {
+            let slot = (p.seq as usize) & (RTX_CACHE - 1);
+            t.cache[slot] = Some(Cached {
+                seq: p.seq,
+                pt: p.pt,
+                ts: p.ts,
+                marker: p.marker,
+                payload: p.payload.clone(),
+                vp8: p.vp8,
+                at: now,
+                resent: None,
+            });
+        }
+        self.bytes += buf.len() as u64;
+        out.push(Datagram {
+            destination: dest,
+            contents: buf,
+        });
+        true
+    }
+
+    /// Sender reports (with SDES CNAME) of the tracks whose report is due.
+    /// Called after each visit that wrote media and when the session's
+    /// timer runs.
+    pub fn sender_reports(&mut self, now: Instant, dest: SocketAddr, out: &mut Vec<Datagram>) {
+        for i in 0..self.tracks.len() {
+            let t = &mut self.tracks[i];
+            let (Some(due), Some((ts, wall))) = (t.next_sr, t.last) else {
+                continue;
+            };
+            if now < due {
+                continue;
+            }
+            t.next_sr = Some(now + SR_INTERVAL);
+            if t.reported[0] == t.packets {
+                continue;
+            }
+            t.reported = [t.reported[1], t.packets];
+            // RTP time now, from the newest packet's timestamp and wallclock.
+            let elapsed = now.saturating_duration_since(wall);
+            let rtp_now = ts.wrapping_add(
+                (elapsed.as_nanos() * t.info.clock_rate as u128 / 1_000_000_000) as u32,
+            );
+            let mut buf = Vec::with_capacity(28 + 12 + t.info.cname.len() + 4 + RTCP_OVERHEAD);
+            let ntp = ntp_time(now);
+            buf.extend_from_slice(&[0x80, 200, 0, 6]);
+            buf.extend_from_slice(&t.info.ssrc.to_be_bytes());
+            buf.extend_from_slice(&ntp.to_be_bytes());
+            buf.extend_from_slice(&rtp_now.to_be_bytes());
+            buf.extend_from_slice(&(t.packets as u32).to_be_bytes());
+            buf.extend_from_slice(&(t.octets as u32).to_be_bytes());
+            write_sdes(&mut buf, t.info.ssrc, t.info.cname.as_bytes());
+            self.srtp.protect_rtcp(&mut buf);
+            self.counts.sender_reports += 1;
+            self.bytes += buf.len() as u64;
+            out.push(Datagram {
+                destination: dest,
+                contents: buf,
+            });
+        }
+    }
+
+    /// Read an SRTCP datagram from the viewer: NACKs are answered from the
+    /// cache, reception reports mark SSRCs as bound. str0m reads the same
+    /// datagram for everything else.
+    pub fn handle_rtcp(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+        dest: SocketAddr,
+        out: &mut Vec<Datagram>,
+    ) {
+        let mut plain = std::mem::take(&mut self.rtcp_scratch);
+        if !self.srtp.unprotect_rtcp(datagram, &mut plain) {
+            self.counts.rtcp_rejected += 1;
+            self.rtcp_scratch = plain;
+            return;
+        }
+        let mut at = 0;
+        while plain.len() >= at + 4 {
+            let b0 = plain[at];
+            let pt = plain[at + 1];
+            let words = u16::from_be_bytes([plain[at + 2], plain[at + 3]]) as usize;
+            let end = at + 4 + words * 4;
+            if b0 >> 6 != 2 || end > plain.len() {
+                break;
+            }
+            let body = &plain[at + 4..end];
+            let count = (b0 & 0x1f) as usize;
+            match pt {
+                // SR (after 20 bytes of sender info) and RR: report blocks.
+                200 | 201 => {
+                    let skip = if pt == 200 { 24 } else { 4 };
+                    for block in body.get(skip..).unwrap_or(&[]).chunks_exact(24).take(count) {
+                        let word = |i: usize| {
+                            u32::from_be_bytes([block[i], block[i + 1], block[i + 2], block[i + 3]])
+                        };
+                        let ssrc = word(0);
+                        for t in &mut self.tracks {
+                            if t.info.ssrc == ssrc {
+                                t.acked = true;
+                                t.feedback.loss = Some(block[4] as f32 / 256.0);
+                                let (lsr, dlsr) = (word(16), word(20));
+                                if lsr != 0 {
+                                    // Middle 32 bits of NTP time, in 1/65536 s.
+                                    let now_mid = (ntp_time(now) >> 16) as u32;
+                                    let rtt = now_mid.wrapping_sub(lsr).wrapping_sub(dlsr);
+                                    if rtt < 1 << 31 {
+                                        t.feedback.rtt = Some(Duration::from_micros(
+                                            rtt as u64 * 1_000_000 / 65_536,
+                                        ));
+                                    }
+                                }
+                            }
+                            if t.info.rtx.as_ref().is_some_and(|r| r.0 == ssrc) {
+                                t.rtx_acked = true;
+                            }
+                        }
+                    }
+                }
+                // PLI and FIR (RFC 4585 §6.3.1, RFC 5104 §4.3.1): counted;
+                // str0m turns them into keyframe requests.
+                206 if (count == 1 || count == 4) && body.len() >= 8 => {
+                    let media = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+                    let fir_targets: Vec<u32> = body[8..]
+                        .chunks_exact(8)
+                        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect();
+                    for t in &mut self.tracks {
+                        if count == 1 && t.info.ssrc == media {
+                            t.feedback.plis += 1;
+                        } else if count == 4 && fir_targets.contains(&t.info.ssrc) {
+                            t.feedback.firs += 1;
+                        }
+                    }
+                }
+                // Generic NACK (RFC 4585 §6.2.1).
+                205 if count == 1 && body.len() >= 8 => {
+                    let ssrc = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+                    if let Some(t) = self.tracks.iter_mut().find(|t| t.info.ssrc == ssrc) {
+                        t.feedback.nacks += 1;
+                    }
+                    for fci in body[8..].chunks_exact(4) {
+                        let pid = u16::from_be_bytes([fci[0], fci[1]]);
+                        let blp = u16::from_be_bytes([fci[2], fci[3]]);
+                        self.resend(now, ssrc, pid, dest, out);
+                        for bit in 0..16u16 {
+                            if blp & (1 << bit) != 0 {
+                                self.resend(now, ssrc, pid.wrapping_add(bit + 1), dest, out);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            at = end;
+        }
+        self.rtcp_scratch = plain;
+    }
+
+    /// Resend packet `seq` of track `ssrc` from the cache, on the RTX stream
+    /// where negotiated, else as it was.
+    fn resend(
+        &mut self,
+        now: Instant,
+        ssrc: u32,
+        seq: u16,
+        dest: SocketAddr,
+        out: &mut Vec<Datagram>,
+    ) {
+        let Some(t) = self.tracks.iter_mut().find(|t| t.info.ssrc == ssrc) else {
+            return;
+        };
+        let Some(c) = t
+            .cache
+            .get_mut(seq as usize & (RTX_CACHE - 1))
+            .and_then(|c| c.as_mut())
+            .filter(|c| c.seq as u16 == seq)
+            .filter(|c| now.saturating_duration_since(c.at) <= RESEND_MAX_AGE)
+        else {
+            self.counts.nack_misses += 1;
+            return;
+        };
+        if c.resent
+            .is_some_and(|r| now.saturating_duration_since(r) < RESEND_GAP)
+        {
+            return;
+        }
+        c.resent = Some(now);
+        let rtx = t
+            .info
+            .rtx
+            .as_ref()
+            .and_then(|(rs, pts)| pts.iter().find(|(m, _)| *m == c.pt).map(|(_, r)| (*rs, *r)));
+        let mut buf = Vec::with_capacity(12 + 20 + 2 + c.payload.len() + RTP_OVERHEAD);
+        let (out_ssrc, index) = match rtx {
+            Some((rtx_ssrc, rtx_pt)) => {
+                // RFC 4588: own sequence numbers, the original one first in the payload.
+                t.rtx_seq += 1;
+                let index = t.rtx_seq;
+                let mid = (!t.rtx_acked).then_some(t.info.mid.as_bytes());
+                write_header(
+                    &mut buf,
+                    rtx_pt,
+                    c.marker,
+                    index as u16,
+                    c.ts,
+                    rtx_ssrc,
+                    &t.info.ext,
+                    mid,
+                    None,
+                    None,
+                );
+                (rtx_ssrc, index)
+            }
+            None => {
+                let mid = (!t.acked).then_some(t.info.mid.as_bytes());
+                write_header(
+                    &mut buf,
+                    c.pt,
+                    c.marker,
+                    seq,
+                    c.ts,
+                    ssrc,
+                    &t.info.ext,
+                    mid,
+                    None,
+                    None,
+                );
+                (ssrc, c.seq)
+            }
+        };
+        let header_len = buf.len();
+        if rtx.is_some() {
+            buf.extend_from_slice(&seq.to_be_bytes());
+        }
+        let body = buf.len();
+        buf.extend_from_slice(&c.payload);
+        if let Some(ids) = c.vp8 {
+            vp8_rewrite(&mut buf[body..], ids);
+        }
+        self.srtp.protect_rtp(&mut buf, header_len, out_ssrc, index);
+        self.counts.resent += 1;
+        self.bytes += buf.len() as u64;
+        out.push(Datagram {
+            destination: dest,
+            contents: buf,
+        });
+    }
+}
+
+/// RTP fixed header and one-byte header extensions (RFC 8285).
+#[allow(clippy::too_many_arguments)]
+fn write_header(
+    buf: &mut Vec<u8>,
+    pt: u8,
+    marker: bool,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    ext: &ExtIds,
+    mid: Option<&[u8]>,
+    audio_level: Option<(u8, bool)>,
+    orientation: Option<u8>,
+) {
+    buf.extend_from_slice(&[0x80, pt & 0x7f | if marker { 0x80 } else { 0 }]);
+    buf.extend_from_slice(&seq.to_be_bytes());
+    buf.extend_from_slice(&ts.to_be_bytes());
+    buf.extend_from_slice(&ssrc.to_be_bytes());
+    let start = buf.len();
+    buf.extend_from_slice(&[0xbe, 0xde, 0, 0]);
+    let mut element = |id: u8, value: &[u8]| {
+        if id != 0 && id < 15 && !value.is_empty() && value.len() <= 16 {
+            buf.push(id << 4 | (value.len() as u8 - 1));
+            buf.extend_from_slice(value);
+        }
+    };
+    if let Some(mid) = mid {
+        element(ext.mid, mid);
+    }
+    if let Some((level, voice)) = audio_level {
+        element(
+            ext.audio_level,
+            &[level & 0x7f | if voice { 0x80 } else { 0 }],
+        );
+    }
+    if let Some(o) = orientation {
+        element(ext.video_orientation, &[o]);
+    }
+    if buf.len() == start + 4 {
+        buf.truncate(start);
+        return;
+    }
+    pad_to_word(buf, start);
+    let words = ((buf.len() - start - 4) / 4) as u16;
+    buf[start + 2..start + 4].copy_from_slice(&words.to_be_bytes());
+    buf[0] |= 0x10;
+}
+
+/// Zeros up to a 32-bit boundary counted from `start`.
+fn pad_to_word(buf: &mut Vec<u8>, start: usize) {
+    while !(buf.len() - start).is_multiple_of(4) {
+        buf.push(0);
+    }
+}
+
+/// SDES with one chunk: CNAME, then the end item, padded to 32 bits.
+fn write_sdes(buf: &mut Vec<u8>, ssrc: u32, cname: &[u8]) {
+    let cname = &cname[..cname.len().min(255)];
+    let start = buf.len();
+    buf.extend_from_slice(&[0x81, 202, 0, 0]);
+    buf.extend_from_slice(&ssrc.to_be_bytes());
+    buf.push(1);
+    buf.push(cname.len() as u8);
+    buf.extend_from_slice(cname);
+    // At least one zero octet ends the item list.
+    buf.push(0);
+    pad_to_word(buf, start);
+    let words = ((buf.len() - start) / 4 - 1) as u16;
+    buf[start + 2..start + 4].copy_from_slice(&words.to_be_bytes());
+}
+
+/// Write picture id and TL0PICIDX into a VP8 payload descriptor, where the
+/// descriptor carries them (same positions `shard::vp8_ids` reads).
+pub fn vp8_rewrite(p: &mut [u8], ids: Vp8Ids) {
+    if p.len() < 2 || p[0] & 0x80 == 0 {
+        return;
+    }
+    let x = p[1];
+    let mut i = 2;
+    if x & 0x80 != 0 {
+        let Some(&m) = p.get(i) else { return };
+        if m & 0x80 != 0 {
+            if i + 1 >= p.len() {
+                return;
+            }
+            if let Some(pid) = ids.picture_id {
+                p[i] = 0x80 | ((pid >> 8) as u8 & 0x7f);
+                p[i + 1] = pid as u8;
+            }
+            i += 2;
+        } else {
+            if let Some(pid) = ids.picture_id {
+                p[i] = pid as u8 & 0x7f;
+            }
+            i += 1;
+        }
+    }
+    if x & 0x40 != 0 {
+        if let (Some(tl0), Some(b)) = (ids.tl0, p.get_mut(i)) {
+            *b = tl0;
+        }
+    }
+}
+
+/// NTP time (RFC 3550 §4: seconds since 1900 in 32.32 fixed point) of `now`.
+pub fn ntp_time(now: Instant) -> u64 {
+    const SECS_1900_TO_1970: u64 = 2_208_988_800;
+    static BASE: OnceLock<(Instant, SystemTime)> = OnceLock::new();
+    let (i0, s0) = *BASE.get_or_init(|| (Instant::now(), SystemTime::now()));
+    let wall = if now >= i0 {
+        s0 + (now - i0)
+    } else {
+        s0 - (i0 - now)
+    };
+    let d = wall
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() + SECS_1900_TO_1970;
+    let frac = ((d.subsec_nanos() as u64) << 32) / 1_000_000_000;
+    (secs << 32) | frac
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_extensions_are_one_byte_elements_padded_to_words() {
+        let ext = ExtIds {
+            mid: 1,
+            audio_level: 3,
+            video_orientation: 0,
+        };
+        let mut b = Vec::new();
+        write_header(
+            &mut b,
+            111,
+            true,
+            0x1234,
+            7,
+            0xaabbccdd,
+            &ext,
+            Some(b"0"),
+            Some((30, true)),
+            Some(1),
+        );
+        assert_eq!(
+            b,
+            [
+                0x90,
+                0x80 | 111,
+                0x12,
+                0x34,
+                0,
+                0,
+                0,
+                7,
+                0xaa,
+                0xbb,
+                0xcc,
+                0xdd,
+                0xbe,
+                0xde,
+                0,
+                1,
+                0x10,
+                b'0',
+                0x30,
+                0x80 | 30
+            ]
+        );
+        // Nothing negotiated or nothing to say: no extension block.
+        let mut b = Vec::new();
+        write_header(
+            &mut b,
+            96,
+            false,
+            1,
+            2,
+            3,
+            &ExtIds::default(),
+            Some(b"0"),
+            None,
+            None,
+        );
+        assert_eq!(b.len(), 12);
+        assert_eq!(b[0], 0x80);
+    }
+
+    #[test]
+    fn sdes_is_padded_and_its_length_counts_words() {
+        let mut b = Vec::new();
+        write_sdes(&mut b, 5, b"abcdef");
+        // 4 header + 4 ssrc + 2 + 6 + 1 end = 17, padded to 20.
+        assert_eq!(b.len(), 20);
+        assert_eq!(u16::from_be_bytes([b[2], b[3]]), 4);
+        assert_eq!(&b[10..16], b"abcdef");
+        assert_eq!(b[16], 0);
+    }
+
+    #[test]
+    fn vp8_rewrite_writes_where_the_descriptor_has_the_fields() {
+        // X set, I and L set, 15-bit picture id, TL0PICIDX.
+        let mut p = [0x90, 0xc0, 0x80 | 0x12, 0x34, 9, 0xff];
+        vp8_rewrite(
+            &mut p,
+            Vp8Ids {
+                picture_id: Some(0x0456),
+                tl0: Some(42),
+            },
+        );
+        assert_eq!(p, [0x90, 0xc0, 0x84, 0x56, 42, 0xff]);
+        // 7-bit picture id, no TL0PICIDX.
+        let mut p = [0x90, 0x80, 0x05, 0xff];
+        vp8_rewrite(
+            &mut p,
+            Vp8Ids {
+                picture_id: Some(0x7f),
+                tl0: Some(1),
+            },
+        );
+        assert_eq!(p, [0x90, 0x80, 0x7f, 0xff]);
+    }
+
+    #[test]
+    fn ntp_time_follows_the_instant() {
+        let now = Instant::now();
+        let a = ntp_time(now);
+        let b = ntp_time(now + Duration::from_millis(1500));
+        let diff = b - a;
+        // 1.5 s in 32.32 fixed point, to within rounding.
+        assert!((diff as i64 - (3u64 << 31) as i64).abs() < 4, "{diff}");
+        assert!(a >> 32 > 3_900_000_000, "after 2023");
+    }
+}
