@@ -101,6 +101,9 @@ struct ServeArgs {
     /// Longest milliseconds a video frame's packets wait for its last one (0 = off).
     #[arg(long, env = "SLUICE_FRAME_HOLD_MS")]
     frame_hold_ms: Option<u64>,
+    /// Send to viewers that estimate no bandwidth through sluice's own RTP/SRTP path (true/false).
+    #[arg(long, env = "SLUICE_DIRECT_SEND")]
+    direct_send: Option<bool>,
     /// Log format: text or json.
     #[arg(long, env = "SLUICE_LOG_FORMAT")]
     log_format: Option<String>,
@@ -138,6 +141,7 @@ impl ServeArgs {
             setup_timeout_secs,
             keyframe_interval_ms,
             frame_hold_ms,
+            direct_send,
             log_format,
             drain_timeout_secs,
             viewer_bwe_bps,

@@ -92,6 +92,7 @@ impl Server {
             setup_timeout: config.setup_timeout(),
             keyframe_throttle: Duration::from_millis(config.keyframe_interval_ms),
             frame_hold: Duration::from_millis(config.frame_hold_ms),
+            direct_send: config.direct_send,
             ..DataplaneConfig::default()
         };
         let (ev_tx, ev_rx) = crossbeam_channel::unbounded::<(ShardId, ShardEvent)>();

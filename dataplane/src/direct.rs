@@ -215,7 +215,8 @@ impl DirectTx {
             return false;
         };
         let mid = (!t.acked).then_some(t.info.mid.as_bytes());
-        let mut buf = Vec::with_capacity(12 + 28 + p.payload.len() + RTP_OVERHEAD);
+        let mut buf = crate::io::take_buffer();
+        buf.reserve(12 + 28 + p.payload.len() + RTP_OVERHEAD);
         write_header(
             &mut buf,
             p.pt,
@@ -286,7 +287,8 @@ impl DirectTx {
             let rtp_now = ts.wrapping_add(
                 (elapsed.as_nanos() * t.info.clock_rate as u128 / 1_000_000_000) as u32,
             );
-            let mut buf = Vec::with_capacity(28 + 12 + t.info.cname.len() + 4 + RTCP_OVERHEAD);
+            let mut buf = crate::io::take_buffer();
+            buf.reserve(28 + 12 + t.info.cname.len() + 4 + RTCP_OVERHEAD);
             let ntp = ntp_time(now);
             buf.extend_from_slice(&[0x80, 200, 0, 6]);
             buf.extend_from_slice(&t.info.ssrc.to_be_bytes());
@@ -437,7 +439,8 @@ impl DirectTx {
             .rtx
             .as_ref()
             .and_then(|(rs, pts)| pts.iter().find(|(m, _)| *m == c.pt).map(|(_, r)| (*rs, *r)));
-        let mut buf = Vec::with_capacity(12 + 20 + 2 + c.payload.len() + RTP_OVERHEAD);
+        let mut buf = crate::io::take_buffer();
+        buf.reserve(12 + 20 + 2 + c.payload.len() + RTP_OVERHEAD);
         let (out_ssrc, index) = match rtx {
             Some((rtx_ssrc, rtx_pt)) => {
                 // RFC 4588: own sequence numbers, the original one first in the payload.

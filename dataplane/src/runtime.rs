@@ -34,6 +34,8 @@ pub struct DataplaneConfig {
     pub keyframe_throttle: Duration,
     /// See [`ShardConfig::frame_hold`].
     pub frame_hold: Duration,
+    /// See [`ShardConfig::direct_send`].
+    pub direct_send: bool,
     /// Fan-out batches queued per shard before new ones are dropped.
     pub fanout_queue: usize,
     pub socket_buffer: usize,
@@ -52,6 +54,7 @@ impl Default for DataplaneConfig {
             setup_timeout: Duration::from_secs(30),
             keyframe_throttle: Duration::from_millis(500),
             frame_hold: Duration::ZERO,
+            direct_send: true,
             fanout_queue: 4096,
             socket_buffer: 8 << 20,
         }
@@ -166,6 +169,7 @@ impl Dataplane {
             scfg.setup_timeout = cfg.setup_timeout;
             scfg.keyframe_throttle = cfg.keyframe_throttle;
             scfg.frame_hold = cfg.frame_hold;
+            scfg.direct_send = cfg.direct_send;
             let backend = make_backend(cfg.io, sock);
             let io_name = backend.name();
             let counters = Arc::new(SharedCounters::default());

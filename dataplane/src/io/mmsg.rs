@@ -184,7 +184,7 @@ impl Backend for MmsgBackend {
         }
         self.plan = pending;
         self.retry = retry;
-        out.clear();
+        super::recycle(out);
     }
 
     fn fd(&self) -> RawFd {

@@ -48,7 +48,7 @@ impl Backend for StdBackend {
     }
 
     fn send(&mut self, out: &mut Vec<Datagram>, counters: &mut Counters) {
-        for d in out.drain(..) {
+        for d in out.iter() {
             let mut tries = 0;
             loop {
                 match self.socket.send_to(&d.contents, d.destination) {
@@ -69,6 +69,7 @@ impl Backend for StdBackend {
                 }
             }
         }
+        super::recycle(out);
     }
 
     fn fd(&self) -> RawFd {

@@ -454,7 +454,7 @@ impl Backend for UringBackend {
         }
         self.plan = pending;
         self.retry = retry;
-        self.inflight.clear();
+        super::recycle(&mut self.inflight);
     }
 
     fn fd(&self) -> RawFd {
