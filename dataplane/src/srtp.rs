@@ -133,22 +133,9 @@ impl SrtpSession {
     /// Seal the compound RTCP packet in `buf` in place (RFC 7714 §9) and
     /// append its tag and SRTCP index.
     pub fn protect_rtcp(&mut self, buf: &mut Vec<u8>) {
-        debug_assert!(buf.len() >= 8);
-        let ssrc = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
         let index = self.srtcp_index;
         self.srtcp_index = (self.srtcp_index + 1) & 0x7fff_ffff;
-        let e_index = (index | 0x8000_0000).to_be_bytes();
-        let nonce = rtcp_nonce(&self.tx.rtcp_salt, ssrc, index);
-        let mut aad = [0u8; 12];
-        aad[..8].copy_from_slice(&buf[..8]);
-        aad[8..].copy_from_slice(&e_index);
-        let tag = self
-            .tx
-            .rtcp
-            .seal_in_place_separate_tag(nonce, Aad::from(aad), &mut buf[8..])
-            .expect("AES-GCM seals any RTCP-sized input");
-        buf.extend_from_slice(tag.as_ref());
-        buf.extend_from_slice(&e_index);
+        seal_rtcp(&self.tx, buf, index);
     }
 
     /// Open an SRTCP packet from the peer into `out` (cleared first).
@@ -187,20 +174,25 @@ impl SrtpSession {
     /// Seal with the peer's keys, as the peer would: for tests.
     #[cfg(test)]
     fn peer_protect_rtcp(&self, buf: &mut Vec<u8>, index: u32) {
-        let ssrc = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-        let e_index = (index | 0x8000_0000).to_be_bytes();
-        let mut aad = [0u8; 12];
-        aad[..8].copy_from_slice(&buf[..8]);
-        aad[8..].copy_from_slice(&e_index);
-        let nonce = rtcp_nonce(&self.rx.rtcp_salt, ssrc, index);
-        let tag = self
-            .rx
-            .rtcp
-            .seal_in_place_separate_tag(nonce, Aad::from(aad), &mut buf[8..])
-            .unwrap();
-        buf.extend_from_slice(tag.as_ref());
-        buf.extend_from_slice(&e_index);
+        seal_rtcp(&self.rx, buf, index);
     }
+}
+
+/// Seal an RTCP compound packet with `keys` as SRTCP index `index`.
+fn seal_rtcp(keys: &Keys, buf: &mut Vec<u8>, index: u32) {
+    debug_assert!(buf.len() >= 8);
+    let ssrc = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    let e_index = (index | 0x8000_0000).to_be_bytes();
+    let nonce = rtcp_nonce(&keys.rtcp_salt, ssrc, index);
+    let mut aad = [0u8; 12];
+    aad[..8].copy_from_slice(&buf[..8]);
+    aad[8..].copy_from_slice(&e_index);
+    let tag = keys
+        .rtcp
+        .seal_in_place_separate_tag(nonce, Aad::from(aad), &mut buf[8..])
+        .expect("AES-GCM seals any RTCP-sized input");
+    buf.extend_from_slice(tag.as_ref());
+    buf.extend_from_slice(&e_index);
 }
 
 /// RFC 7714 §8.1: 00 00 || SSRC || ROC || SEQ, XOR the salt.
