@@ -299,6 +299,14 @@ impl ShardThread {
             let now = Instant::now();
             let mut work = 0usize;
 
+            // Commands first: a new session's command is queued before its
+            // peer learns the answer, so its first STUN request may already
+            // be in the socket and must find the session (else it is dropped
+            // and the peer retries ~250 ms later).
+            while let Ok(cmd) = self.ctl.try_recv() {
+                work += 1;
+                self.core.handle_command(now, cmd);
+            }
             let core = &mut self.core;
             match self
                 .backend
@@ -306,10 +314,6 @@ impl ShardThread {
             {
                 Ok(n) => work += n,
                 Err(e) => tracing::warn!(shard = %id, "recv: {e}"),
-            }
-            while let Ok(cmd) = self.ctl.try_recv() {
-                work += 1;
-                self.core.handle_command(now, cmd);
             }
             while let Ok(batch) = self.fanout.try_recv() {
                 work += 1;
