@@ -721,6 +721,105 @@ mod tests {
         assert_eq!(p, [0x90, 0x80, 0x7f, 0xff]);
     }
 
+    fn direct_with_video_track() -> (DirectTx, crate::srtp::SrtpSession) {
+        let (server, client) =
+            crate::srtp::tests::pair(str0m::crypto::dtls::SrtpProfile::AEAD_AES_128_GCM, 16);
+        let mut d = DirectTx::new(server);
+        d.add_track(TrackInfo {
+            ssrc: 1000,
+            mid: "1".into(),
+            cname: "c".into(),
+            ext: ExtIds::default(),
+            clock_rate: 90_000,
+            video: true,
+            rtx: Some((2000, vec![(96, 97)])),
+        });
+        (d, client)
+    }
+
+    #[test]
+    fn nacks_are_answered_on_the_rtx_stream_once_per_gap_and_junk_is_ignored() {
+        let (mut d, mut client) = direct_with_video_track();
+        let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let now = Instant::now();
+        let payload: Arc<[u8]> = vec![7u8; 100].into();
+        let mut out = Vec::new();
+        for seq in 1..=10u64 {
+            let p = Packet {
+                pt: 96,
+                seq,
+                ts: 3000 * seq as u32,
+                marker: false,
+                audio_level: None,
+                video_orientation: None,
+                payload: &payload,
+                vp8: None,
+                wallclock: now,
+            };
+            assert!(d.send(now, 1000, &p, dest, &mut out));
+        }
+        assert!(!d.send(
+            now,
+            1234,
+            &Packet {
+                pt: 96,
+                seq: 1,
+                ts: 0,
+                marker: false,
+                audio_level: None,
+                video_orientation: None,
+                payload: &payload,
+                vp8: None,
+                wallclock: now,
+            },
+            dest,
+            &mut out
+        ));
+        out.clear();
+        // NACK for 3 and (bitmask) 5, from the viewer.
+        let nack = |client: &mut crate::srtp::SrtpSession| {
+            let mut b = vec![0x81, 205, 0, 3, 0, 0, 0, 9, 0, 0, 0x03, 0xe8, 0, 3, 0, 0b10];
+            client.protect_rtcp(&mut b);
+            b
+        };
+        d.handle_rtcp(now, &nack(&mut client), dest, &mut out);
+        assert_eq!(out.len(), 2);
+        for dg in &out {
+            // RTX: its own SSRC and payload type, the original sequence number first.
+            assert_eq!(dg.contents[1] & 0x7f, 97);
+            assert_eq!(&dg.contents[8..12], &2000u32.to_be_bytes());
+            assert_eq!(dg.contents.len(), 12 + 2 + 100 + RTP_OVERHEAD);
+        }
+        assert_eq!(d.counts.resent, 2);
+        // The same NACK again at once is not answered twice.
+        out.clear();
+        d.handle_rtcp(now, &nack(&mut client), dest, &mut out);
+        assert!(out.is_empty());
+        // A packet never sent is a miss.
+        let mut b = vec![0x81, 205, 0, 3, 0, 0, 0, 9, 0, 0, 0x03, 0xe8, 0, 200, 0, 0];
+        client.protect_rtcp(&mut b);
+        d.handle_rtcp(now, &b, dest, &mut out);
+        assert_eq!(d.counts.nack_misses, 1);
+        // Junk: unauthenticated, truncated, or authenticated nonsense.
+        let mut seed = 0x1234_5678u32;
+        for i in 0..500u32 {
+            let len = (i % 90) as usize;
+            let mut junk: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 24) as u8
+                })
+                .collect();
+            d.handle_rtcp(now, &junk, dest, &mut out);
+            if junk.len() >= 8 {
+                junk[0] = 0x80 | (junk[0] & 0x3f);
+                client.protect_rtcp(&mut junk);
+                d.handle_rtcp(now, &junk, dest, &mut out);
+            }
+        }
+        assert!(d.counts.rtcp_rejected >= 500);
+    }
+
     #[test]
     fn ntp_time_follows_the_instant() {
         let now = Instant::now();

@@ -521,6 +521,7 @@ impl Shard {
             d.handle_rtcp(now, data, dest, &mut self.transmits);
             self.counters.rtx_sent += d.counts.resent - before.resent;
             self.counters.nack_misses += d.counts.nack_misses - before.nack_misses;
+            self.counters.rtcp_unreadable += d.counts.rtcp_rejected - before.rtcp_rejected;
         }
         // Keying material a DTLS endpoint exports during this call is this session's.
         crate::dtls::take_exported();

@@ -248,7 +248,7 @@ fn derive(ecb: EcbRound, master: &[u8], salt: &[u8], label: u8, out: &mut [u8]) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
@@ -276,7 +276,7 @@ mod tests {
         );
     }
 
-    fn pair(profile: SrtpProfile, key_len: usize) -> (SrtpSession, SrtpSession) {
+    pub(crate) fn pair(profile: SrtpProfile, key_len: usize) -> (SrtpSession, SrtpSession) {
         let material: Vec<u8> = (0..2 * (key_len + SALT_LEN) as u8).collect();
         let server = SrtpSession::new(&Exported {
             material: material.clone(),

@@ -60,6 +60,7 @@ counters! {
     rtx_sent: "packets resent (RTX) by the direct send path on NACK",
     nack_misses: "NACKed packets the direct send path no longer had",
     sender_reports: "RTCP sender reports written by the direct send path",
+    rtcp_unreadable: "viewer RTCP datagrams the direct send path could not authenticate (str0m reads them too)",
     rtcp_replaced: "str0m RTCP datagrams not sent for direct-path sessions (their reports come from the direct path)",
     drop_malformed: "datagrams dropped: not STUN/DTLS/RTP/RTCP",
     drop_unknown_flow: "datagrams dropped: from an address no session owns",
