@@ -93,6 +93,10 @@ struct Cached {
     pt: u8,
     ts: u32,
     marker: bool,
+    /// What the header carried, so a resend on the same SSRC is the same
+    /// packet byte for byte: the same SRTP index must never seal anything else.
+    with_mid: bool,
+    orientation: Option<u8>,
     payload: Arc<[u8]>,
     vp8: Option<Vp8Ids>,
     at: Instant,
@@ -251,6 +255,8 @@ impl DirectTx {
                 pt: p.pt,
                 ts: p.ts,
                 marker: p.marker,
+                with_mid: mid.is_some(),
+                orientation: p.video_orientation,
                 payload: p.payload.clone(),
                 vp8: p.vp8,
                 at: now,
@@ -462,7 +468,7 @@ impl DirectTx {
                 (rtx_ssrc, index)
             }
             None => {
-                let mid = (!t.acked).then_some(t.info.mid.as_bytes());
+                let mid = c.with_mid.then_some(t.info.mid.as_bytes());
                 write_header(
                     &mut buf,
                     c.pt,
@@ -473,7 +479,7 @@ impl DirectTx {
                     &t.info.ext,
                     mid,
                     None,
-                    None,
+                    c.orientation,
                 );
                 (ssrc, c.seq)
             }
@@ -818,6 +824,57 @@ mod tests {
             }
         }
         assert!(d.counts.rtcp_rejected >= 500);
+    }
+
+    #[test]
+    fn a_resend_without_rtx_is_the_original_datagram_byte_for_byte() {
+        let (server, mut client) =
+            crate::srtp::tests::pair(str0m::crypto::dtls::SrtpProfile::AEAD_AES_256_GCM, 32);
+        let mut d = DirectTx::new(server);
+        d.add_track(TrackInfo {
+            ssrc: 1000,
+            mid: "1".into(),
+            cname: "c".into(),
+            ext: ExtIds {
+                mid: 1,
+                audio_level: 0,
+                video_orientation: 4,
+            },
+            clock_rate: 90_000,
+            video: true,
+            rtx: None,
+        });
+        let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let now = Instant::now();
+        let payload: Arc<[u8]> = vec![5u8; 60].into();
+        let packet = |seq: u64| Packet {
+            pt: 96,
+            seq,
+            ts: 3000 * seq as u32,
+            marker: true,
+            audio_level: None,
+            video_orientation: Some(1),
+            payload: &payload,
+            vp8: None,
+            wallclock: now,
+        };
+        let mut sent = Vec::new();
+        assert!(d.send(now, 1000, &packet(1), dest, &mut sent));
+        // The viewer reports on the SSRC: later packets leave MID out.
+        let mut rr = vec![0x81, 201, 0, 7, 0, 0, 0, 9, 0, 0, 0x03, 0xe8];
+        rr.extend_from_slice(&[0; 20]);
+        client.protect_rtcp(&mut rr);
+        let mut out = Vec::new();
+        d.handle_rtcp(now, &rr, dest, &mut out);
+        assert!(d.send(now, 1000, &packet(2), dest, &mut sent));
+        // Header extensions (sent in the clear): MID then orientation, then orientation only.
+        assert_eq!(sent[0].contents[16..20], [0x10, b'1', 0x40, 1]);
+        assert_eq!(sent[1].contents[16..20], [0x40, 1, 0, 0]);
+        let mut nack = vec![0x81, 205, 0, 3, 0, 0, 0, 9, 0, 0, 0x03, 0xe8, 0, 1, 0, 0];
+        client.protect_rtcp(&mut nack);
+        d.handle_rtcp(now, &nack, dest, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].contents, sent[0].contents);
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub const RTCP_OVERHEAD: usize = TAG_LEN + SRTCP_INDEX_LEN;
 
 const SALT_LEN: usize = 12;
 
+/// The first SRTCP index this side uses. str0m holds the same keys and
+/// counts its own SRTCP from 0: whatever it sent before a session moved to
+/// the direct path must never share an index (so a GCM nonce) with ours.
+const SRTCP_FIRST_INDEX: u32 = 0x4000_0000;
+
 // RFC 3711 §4.3.1 key derivation labels.
 const LABEL_RTP_KEY: u8 = 0;
 const LABEL_RTP_SALT: u8 = 2;
@@ -112,7 +117,7 @@ impl SrtpSession {
         Some(SrtpSession {
             tx: keys(local)?,
             rx: keys(remote)?,
-            srtcp_index: 0,
+            srtcp_index: SRTCP_FIRST_INDEX,
         })
     }
 
