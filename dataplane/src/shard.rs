@@ -1861,7 +1861,12 @@ fn write_to_viewer(
     } else {
         None
     };
-    if let (Some(d), Some(dest)) = (s.direct.as_mut(), s.peer) {
+    if let Some(d) = s.direct.as_mut() {
+        // Once a session is on the direct path, str0m never sends media on
+        // it: both hold the same keys, and only one may number packets.
+        let Some(dest) = s.peer else {
+            return WriteResult::Skipped;
+        };
         if !d.has_track(*ssrc) {
             let Some(info) = direct_track_info(&mut s.rtc, track.mid, ssrc, track.kind) else {
                 return WriteResult::Skipped;
