@@ -727,60 +727,53 @@ mod tests {
         assert_eq!(p, [0x90, 0x80, 0x7f, 0xff]);
     }
 
-    fn direct_with_video_track() -> (DirectTx, crate::srtp::SrtpSession) {
+    /// A direct path with one video track (SSRC 1000, mid "1") and the
+    /// viewer's side of its keys.
+    fn direct_with_video_track(
+        ext: ExtIds,
+        rtx: Option<(u32, Vec<(u8, u8)>)>,
+    ) -> (DirectTx, crate::srtp::SrtpSession) {
         let (server, client) =
-            crate::srtp::tests::pair(str0m::crypto::dtls::SrtpProfile::AEAD_AES_128_GCM, 16);
+            crate::srtp::tests::pair(str0m::crypto::dtls::SrtpProfile::AEAD_AES_256_GCM, 32);
         let mut d = DirectTx::new(server);
         d.add_track(TrackInfo {
             ssrc: 1000,
             mid: "1".into(),
             cname: "c".into(),
-            ext: ExtIds::default(),
+            ext,
             clock_rate: 90_000,
             video: true,
-            rtx: Some((2000, vec![(96, 97)])),
+            rtx,
         });
         (d, client)
     }
 
+    fn video_packet(seq: u64, payload: &Arc<[u8]>, now: Instant) -> Packet<'_> {
+        Packet {
+            pt: 96,
+            seq,
+            ts: 3000 * seq as u32,
+            marker: true,
+            audio_level: None,
+            video_orientation: Some(1),
+            payload,
+            vp8: None,
+            wallclock: now,
+        }
+    }
+
     #[test]
     fn nacks_are_answered_on_the_rtx_stream_once_per_gap_and_junk_is_ignored() {
-        let (mut d, mut client) = direct_with_video_track();
+        let (mut d, mut client) =
+            direct_with_video_track(ExtIds::default(), Some((2000, vec![(96, 97)])));
         let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let now = Instant::now();
         let payload: Arc<[u8]> = vec![7u8; 100].into();
         let mut out = Vec::new();
         for seq in 1..=10u64 {
-            let p = Packet {
-                pt: 96,
-                seq,
-                ts: 3000 * seq as u32,
-                marker: false,
-                audio_level: None,
-                video_orientation: None,
-                payload: &payload,
-                vp8: None,
-                wallclock: now,
-            };
-            assert!(d.send(now, 1000, &p, dest, &mut out));
+            assert!(d.send(now, 1000, &video_packet(seq, &payload, now), dest, &mut out));
         }
-        assert!(!d.send(
-            now,
-            1234,
-            &Packet {
-                pt: 96,
-                seq: 1,
-                ts: 0,
-                marker: false,
-                audio_level: None,
-                video_orientation: None,
-                payload: &payload,
-                vp8: None,
-                wallclock: now,
-            },
-            dest,
-            &mut out
-        ));
+        assert!(!d.send(now, 1234, &video_packet(1, &payload, now), dest, &mut out));
         out.clear();
         // NACK for 3 and (bitmask) 5, from the viewer.
         let nack = |client: &mut crate::srtp::SrtpSession| {
@@ -828,36 +821,16 @@ mod tests {
 
     #[test]
     fn a_resend_without_rtx_is_the_original_datagram_byte_for_byte() {
-        let (server, mut client) =
-            crate::srtp::tests::pair(str0m::crypto::dtls::SrtpProfile::AEAD_AES_256_GCM, 32);
-        let mut d = DirectTx::new(server);
-        d.add_track(TrackInfo {
-            ssrc: 1000,
-            mid: "1".into(),
-            cname: "c".into(),
-            ext: ExtIds {
-                mid: 1,
-                audio_level: 0,
-                video_orientation: 4,
-            },
-            clock_rate: 90_000,
-            video: true,
-            rtx: None,
-        });
+        let ext = ExtIds {
+            mid: 1,
+            audio_level: 0,
+            video_orientation: 4,
+        };
+        let (mut d, mut client) = direct_with_video_track(ext, None);
         let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let now = Instant::now();
         let payload: Arc<[u8]> = vec![5u8; 60].into();
-        let packet = |seq: u64| Packet {
-            pt: 96,
-            seq,
-            ts: 3000 * seq as u32,
-            marker: true,
-            audio_level: None,
-            video_orientation: Some(1),
-            payload: &payload,
-            vp8: None,
-            wallclock: now,
-        };
+        let packet = |seq| video_packet(seq, &payload, now);
         let mut sent = Vec::new();
         assert!(d.send(now, 1000, &packet(1), dest, &mut sent));
         // The viewer reports on the SSRC: later packets leave MID out.
