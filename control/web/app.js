@@ -186,6 +186,7 @@ function summarizeInbound(report) {
     freezeCount: 0,
     pliCount: 0,
     nackCount: 0,
+    retransmittedPacketsReceived: 0,
   };
   report?.forEach((r) => {
     if (r.type !== 'inbound-rtp') return;
@@ -203,6 +204,7 @@ function summarizeInbound(report) {
       s.freezeCount += r.freezeCount || 0;
       s.pliCount += r.pliCount || 0;
       s.nackCount += r.nackCount || 0;
+      s.retransmittedPacketsReceived += r.retransmittedPacketsReceived || 0;
     } else if (kind === 'audio') {
       s.audioPacketsReceived += r.packetsReceived || 0;
     }
@@ -346,6 +348,7 @@ async function collectStats() {
     freezeCount: inb.freezeCount,
     pliCount: inb.pliCount,
     nackCount: inb.nackCount,
+    retransmittedPacketsReceived: inb.retransmittedPacketsReceived,
     sendFrameWidth: out.frameWidth,
     sendFrameHeight: out.frameHeight,
     sendLayers: out.layers,

@@ -10,6 +10,8 @@
 //   CHROMIUM       browser executable (default /usr/bin/chromium)
 //   ARTIFACTS_DIR  where the screenshot and the console log go (default tests/artifacts)
 //   E2E_DEADLINE_MS  hard limit for the whole script (default 100000)
+//   E2E_LOSS_PERCENT  set by tests/suites/browser-loss.sh, which drops that share of the
+//                     server's datagrams: the viewer must then NACK and sluice resend
 
 import { chromium } from 'playwright-core';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -93,6 +95,24 @@ async function run(context) {
     `${view0.audioPacketsReceived} -> ${view1.audioPacketsReceived} packets`);
   check(view1.videoPacketsReceived > view0.videoPacketsReceived, 'viewer receives video',
     `${view0.videoPacketsReceived} -> ${view1.videoPacketsReceived} packets`);
+  if (process.env.E2E_LOSS_PERCENT) {
+    // Unrepaired, this much loss breaks most VP8 frames and the viewer falls back to
+    // asking for keyframes; repaired by RTX, it keeps decoding at the camera's rate.
+    const nacks = view1.nackCount - view0.nackCount;
+    const resent = await shardCounter(request, 'rtx_sent');
+    check(nacks > 0, 'viewer NACKs lost video packets', `${nacks} NACKs in ${MEASURE_MS / 1000} s`);
+    check(resent > 0, 'sluice resends them', `rtx_sent ${resent}`);
+    const repaired = view1.retransmittedPacketsReceived - view0.retransmittedPacketsReceived;
+    check(repaired > 0, 'Chromium accepts the resent packets (RTX decrypts and demuxes)',
+      `${repaired} retransmitted packets received`);
+    check(view1.pliCount - view0.pliCount <= 1,
+      'lost video is repaired, not replaced by keyframes (at most 1 PLI in the window)',
+      `${view1.pliCount - view0.pliCount} PLIs`);
+    check(decoded >= 2 * MIN_FRAMES_IN_WINDOW,
+      `under loss the viewer still decodes >= ${2 * MIN_FRAMES_IN_WINDOW} frames in ${MEASURE_MS / 1000} s`,
+      `${decoded} frames, ${view1.pliCount - view0.pliCount} PLIs, ` +
+      `${view1.freezeCount - view0.freezeCount} freezes, ${view1.packetsLost} lost (audio and video)`);
+  }
 
   // The <video> element must actually be playing what was decoded.
   const video = await viewer.evaluate(() => {
