@@ -130,6 +130,12 @@ struct FanoutArgs {
     /// Runtime worker threads (1 keeps the bench on one core under taskset).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Keep the runtime's threads busy instead of sleeping in epoll. On
+    /// loopback the sender's kernel wakes the receiver: without this the
+    /// server's core pays for waking the bench on each datagram, which a
+    /// remote viewer never charges it. Costs the bench its whole core.
+    #[arg(long)]
+    spin: bool,
     /// Local IP for media sockets (default: the one routing to the target).
     #[arg(long)]
     bind: Option<IpAddr>,
@@ -284,7 +290,18 @@ fn fanout(a: &FanoutArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     let cancel = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
     let report = rt.block_on(async {
+        if a.spin {
+            for _ in 0..a.threads {
+                let done = done.clone();
+                tokio::spawn(async move {
+                    while !done.load(Ordering::Relaxed) {
+                        tokio::task::yield_now().await;
+                    }
+                });
+            }
+        }
         let on_signal = cancel.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -292,7 +309,9 @@ fn fanout(a: &FanoutArgs) -> anyhow::Result<()> {
                 on_signal.store(true, Ordering::Relaxed);
             }
         });
-        fanout::run(&cfg, cancel.clone()).await
+        let report = fanout::run(&cfg, cancel.clone()).await;
+        done.store(true, Ordering::Relaxed);
+        report
     })?;
     // Sessions are closed; do not wait for the signal task.
     rt.shutdown_timeout(Duration::from_millis(100));
