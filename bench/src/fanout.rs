@@ -158,6 +158,9 @@ pub struct FanoutConfig {
     pub ramp: Option<RampConfig>,
     /// Worker threads of the runtime the run is on, for the report.
     pub worker_threads: usize,
+    /// Keep `worker_threads` runtime threads busy for the run instead of
+    /// letting them sleep in epoll (see `sluice-bench fanout --spin`).
+    pub spin: bool,
     /// Show a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
 }
@@ -568,6 +571,26 @@ struct Run<'a> {
 /// (e.g. Ctrl-C) cuts the current phase short; the report then covers what ran.
 pub async fn run(cfg: &FanoutConfig, cancel: Arc<AtomicBool>) -> Result<FanoutReport, FanoutError> {
     cfg.validate()?;
+    let spinning = Arc::new(AtomicBool::new(cfg.spin));
+    if cfg.spin {
+        for _ in 0..cfg.worker_threads.max(1) {
+            let spinning = spinning.clone();
+            tokio::spawn(async move {
+                while spinning.load(Ordering::Relaxed) {
+                    tokio::task::yield_now().await;
+                }
+            });
+        }
+    }
+    let report = run_inner(cfg, cancel).await;
+    spinning.store(false, Ordering::Relaxed);
+    report
+}
+
+async fn run_inner(
+    cfg: &FanoutConfig,
+    cancel: Arc<AtomicBool>,
+) -> Result<FanoutReport, FanoutError> {
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -1259,7 +1282,8 @@ impl Run<'_> {
                 allowed_cpus: allowed,
                 worker_threads: self.cfg.worker_threads,
                 runqueue_wait_seconds: waited(bench_wait0, bench_wait1),
-                saturated: cores >= 0.9 * capacity,
+                // A spinning bench uses all of its cores whatever its load.
+                saturated: !self.cfg.spin && cores >= 0.9 * capacity,
             },
         })
     }
@@ -1453,6 +1477,7 @@ mod tests {
             server_pid: None,
             ramp: None,
             worker_threads: 1,
+            spin: false,
             progress: false,
         }
     }

@@ -266,6 +266,7 @@ fn fanout_config(a: &FanoutArgs) -> FanoutConfig {
             retries: a.step_retries,
         }),
         worker_threads: a.threads,
+        spin: a.spin,
         progress: true,
     }
 }
@@ -290,18 +291,7 @@ fn fanout(a: &FanoutArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     let cancel = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicBool::new(false));
     let report = rt.block_on(async {
-        if a.spin {
-            for _ in 0..a.threads {
-                let done = done.clone();
-                tokio::spawn(async move {
-                    while !done.load(Ordering::Relaxed) {
-                        tokio::task::yield_now().await;
-                    }
-                });
-            }
-        }
         let on_signal = cancel.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -309,9 +299,7 @@ fn fanout(a: &FanoutArgs) -> anyhow::Result<()> {
                 on_signal.store(true, Ordering::Relaxed);
             }
         });
-        let report = fanout::run(&cfg, cancel.clone()).await;
-        done.store(true, Ordering::Relaxed);
-        report
+        fanout::run(&cfg, cancel.clone()).await
     })?;
     // Sessions are closed; do not wait for the signal task.
     rt.shutdown_timeout(Duration::from_millis(100));
