@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::shard::Datagram;
 use crate::srtp::{SrtpSession, RTCP_OVERHEAD, RTP_OVERHEAD};
+use crate::stats::Counters;
 
 /// Packets kept per video track for NACK answers: a second of video up to
 /// ~2.5 Mbit/s. Must be a power of two.
@@ -136,15 +137,6 @@ pub struct TrackFeedback {
     pub rtt: Option<Duration>,
 }
 
-/// Counts of what the direct path did, for the shard's counters.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct DirectCounts {
-    pub resent: u64,
-    pub nack_misses: u64,
-    pub sender_reports: u64,
-    pub rtcp_rejected: u64,
-}
-
 /// One session's direct send state.
 #[derive(Debug)]
 pub struct DirectTx {
@@ -153,7 +145,6 @@ pub struct DirectTx {
     rtcp_scratch: Vec<u8>,
     /// Bytes of media and RTCP sent by this path (str0m does not see them).
     pub bytes: u64,
-    pub counts: DirectCounts,
 }
 
 impl DirectTx {
@@ -163,7 +154,6 @@ impl DirectTx {
             tracks: Vec::new(),
             rtcp_scratch: Vec::new(),
             bytes: 0,
-            counts: DirectCounts::default(),
         }
     }
 
@@ -234,10 +224,7 @@ impl DirectTx {
             p.video_orientation,
         );
         let header_len = buf.len();
-        buf.extend_from_slice(p.payload);
-        if let Some(ids) = p.vp8 {
-            vp8_rewrite(&mut buf[header_len..], ids);
-        }
+        append_payload(&mut buf, p.payload, p.vp8);
         self.srtp.protect_rtp(&mut buf, header_len, ssrc, p.seq);
         t.packets += 1;
         t.octets += p.payload.len() as u64;
@@ -263,18 +250,20 @@ impl DirectTx {
                 resent: None,
             });
         }
-        self.bytes += buf.len() as u64;
-        out.push(Datagram {
-            destination: dest,
-            contents: buf,
-        });
+        emit(&mut self.bytes, out, dest, buf);
         true
     }
 
     /// Sender reports (with SDES CNAME) of the tracks whose report is due.
     /// Called after each visit that wrote media and when the session's
     /// timer runs.
-    pub fn sender_reports(&mut self, now: Instant, dest: SocketAddr, out: &mut Vec<Datagram>) {
+    pub fn sender_reports(
+        &mut self,
+        now: Instant,
+        dest: SocketAddr,
+        out: &mut Vec<Datagram>,
+        counters: &mut Counters,
+    ) {
         for i in 0..self.tracks.len() {
             let t = &mut self.tracks[i];
             let (Some(due), Some((ts, wall))) = (t.next_sr, t.last) else {
@@ -304,12 +293,8 @@ impl DirectTx {
             buf.extend_from_slice(&(t.octets as u32).to_be_bytes());
             write_sdes(&mut buf, t.info.ssrc, t.info.cname.as_bytes());
             self.srtp.protect_rtcp(&mut buf);
-            self.counts.sender_reports += 1;
-            self.bytes += buf.len() as u64;
-            out.push(Datagram {
-                destination: dest,
-                contents: buf,
-            });
+            counters.sender_reports += 1;
+            emit(&mut self.bytes, out, dest, buf);
         }
     }
 
@@ -322,10 +307,11 @@ impl DirectTx {
         datagram: &[u8],
         dest: SocketAddr,
         out: &mut Vec<Datagram>,
+        counters: &mut Counters,
     ) {
         let mut plain = std::mem::take(&mut self.rtcp_scratch);
         if !self.srtp.unprotect_rtcp(datagram, &mut plain) {
-            self.counts.rtcp_rejected += 1;
+            counters.rtcp_unreadable += 1;
             self.rtcp_scratch = plain;
             return;
         }
@@ -345,9 +331,7 @@ impl DirectTx {
                 200 | 201 => {
                     let skip = if pt == 200 { 24 } else { 4 };
                     for block in body.get(skip..).unwrap_or(&[]).chunks_exact(24).take(count) {
-                        let word = |i: usize| {
-                            u32::from_be_bytes([block[i], block[i + 1], block[i + 2], block[i + 3]])
-                        };
+                        let word = |i: usize| be32(block, i);
                         let ssrc = word(0);
                         for t in &mut self.tracks {
                             if t.info.ssrc == ssrc {
@@ -374,32 +358,31 @@ impl DirectTx {
                 // PLI and FIR (RFC 4585 §6.3.1, RFC 5104 §4.3.1): counted;
                 // str0m turns them into keyframe requests.
                 206 if (count == 1 || count == 4) && body.len() >= 8 => {
-                    let media = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
-                    let fir_targets: Vec<u32> = body[8..]
-                        .chunks_exact(8)
-                        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect();
+                    let media = be32(body, 4);
                     for t in &mut self.tracks {
                         if count == 1 && t.info.ssrc == media {
                             t.feedback.plis += 1;
-                        } else if count == 4 && fir_targets.contains(&t.info.ssrc) {
+                        } else if count == 4
+                            && body[8..].chunks_exact(8).any(|c| be32(c, 0) == t.info.ssrc)
+                        {
                             t.feedback.firs += 1;
                         }
                     }
                 }
                 // Generic NACK (RFC 4585 §6.2.1).
                 205 if count == 1 && body.len() >= 8 => {
-                    let ssrc = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+                    let ssrc = be32(body, 4);
                     if let Some(t) = self.tracks.iter_mut().find(|t| t.info.ssrc == ssrc) {
                         t.feedback.nacks += 1;
                     }
                     for fci in body[8..].chunks_exact(4) {
                         let pid = u16::from_be_bytes([fci[0], fci[1]]);
                         let blp = u16::from_be_bytes([fci[2], fci[3]]);
-                        self.resend(now, ssrc, pid, dest, out);
+                        self.resend(now, ssrc, pid, dest, out, counters);
                         for bit in 0..16u16 {
                             if blp & (1 << bit) != 0 {
-                                self.resend(now, ssrc, pid.wrapping_add(bit + 1), dest, out);
+                                let seq = pid.wrapping_add(bit + 1);
+                                self.resend(now, ssrc, seq, dest, out, counters);
                             }
                         }
                     }
@@ -420,6 +403,7 @@ impl DirectTx {
         seq: u16,
         dest: SocketAddr,
         out: &mut Vec<Datagram>,
+        counters: &mut Counters,
     ) {
         let Some(t) = self.tracks.iter_mut().find(|t| t.info.ssrc == ssrc) else {
             return;
@@ -431,7 +415,7 @@ impl DirectTx {
             .filter(|c| c.seq as u16 == seq)
             .filter(|c| now.saturating_duration_since(c.at) <= RESEND_MAX_AGE)
         else {
-            self.counts.nack_misses += 1;
+            counters.nack_misses += 1;
             return;
         };
         if c.resent
@@ -488,19 +472,34 @@ impl DirectTx {
         if rtx.is_some() {
             buf.extend_from_slice(&seq.to_be_bytes());
         }
-        let body = buf.len();
-        buf.extend_from_slice(&c.payload);
-        if let Some(ids) = c.vp8 {
-            vp8_rewrite(&mut buf[body..], ids);
-        }
+        append_payload(&mut buf, &c.payload, c.vp8);
         self.srtp.protect_rtp(&mut buf, header_len, out_ssrc, index);
-        self.counts.resent += 1;
-        self.bytes += buf.len() as u64;
-        out.push(Datagram {
-            destination: dest,
-            contents: buf,
-        });
+        counters.rtx_sent += 1;
+        emit(&mut self.bytes, out, dest, buf);
     }
+}
+
+/// Big-endian u32 at `i`.
+fn be32(b: &[u8], i: usize) -> u32 {
+    u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+/// Append a payload, with its VP8 descriptor rewritten if asked.
+fn append_payload(buf: &mut Vec<u8>, payload: &[u8], vp8: Option<Vp8Ids>) {
+    let at = buf.len();
+    buf.extend_from_slice(payload);
+    if let Some(ids) = vp8 {
+        vp8_rewrite(&mut buf[at..], ids);
+    }
+}
+
+/// Queue a sealed datagram, counting its bytes.
+fn emit(bytes: &mut u64, out: &mut Vec<Datagram>, dest: SocketAddr, buf: Vec<u8>) {
+    *bytes += buf.len() as u64;
+    out.push(Datagram {
+        destination: dest,
+        contents: buf,
+    });
 }
 
 /// RTP fixed header and one-byte header extensions (RFC 8285).
@@ -770,6 +769,7 @@ mod tests {
         let now = Instant::now();
         let payload: Arc<[u8]> = vec![7u8; 100].into();
         let mut out = Vec::new();
+        let mut c = Counters::default();
         for seq in 1..=10u64 {
             assert!(d.send(now, 1000, &video_packet(seq, &payload, now), dest, &mut out));
         }
@@ -781,7 +781,7 @@ mod tests {
             client.protect_rtcp(&mut b);
             b
         };
-        d.handle_rtcp(now, &nack(&mut client), dest, &mut out);
+        d.handle_rtcp(now, &nack(&mut client), dest, &mut out, &mut c);
         assert_eq!(out.len(), 2);
         for dg in &out {
             // RTX: its own SSRC and payload type, the original sequence number first.
@@ -789,16 +789,16 @@ mod tests {
             assert_eq!(&dg.contents[8..12], &2000u32.to_be_bytes());
             assert_eq!(dg.contents.len(), 12 + 2 + 100 + RTP_OVERHEAD);
         }
-        assert_eq!(d.counts.resent, 2);
+        assert_eq!(c.rtx_sent, 2);
         // The same NACK again at once is not answered twice.
         out.clear();
-        d.handle_rtcp(now, &nack(&mut client), dest, &mut out);
+        d.handle_rtcp(now, &nack(&mut client), dest, &mut out, &mut c);
         assert!(out.is_empty());
         // A packet never sent is a miss.
         let mut b = vec![0x81, 205, 0, 3, 0, 0, 0, 9, 0, 0, 0x03, 0xe8, 0, 200, 0, 0];
         client.protect_rtcp(&mut b);
-        d.handle_rtcp(now, &b, dest, &mut out);
-        assert_eq!(d.counts.nack_misses, 1);
+        d.handle_rtcp(now, &b, dest, &mut out, &mut c);
+        assert_eq!(c.nack_misses, 1);
         // Junk: unauthenticated, truncated, or authenticated nonsense.
         let mut seed = 0x1234_5678u32;
         for i in 0..500u32 {
@@ -809,14 +809,14 @@ mod tests {
                     (seed >> 24) as u8
                 })
                 .collect();
-            d.handle_rtcp(now, &junk, dest, &mut out);
+            d.handle_rtcp(now, &junk, dest, &mut out, &mut c);
             if junk.len() >= 8 {
                 junk[0] = 0x80 | (junk[0] & 0x3f);
                 client.protect_rtcp(&mut junk);
-                d.handle_rtcp(now, &junk, dest, &mut out);
+                d.handle_rtcp(now, &junk, dest, &mut out, &mut c);
             }
         }
-        assert!(d.counts.rtcp_rejected >= 500);
+        assert!(c.rtcp_unreadable >= 500);
     }
 
     #[test]
@@ -838,14 +838,15 @@ mod tests {
         rr.extend_from_slice(&[0; 20]);
         client.protect_rtcp(&mut rr);
         let mut out = Vec::new();
-        d.handle_rtcp(now, &rr, dest, &mut out);
+        let mut c = Counters::default();
+        d.handle_rtcp(now, &rr, dest, &mut out, &mut c);
         assert!(d.send(now, 1000, &packet(2), dest, &mut sent));
         // Header extensions (sent in the clear): MID then orientation, then orientation only.
         assert_eq!(sent[0].contents[16..20], [0x10, b'1', 0x40, 1]);
         assert_eq!(sent[1].contents[16..20], [0x40, 1, 0, 0]);
         let mut nack = vec![0x81, 205, 0, 3, 0, 0, 0, 9, 0, 0, 0x03, 0xe8, 0, 1, 0, 0];
         client.protect_rtcp(&mut nack);
-        d.handle_rtcp(now, &nack, dest, &mut out);
+        d.handle_rtcp(now, &nack, dest, &mut out, &mut c);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].contents, sent[0].contents);
     }

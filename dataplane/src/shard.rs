@@ -517,25 +517,27 @@ impl Shard {
             // NACKs and reception reports for what this path sent; str0m
             // reads the same datagram for the rest.
             let dest = session.peer.unwrap_or(source);
-            let before = d.counts;
-            d.handle_rtcp(now, data, dest, &mut self.transmits);
-            self.counters.rtx_sent += d.counts.resent - before.resent;
-            self.counters.nack_misses += d.counts.nack_misses - before.nack_misses;
-            self.counters.rtcp_unreadable += d.counts.rtcp_rejected - before.rtcp_rejected;
+            d.handle_rtcp(now, data, dest, &mut self.transmits, &mut self.counters);
         }
-        // Keying material a DTLS endpoint exports during this call is this session's.
-        crate::dtls::take_exported();
-        if session
-            .rtc
-            .handle_input(Input::Receive(now, receive))
-            .is_err()
-        {
+        if !self.input(key, now, Input::Receive(now, receive)) {
             self.counters.drop_session_error += 1;
         }
+    }
+
+    /// Hand `input` to a session's `Rtc` and drain its output. Returns
+    /// false if str0m rejected the input. Keying material a DTLS endpoint
+    /// exports during the call is this session's (see `dtls::take_exported`).
+    fn input(&mut self, key: u32, now: Instant, input: Input) -> bool {
+        let Some(s) = self.slab[key as usize].as_mut() else {
+            return false;
+        };
+        crate::dtls::take_exported();
+        let ok = s.rtc.handle_input(input).is_ok();
         self.drive(key, now);
         if let Some(e) = crate::dtls::take_exported() {
             self.adopt_keys(key, &e);
         }
+        ok
     }
 
     /// Sender reports due on a session's direct send path.
@@ -544,9 +546,7 @@ impl Shard {
             return;
         };
         if let (Some(d), Some(dest)) = (s.direct.as_mut(), s.peer) {
-            let before = d.counts.sender_reports;
-            d.sender_reports(now, dest, &mut self.transmits);
-            self.counters.sender_reports += d.counts.sender_reports - before;
+            d.sender_reports(now, dest, &mut self.transmits, &mut self.counters);
         }
     }
 
@@ -581,7 +581,7 @@ impl Shard {
         for t in &s.viewer_tracks {
             let mut api = s.rtc.direct_api();
             if let Some(tx) = t.ssrc.and_then(|x| api.stream_tx(&x)) {
-                tx.set_rtx_cache(1, Duration::from_millis(1), None);
+                set_rtx_cache(tx, true);
             }
         }
     }
@@ -614,13 +614,7 @@ impl Shard {
             }
             if self.check_liveness(e.key, now) {
                 self.counters.timer_drives += 1;
-                let s = self.slab[e.key as usize].as_mut().expect("live");
-                crate::dtls::take_exported();
-                let _ = s.rtc.handle_input(Input::Timeout(now));
-                self.drive(e.key, now);
-                if let Some(k) = crate::dtls::take_exported() {
-                    self.adopt_keys(e.key, &k);
-                }
+                self.input(e.key, now, Input::Timeout(now));
                 self.direct_reports(e.key, now);
             }
         }
@@ -767,9 +761,7 @@ impl Shard {
             direct: None,
         });
         self.counters.sessions_added += 1;
-        let s = self.slab[key as usize].as_mut().expect("just inserted");
-        let _ = s.rtc.handle_input(Input::Timeout(now));
-        self.drive(key, now);
+        self.input(key, now, Input::Timeout(now));
     }
 
     fn key_for_new_flow(&self, data: &[u8]) -> Option<u32> {
@@ -1050,7 +1042,8 @@ impl Shard {
             Event::PeerStats(p) => {
                 let st = &mut s.stats;
                 // What the direct send path sent, str0m did not count.
-                let bytes_tx = p.bytes_tx + s.direct.as_ref().map_or(0, |d| d.bytes);
+                let direct_bytes = s.direct.as_ref().map_or(0, |d| d.bytes);
+                let bytes_tx = p.bytes_tx + direct_bytes;
                 if let Some((at, rx, tx)) = st.measured {
                     let secs = p.timestamp.saturating_duration_since(at).as_secs_f64();
                     if secs > 0.0 {
@@ -1062,7 +1055,7 @@ impl Shard {
                 }
                 st.measured = Some((p.timestamp, p.bytes_rx, bytes_tx));
                 st.bytes_in = p.peer_bytes_rx;
-                st.bytes_out = p.peer_bytes_tx + s.direct.as_ref().map_or(0, |d| d.bytes);
+                st.bytes_out = p.peer_bytes_tx + direct_bytes;
                 st.rtt_ms = p.rtt.map(|d| d.as_secs_f64() * 1e3);
                 st.loss_in = p.ingress_loss_fraction;
                 st.loss_out = p.egress_loss_fraction;
@@ -1470,8 +1463,7 @@ impl Shard {
                 if s.direct.is_some() {
                     self.direct_reports(key, now);
                 } else {
-                    let _ = s.rtc.handle_input(Input::Timeout(now));
-                    self.drive(key, now);
+                    self.input(key, now, Input::Timeout(now));
                 }
                 group_by_ssrc(&mut self.transmits[first..]);
             }
@@ -2170,12 +2162,18 @@ fn vp8_patch(ids: Vp8Ids, payload: &[u8]) -> Option<str0m::rtp::Vp8Patch> {
 fn send_stream(rtc: &mut Rtc, mid: Mid, direct: bool) -> Option<Ssrc> {
     let mut api = rtc.direct_api();
     let tx = api.stream_tx_by_mid(mid, None)?;
+    set_rtx_cache(tx, direct);
+    Some(tx.ssrc())
+}
+
+/// The RTX cache of a send stream: str0m's own, or a single slot when the
+/// session sends through the direct path (which keeps its own).
+fn set_rtx_cache(tx: &mut str0m::rtp::StreamTx, direct: bool) {
     if direct {
         tx.set_rtx_cache(1, Duration::from_millis(1), None);
     } else {
         tx.set_rtx_cache(RTX_CACHE_PACKETS, Duration::from_secs(1), Some(0.15));
     }
-    Some(tx.ssrc())
 }
 
 fn rid_tag(rid: Rid) -> u32 {
