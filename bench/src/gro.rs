@@ -312,15 +312,21 @@ mod tests {
         assert_eq!(gro_segment_size(&empty), None);
     }
 
+    /// A loopback socket whose reads give up after 2 s.
+    fn loopback_receiver() -> UdpSocket {
+        let receiver = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        receiver
+    }
+
     /// One GSO send of three 1000-byte datagrams and a 300-byte one arrives
     /// at a GRO socket as one read of 3300 bytes with segment size 1000, and
     /// splits back into exactly those datagrams.
     #[test]
     fn gso_send_arrives_coalesced_and_splits_back() {
-        let receiver = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        receiver
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
+        let receiver = loopback_receiver();
         enable(&receiver).expect("the kernel accepts UDP_GRO");
         let sender = loopback_sender();
         const SEG: usize = 1000;
@@ -353,10 +359,7 @@ mod tests {
     /// Without GRO the same socket path reads plain datagrams one by one.
     #[test]
     fn plain_datagrams_read_one_at_a_time() {
-        let receiver = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        receiver
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
+        let receiver = loopback_receiver();
         let sender = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let to = receiver.local_addr().unwrap();
         sender.send_to(&[1; 500], to).unwrap();

@@ -80,12 +80,7 @@ fn lost_packets_are_repaired_from_the_sfu_cache_with_rtx() {
     let lossy = h.add_viewer();
     h.connect_all(Duration::from_secs(5));
     h.peers[lossy].loss = 0.05;
-    // 2 s of video: 4 packets every 20 ms.
-    for _ in 0..100 {
-        let d = h.publisher_datagrams(publisher, 4, 900);
-        h.feed(publisher, &d);
-        h.advance(Duration::from_millis(20));
-    }
+    send_video(&mut h, publisher, 100);
     h.advance(Duration::from_millis(500));
     assert!(
         h.peers[lossy].lost > 5,
@@ -111,13 +106,18 @@ fn lost_packets_are_repaired_from_the_sfu_cache_with_rtx() {
     assert!(c.rtx_sent > 0 && c.nack_misses == 0, "{c:?}");
 }
 
-/// 1 s of a publisher's video (4 packets every 20 ms) and 1.5 s more of exchange.
-fn one_second_of_video(h: &mut Harness, publisher: usize) {
-    for _ in 0..50 {
+/// `frames` frames of a publisher's video: 4 packets of 900 bytes every 20 ms.
+fn send_video(h: &mut Harness, publisher: usize, frames: usize) {
+    for _ in 0..frames {
         let d = h.publisher_datagrams(publisher, 4, 900);
         h.feed(publisher, &d);
         h.advance(Duration::from_millis(20));
     }
+}
+
+/// 1 s of a publisher's video and 1.5 s more of exchange.
+fn one_second_of_video(h: &mut Harness, publisher: usize) {
+    send_video(h, publisher, 50);
     h.advance(Duration::from_millis(1500));
 }
 
