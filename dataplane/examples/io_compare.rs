@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_dataplane::io::{bind_udp, make_backend, set_thread_cpus, IoKind, Waker};
-use sluice_dataplane::shard::Datagram;
 use sluice_dataplane::Counters;
+use sluice_dataplane::Datagram;
 
 struct Args {
     fanout: usize,

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::shard::Datagram;
+use crate::packet::Datagram;
 use crate::srtp::{SrtpSession, RTCP_OVERHEAD, RTP_OVERHEAD};
 use crate::stats::Counters;
 
@@ -209,7 +209,7 @@ impl DirectTx {
             return false;
         };
         let mid = (!t.acked).then_some(t.info.mid.as_bytes());
-        let mut buf = crate::io::take_buffer();
+        let mut buf = crate::packet::take_buffer();
         buf.reserve(12 + 28 + p.payload.len() + RTP_OVERHEAD);
         write_header(
             &mut buf,
@@ -282,7 +282,7 @@ impl DirectTx {
             let rtp_now = ts.wrapping_add(
                 (elapsed.as_nanos() * t.info.clock_rate as u128 / 1_000_000_000) as u32,
             );
-            let mut buf = crate::io::take_buffer();
+            let mut buf = crate::packet::take_buffer();
             buf.reserve(28 + 12 + t.info.cname.len() + 4 + RTCP_OVERHEAD);
             let ntp = ntp_time(now);
             buf.extend_from_slice(&[0x80, 200, 0, 6]);
@@ -429,7 +429,7 @@ impl DirectTx {
             .rtx
             .as_ref()
             .and_then(|(rs, pts)| pts.iter().find(|(m, _)| *m == c.pt).map(|(_, r)| (*rs, *r)));
-        let mut buf = crate::io::take_buffer();
+        let mut buf = crate::packet::take_buffer();
         buf.reserve(12 + 20 + 2 + c.payload.len() + RTP_OVERHEAD);
         let (out_ssrc, index) = match rtx {
             Some((rtx_ssrc, rtx_pt)) => {

@@ -21,6 +21,7 @@ use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use crate::direct::{DirectTx, ExtIds, TrackInfo, Vp8Ids};
 use crate::fanout::{Demand, FwdPacket, Rebase, SourceInfo, StreamShared};
 use crate::ids::{Role, SessionId, ShardId, StreamId};
+use crate::packet::{is_rtcp, is_rtp, Datagram};
 use crate::stats::{Counters, SessionStats, SessionStatsTable, TrackStats};
 use crate::stun;
 use crate::timer::{TimerEntry, TimerWheel};
@@ -168,13 +169,6 @@ pub enum ShardEvent {
 pub enum CrossShard {
     Fanout(ShardId, Vec<FwdPacket>),
     Keyframe(ShardId, StreamId, Option<Rid>),
-}
-
-/// A datagram to send.
-#[derive(Debug)]
-pub struct Datagram {
-    pub destination: SocketAddr,
-    pub contents: Vec<u8>,
 }
 
 struct PubTrack {
@@ -2182,16 +2176,6 @@ fn rid_tag(rid: Rid) -> u32 {
     })
 }
 
-/// Is this datagram RTCP (not RTP, STUN or DTLS)? RFC 7983 + RFC 5761.
-pub fn is_rtcp(buf: &[u8]) -> bool {
-    buf.len() >= 8 && (128..=191).contains(&buf[0]) && (192..=223).contains(&buf[1])
-}
-
-/// Is this datagram RTP (not RTCP, STUN or DTLS)? RFC 7983 + RFC 5761.
-pub fn is_rtp(buf: &[u8]) -> bool {
-    buf.len() >= 12 && (128..=191).contains(&buf[0]) && !(192..=223).contains(&buf[1])
-}
-
 /// Does this payload start a keyframe? Cheap header checks per codec.
 pub fn is_keyframe(codec: Codec, p: &[u8]) -> bool {
     match codec {
@@ -2253,18 +2237,6 @@ pub fn is_keyframe(codec: Codec, p: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rtp_is_told_apart_from_rtcp_stun_and_dtls() {
-        let mut rtp = [0u8; 12];
-        rtp[0] = 0x80;
-        rtp[1] = 96;
-        assert!(is_rtp(&rtp));
-        rtp[1] = 200; // SR
-        assert!(!is_rtp(&rtp));
-        assert!(!is_rtp(&[0x16; 20])); // DTLS
-        assert!(!is_rtp(&[0x00; 20])); // STUN
-    }
 
     #[test]
     fn grouping_by_ssrc_keeps_each_streams_order() {

@@ -53,7 +53,7 @@ fn forwarding_allocates_nothing_per_forwarded_packet_in_steady_state() {
         let d = h.publisher_datagrams(publisher, 8, 1100);
         h.feed(publisher, &d);
         // As an io backend does once the datagrams are sent.
-        sluice_dataplane::io::recycle(h.shard.transmits());
+        sluice_dataplane::recycle(h.shard.transmits());
         h.now += Duration::from_millis(1);
     }
     let turns = 50;
@@ -69,7 +69,7 @@ fn forwarding_allocates_nothing_per_forwarded_packet_in_steady_state() {
         forwarded += h.shard.counters().rtp_forwarded - before_fwd;
         assert!(produced >= per_turn * viewers, "{produced}");
         // As an io backend does once the datagrams are sent.
-        sluice_dataplane::io::recycle(h.shard.transmits());
+        sluice_dataplane::recycle(h.shard.transmits());
         h.now += Duration::from_millis(1);
     }
     let received = (turns * per_turn) as u64;

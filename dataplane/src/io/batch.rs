@@ -8,7 +8,7 @@ use std::mem;
 
 use socket2::SockAddr;
 
-use crate::shard::Datagram;
+use crate::packet::Datagram;
 
 /// Segments per GSO send; the kernel takes 64 on every version with UDP_SEGMENT.
 pub(crate) const MAX_SEGMENTS: usize = 64;

@@ -13,7 +13,7 @@ use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 
 use super::batch::{plan_runs, Op, SendScratch};
 use super::{wait_writable, Backend};
-use crate::shard::Datagram;
+use crate::packet::Datagram;
 use crate::stats::Counters;
 
 const BATCH: usize = 32;
@@ -184,7 +184,7 @@ impl Backend for MmsgBackend {
         }
         self.plan = pending;
         self.retry = retry;
-        super::recycle(out);
+        crate::packet::recycle(out);
     }
 
     fn fd(&self) -> RawFd {

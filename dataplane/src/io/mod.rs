@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
-use crate::shard::Datagram;
+use crate::packet::Datagram;
 use crate::stats::Counters;
 
 mod batch;
@@ -59,44 +59,13 @@ impl IoKind {
     }
 }
 
-/// Capacity of a pooled datagram buffer: any RTP packet sluice writes.
-pub const BUFFER_CAPACITY: usize = 2048;
-/// Buffers kept per thread for reuse.
-const POOL_LIMIT: usize = 1024;
-
-thread_local! {
-    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// An empty datagram buffer of [`BUFFER_CAPACITY`], reused from one a
-/// backend sent on this thread when there is one: the forward path writes
-/// each packet into one of these, so steady-state forwarding allocates none.
-pub fn take_buffer() -> Vec<u8> {
-    POOL.with(|p| p.borrow_mut().pop())
-        .unwrap_or_else(|| Vec::with_capacity(BUFFER_CAPACITY))
-}
-
-/// Clear `out`, keeping its datagrams' buffers for [`take_buffer`].
-pub fn recycle(out: &mut Vec<Datagram>) {
-    POOL.with(|p| {
-        let mut pool = p.borrow_mut();
-        for d in out.drain(..) {
-            if d.contents.capacity() >= BUFFER_CAPACITY && pool.len() < POOL_LIMIT {
-                let mut b = d.contents;
-                b.clear();
-                pool.push(b);
-            }
-        }
-    });
-}
-
 /// A shard's socket I/O.
 pub trait Backend: Send {
     fn name(&self) -> &'static str;
     /// Receive what is queued (without blocking), up to one batch; returns the
     /// number of datagrams handed to `f`.
     fn recv(&mut self, f: &mut dyn FnMut(SocketAddr, &[u8])) -> io::Result<usize>;
-    /// Send and clear `out` (its buffers go to [`recycle`]), counting what
+    /// Send and clear `out` (its buffers go to [`crate::packet::recycle`]), counting what
     /// went out and what was refused.
     fn send(&mut self, out: &mut Vec<Datagram>, counters: &mut Counters);
     fn fd(&self) -> RawFd;

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use super::{wait_writable, Backend};
-use crate::shard::Datagram;
+use crate::packet::Datagram;
 use crate::stats::Counters;
 
 const RECV_BATCH: usize = 64;
@@ -69,7 +69,7 @@ impl Backend for StdBackend {
                 }
             }
         }
-        super::recycle(out);
+        crate::packet::recycle(out);
     }
 
     fn fd(&self) -> RawFd {

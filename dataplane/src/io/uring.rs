@@ -22,7 +22,7 @@ use io_uring::{cqueue, opcode, IoUring};
 
 use super::batch::{plan_runs, MsgHdr, Op, SendScratch};
 use super::{wait_writable, Backend};
-use crate::shard::Datagram;
+use crate::packet::Datagram;
 use crate::stats::Counters;
 
 /// Submission queue depth: the most sends in flight at once.
@@ -454,7 +454,7 @@ impl Backend for UringBackend {
         }
         self.plan = pending;
         self.retry = retry;
-        super::recycle(&mut self.inflight);
+        crate::packet::recycle(&mut self.inflight);
     }
 
     fn fd(&self) -> RawFd {
