@@ -989,7 +989,10 @@ async fn sync_once(app: &Arc<App>, room_name: &str, peer_id: &str) -> Result<(),
                     let _ = tx.send(r);
                 }),
             });
-            let offer = rx.await.map_err(|_| "shard dropped the request")??;
+            let offer = rx
+                .await
+                .map_err(|_| "shard dropped the request")?
+                .map_err(|e| e.to_string())?;
             (id, shard, offer.sdp, offer.mids)
         }
     };
@@ -1009,7 +1012,9 @@ async fn sync_once(app: &Arc<App>, room_name: &str, peer_id: &str) -> Result<(),
             let _ = tx.send(r);
         }),
     });
-    rx.await.map_err(|_| "shard dropped the request")??;
+    rx.await
+        .map_err(|_| "shard dropped the request")?
+        .map_err(|e| e.to_string())?;
     let mut rooms = app.rooms.lock();
     let Some(me) = rooms
         .get_mut(room_name)

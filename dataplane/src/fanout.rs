@@ -9,7 +9,7 @@ use str0m::format::{Codec, PayloadParams};
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 use str0m::rtp::VideoOrientation;
 
-use crate::ids::{ShardId, StreamId};
+use crate::ids::{rid_hash, ShardId, StreamId};
 
 /// Upper bound on shards; per-stream viewer counts are a fixed array of this size.
 pub const MAX_SHARDS: usize = 64;
@@ -27,7 +27,7 @@ pub struct FwdPacket {
     pub keyframe: bool,
     /// Identifies the publisher session the packet came from; viewers rebase
     /// sequence numbers and timestamps when it changes.
-    pub epoch: u32,
+    pub publisher_tag: u32,
     /// Payload type as the publisher negotiated it.
     pub pt: Pt,
     pub codec: Codec,
@@ -48,7 +48,8 @@ pub struct FwdPacket {
 /// The publisher currently feeding a stream, as viewers need to know it.
 #[derive(Debug)]
 pub struct SourceInfo {
-    pub epoch: u32,
+    /// The publisher session's tag (see [`FwdPacket::publisher_tag`]).
+    pub publisher_tag: u32,
     /// The publisher's negotiated payload types, to map onto each viewer's.
     pub params: Vec<PayloadParams>,
 }
@@ -89,12 +90,7 @@ pub struct Demand {
 }
 
 fn demand_tag(rid: Rid) -> u32 {
-    rid.as_bytes()
-        .iter()
-        .fold(0x811c_9dc5u32, |h, b| {
-            (h ^ *b as u32).wrapping_mul(0x0100_0193)
-        })
-        .max(1)
+    rid_hash(rid).max(1)
 }
 
 const NO_SHARD: u32 = u32::MAX;
@@ -217,10 +213,10 @@ impl StreamShared {
         *self.source.lock().unwrap_or_else(|e| e.into_inner()) = source;
     }
 
-    /// Clear the source only if it is still the one with `epoch`.
-    pub(crate) fn clear_source(&self, epoch: u32) {
+    /// Clear the source only if it is still the one with `publisher_tag`.
+    pub(crate) fn clear_source(&self, publisher_tag: u32) {
         let mut s = self.source.lock().unwrap_or_else(|e| e.into_inner());
-        if s.as_ref().map(|s| s.epoch) == Some(epoch) {
+        if s.as_ref().map(|s| s.publisher_tag) == Some(publisher_tag) {
             *s = None;
         }
     }
@@ -268,7 +264,8 @@ impl StreamShared {
 /// joins late or the publisher is replaced.
 #[derive(Debug, Clone)]
 pub struct Rebase {
-    epoch: Option<u32>,
+    /// The source being mapped: a publisher tag, mixed with the layer's.
+    source: Option<u32>,
     first_in: u64,
     seq_delta: u64,
     ts_delta: u32,
@@ -286,7 +283,7 @@ impl Default for Rebase {
 impl Rebase {
     pub fn new() -> Self {
         Rebase {
-            epoch: None,
+            source: None,
             first_in: 0,
             seq_delta: 0,
             ts_delta: 0,
@@ -296,10 +293,11 @@ impl Rebase {
         }
     }
 
-    /// Map an input (epoch, extended seq, timestamp) to the viewer's numbering.
+    /// Map an input (source tag, extended seq, timestamp) to the viewer's numbering.
     /// `None` for packets older than the first one this viewer saw of a source.
-    pub fn map(&mut self, epoch: u32, seq: u64, ts: u32, ts_gap: u32) -> Option<(u64, u32)> {
-        if self.epoch != Some(epoch) {
+    #[inline]
+    pub fn map(&mut self, source: u32, seq: u64, ts: u32, ts_gap: u32) -> Option<(u64, u32)> {
+        if self.source != Some(source) {
             let next = if self.started {
                 self.last_out_seq + 1
             } else {
@@ -313,7 +311,7 @@ impl Rebase {
                 0
             };
             self.first_in = seq;
-            self.epoch = Some(epoch);
+            self.source = Some(source);
         }
         if seq < self.first_in {
             return None;

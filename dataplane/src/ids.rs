@@ -50,3 +50,12 @@ impl Role {
         }
     }
 }
+
+/// A 32-bit FNV-1a hash of a simulcast layer's rid: the tag that tells
+/// layers apart in shared demand slots and in a viewer's rebasing.
+#[inline]
+pub(crate) fn rid_hash(rid: str0m::media::Rid) -> u32 {
+    rid.as_bytes().iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ *b as u32).wrapping_mul(0x0100_0193)
+    })
+}

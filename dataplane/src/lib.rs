@@ -3,7 +3,7 @@
 //!
 //! Knows nothing of HTTP, tokio or configuration files.
 
-pub mod direct;
+pub mod codec;
 pub mod dtls;
 pub mod extensions;
 pub mod fanout;
@@ -13,6 +13,7 @@ pub mod packet;
 pub mod runtime;
 pub mod shard;
 pub mod srtp;
+pub mod srtp_sender;
 pub mod stats;
 pub mod stun;
 pub mod testkit;

@@ -329,9 +329,10 @@ impl ShardThread {
             self.backend.send(transmits, counters);
             if !self.core.forward_delays().is_empty() {
                 let sent = Instant::now();
-                for &(received, n) in self.core.forward_delays() {
-                    let d = sent.saturating_duration_since(received);
-                    self.forward_delay.record_n(d.as_nanos() as u64, n as u64);
+                for f in self.core.forward_delays() {
+                    let d = sent.saturating_duration_since(f.received);
+                    self.forward_delay
+                        .record_n(d.as_nanos() as u64, u64::from(f.copies));
                 }
             }
             self.send_cross();
@@ -414,7 +415,7 @@ mod tests {
             mid: "0".into(),
             rid: None,
             keyframe: false,
-            epoch: 1,
+            publisher_tag: 1,
             pt: 96.into(),
             codec: if kind == MediaKind::Audio {
                 Codec::Opus

@@ -1,5 +1,5 @@
 //! SRTP with AEAD AES-GCM (RFC 7714) for sluice's own send path
-//! (`direct.rs`): keys derived from the DTLS exporter's material (RFC 5764,
+//! (`srtp_sender`): keys derived from the DTLS exporter's material (RFC 5764,
 //! RFC 3711 §4.3), RTP and RTCP sealed in place in the output buffer, and
 //! the viewer's RTCP opened to read its NACKs and reports.
 //!
@@ -22,7 +22,7 @@ const SALT_LEN: usize = 12;
 
 /// The first SRTCP index this side uses. str0m holds the same keys and
 /// counts its own SRTCP from 0: whatever it sent before a session moved to
-/// the direct path must never share an index (so a GCM nonce) with ours.
+/// the SRTP sender must never share an index (so a GCM nonce) with ours.
 const SRTCP_FIRST_INDEX: u32 = 0x4000_0000;
 
 // RFC 3711 §4.3.1 key derivation labels.

@@ -117,6 +117,17 @@ pub struct TrackStats {
     pub measured_at: Option<std::time::Instant>,
 }
 
+/// A session's media byte totals at one moment, for the next rates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ByteTotals {
+    /// When they were read.
+    pub at: std::time::Instant,
+    /// Bytes received.
+    pub rx: u64,
+    /// Bytes sent.
+    pub tx: u64,
+}
+
 /// A session's transport and media figures, published by its shard.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SessionStats {
@@ -139,7 +150,7 @@ pub struct SessionStats {
     pub tracks: Vec<TrackStats>,
     /// When the media byte totals were measured, and those totals, for the next rates.
     #[serde(skip)]
-    pub measured: Option<(std::time::Instant, u64, u64)>,
+    pub measured: Option<ByteTotals>,
 }
 
 /// Per-session stats of one shard, shared with the control plane.

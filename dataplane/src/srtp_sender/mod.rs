@@ -1,4 +1,5 @@
-//! sluice's own send path for forwarded media.
+//! The SRTP sender: sluice's own RTP/SRTP send path for forwarded media
+//! (next to str0m's `direct_api`), with its RTX cache and sender reports.
 //!
 //! A viewer that runs no bandwidth estimation needs nothing from an RTP
 //! stack per packet but a rewritten header and SRTP. str0m's send path
@@ -22,16 +23,21 @@
 //! sent on) is not sent; the shard drops it.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crate::codec::{vp8_rewrite, Vp8Ids};
 use crate::packet::Datagram;
 use crate::srtp::{SrtpSession, RTCP_OVERHEAD, RTP_OVERHEAD};
 use crate::stats::Counters;
 
+mod wire;
+
+use wire::{be32, ntp_time, write_header, write_sdes};
+
 /// Packets kept per video track for NACK answers: a second of video up to
 /// ~2.5 Mbit/s. Must be a power of two.
-pub const RTX_CACHE: usize = 256;
+pub const RTX_CACHE_PACKETS: usize = 256;
 /// A packet is not resent again within this long.
 const RESEND_GAP: Duration = Duration::from_millis(20);
 /// Cached packets older than this are not resent.
@@ -74,18 +80,11 @@ pub struct Packet<'a> {
     pub video_orientation: Option<u8>,
     pub payload: &'a Arc<[u8]>,
     /// VP8 picture id (value, 15-bit) and TL0PICIDX to write into the
-    /// payload descriptor (see `shard::vp8_rewrite`).
+    /// payload descriptor (see [`crate::codec::vp8_rewrite`]).
     pub vp8: Option<Vp8Ids>,
     /// When the publisher's shard received it: the RTP/NTP mapping of sender
     /// reports follows it.
     pub wallclock: Instant,
-}
-
-/// VP8 payload descriptor fields to rewrite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Vp8Ids {
-    pub picture_id: Option<u16>,
-    pub tl0: Option<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -137,9 +136,20 @@ pub struct TrackFeedback {
     pub rtt: Option<Duration>,
 }
 
-/// One session's direct send state.
+/// What the SRTP sender sent on one track, and what the viewer said of it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SentCounts {
+    /// RTP packets sent.
+    pub packets: u64,
+    /// Payload bytes sent.
+    pub bytes: u64,
+    /// The viewer's RTCP about the track.
+    pub feedback: TrackFeedback,
+}
+
+/// One session's SRTP send state.
 #[derive(Debug)]
-pub struct DirectTx {
+pub struct SrtpSender {
     srtp: SrtpSession,
     tracks: Vec<Track>,
     rtcp_scratch: Vec<u8>,
@@ -147,9 +157,9 @@ pub struct DirectTx {
     pub bytes: u64,
 }
 
-impl DirectTx {
+impl SrtpSender {
     pub fn new(srtp: SrtpSession) -> Self {
-        DirectTx {
+        SrtpSender {
             srtp,
             tracks: Vec::new(),
             rtcp_scratch: Vec::new(),
@@ -167,7 +177,7 @@ impl DirectTx {
             return;
         }
         let cache = if info.video {
-            vec![None; RTX_CACHE]
+            vec![None; RTX_CACHE_PACKETS]
         } else {
             Vec::new()
         };
@@ -188,11 +198,15 @@ impl DirectTx {
 
     /// Packets and payload bytes sent on the track with this SSRC, and
     /// what the viewer reported of it.
-    pub fn sent(&self, ssrc: u32) -> Option<(u64, u64, TrackFeedback)> {
+    pub fn sent(&self, ssrc: u32) -> Option<SentCounts> {
         self.tracks
             .iter()
             .find(|t| t.info.ssrc == ssrc)
-            .map(|t| (t.packets, t.octets, t.feedback))
+            .map(|t| SentCounts {
+                packets: t.packets,
+                bytes: t.octets,
+                feedback: t.feedback,
+            })
     }
 
     /// Write `p` on track `ssrc` as one SRTP datagram to `dest`; `false` if
@@ -236,7 +250,7 @@ impl DirectTx {
             t.next_sr = Some(now);
         }
         if !t.cache.is_empty() {
-            let slot = (p.seq as usize) & (RTX_CACHE - 1);
+            let slot = (p.seq as usize) & (RTX_CACHE_PACKETS - 1);
             t.cache[slot] = Some(Cached {
                 seq: p.seq,
                 pt: p.pt,
@@ -410,7 +424,7 @@ impl DirectTx {
         };
         let Some(c) = t
             .cache
-            .get_mut(seq as usize & (RTX_CACHE - 1))
+            .get_mut(seq as usize & (RTX_CACHE_PACKETS - 1))
             .and_then(|c| c.as_mut())
             .filter(|c| c.seq as u16 == seq)
             .filter(|c| now.saturating_duration_since(c.at) <= RESEND_MAX_AGE)
@@ -479,11 +493,6 @@ impl DirectTx {
     }
 }
 
-/// Big-endian u32 at `i`.
-fn be32(b: &[u8], i: usize) -> u32 {
-    u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
-}
-
 /// Append a payload, with its VP8 descriptor rewritten if asked.
 fn append_payload(buf: &mut Vec<u8>, payload: &[u8], vp8: Option<Vp8Ids>) {
     let at = buf.len();
@@ -502,239 +511,19 @@ fn emit(bytes: &mut u64, out: &mut Vec<Datagram>, dest: SocketAddr, buf: Vec<u8>
     });
 }
 
-/// RTP fixed header and one-byte header extensions (RFC 8285).
-#[allow(clippy::too_many_arguments)]
-fn write_header(
-    buf: &mut Vec<u8>,
-    pt: u8,
-    marker: bool,
-    seq: u16,
-    ts: u32,
-    ssrc: u32,
-    ext: &ExtIds,
-    mid: Option<&[u8]>,
-    audio_level: Option<(u8, bool)>,
-    orientation: Option<u8>,
-) {
-    buf.extend_from_slice(&[0x80, pt & 0x7f | if marker { 0x80 } else { 0 }]);
-    buf.extend_from_slice(&seq.to_be_bytes());
-    buf.extend_from_slice(&ts.to_be_bytes());
-    buf.extend_from_slice(&ssrc.to_be_bytes());
-    let start = buf.len();
-    buf.extend_from_slice(&[0xbe, 0xde, 0, 0]);
-    let mut element = |id: u8, value: &[u8]| {
-        if id != 0 && id < 15 && !value.is_empty() && value.len() <= 16 {
-            buf.push(id << 4 | (value.len() as u8 - 1));
-            buf.extend_from_slice(value);
-        }
-    };
-    if let Some(mid) = mid {
-        element(ext.mid, mid);
-    }
-    if let Some((level, voice)) = audio_level {
-        element(
-            ext.audio_level,
-            &[level & 0x7f | if voice { 0x80 } else { 0 }],
-        );
-    }
-    if let Some(o) = orientation {
-        element(ext.video_orientation, &[o]);
-    }
-    if buf.len() == start + 4 {
-        buf.truncate(start);
-        return;
-    }
-    pad_to_word(buf, start);
-    let words = ((buf.len() - start - 4) / 4) as u16;
-    buf[start + 2..start + 4].copy_from_slice(&words.to_be_bytes());
-    buf[0] |= 0x10;
-}
-
-/// Zeros up to a 32-bit boundary counted from `start`.
-fn pad_to_word(buf: &mut Vec<u8>, start: usize) {
-    while !(buf.len() - start).is_multiple_of(4) {
-        buf.push(0);
-    }
-}
-
-/// SDES with one chunk: CNAME, then the end item, padded to 32 bits.
-fn write_sdes(buf: &mut Vec<u8>, ssrc: u32, cname: &[u8]) {
-    let cname = &cname[..cname.len().min(255)];
-    let start = buf.len();
-    buf.extend_from_slice(&[0x81, 202, 0, 0]);
-    buf.extend_from_slice(&ssrc.to_be_bytes());
-    buf.push(1);
-    buf.push(cname.len() as u8);
-    buf.extend_from_slice(cname);
-    // At least one zero octet ends the item list.
-    buf.push(0);
-    pad_to_word(buf, start);
-    let words = ((buf.len() - start) / 4 - 1) as u16;
-    buf[start + 2..start + 4].copy_from_slice(&words.to_be_bytes());
-}
-
-/// Write picture id and TL0PICIDX into a VP8 payload descriptor, where the
-/// descriptor carries them (same positions `shard::vp8_ids` reads).
-pub fn vp8_rewrite(p: &mut [u8], ids: Vp8Ids) {
-    if p.len() < 2 || p[0] & 0x80 == 0 {
-        return;
-    }
-    let x = p[1];
-    let mut i = 2;
-    if x & 0x80 != 0 {
-        let Some(&m) = p.get(i) else { return };
-        if m & 0x80 != 0 {
-            if i + 1 >= p.len() {
-                return;
-            }
-            if let Some(pid) = ids.picture_id {
-                p[i] = 0x80 | ((pid >> 8) as u8 & 0x7f);
-                p[i + 1] = pid as u8;
-            }
-            i += 2;
-        } else {
-            if let Some(pid) = ids.picture_id {
-                p[i] = pid as u8 & 0x7f;
-            }
-            i += 1;
-        }
-    }
-    if x & 0x40 != 0 {
-        if let (Some(tl0), Some(b)) = (ids.tl0, p.get_mut(i)) {
-            *b = tl0;
-        }
-    }
-}
-
-/// NTP time (RFC 3550 §4: seconds since 1900 in 32.32 fixed point) of `now`.
-pub fn ntp_time(now: Instant) -> u64 {
-    const SECS_1900_TO_1970: u64 = 2_208_988_800;
-    static BASE: OnceLock<(Instant, SystemTime)> = OnceLock::new();
-    let (i0, s0) = *BASE.get_or_init(|| (Instant::now(), SystemTime::now()));
-    let wall = if now >= i0 {
-        s0 + (now - i0)
-    } else {
-        s0 - (i0 - now)
-    };
-    let d = wall
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = d.as_secs() + SECS_1900_TO_1970;
-    let frac = ((d.subsec_nanos() as u64) << 32) / 1_000_000_000;
-    (secs << 32) | frac
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn header_extensions_are_one_byte_elements_padded_to_words() {
-        let ext = ExtIds {
-            mid: 1,
-            audio_level: 3,
-            video_orientation: 0,
-        };
-        let mut b = Vec::new();
-        write_header(
-            &mut b,
-            111,
-            true,
-            0x1234,
-            7,
-            0xaabbccdd,
-            &ext,
-            Some(b"0"),
-            Some((30, true)),
-            Some(1),
-        );
-        assert_eq!(
-            b,
-            [
-                0x90,
-                0x80 | 111,
-                0x12,
-                0x34,
-                0,
-                0,
-                0,
-                7,
-                0xaa,
-                0xbb,
-                0xcc,
-                0xdd,
-                0xbe,
-                0xde,
-                0,
-                1,
-                0x10,
-                b'0',
-                0x30,
-                0x80 | 30
-            ]
-        );
-        // Nothing negotiated or nothing to say: no extension block.
-        let mut b = Vec::new();
-        write_header(
-            &mut b,
-            96,
-            false,
-            1,
-            2,
-            3,
-            &ExtIds::default(),
-            Some(b"0"),
-            None,
-            None,
-        );
-        assert_eq!(b.len(), 12);
-        assert_eq!(b[0], 0x80);
-    }
-
-    #[test]
-    fn sdes_is_padded_and_its_length_counts_words() {
-        let mut b = Vec::new();
-        write_sdes(&mut b, 5, b"abcdef");
-        // 4 header + 4 ssrc + 2 + 6 + 1 end = 17, padded to 20.
-        assert_eq!(b.len(), 20);
-        assert_eq!(u16::from_be_bytes([b[2], b[3]]), 4);
-        assert_eq!(&b[10..16], b"abcdef");
-        assert_eq!(b[16], 0);
-    }
-
-    #[test]
-    fn vp8_rewrite_writes_where_the_descriptor_has_the_fields() {
-        // X set, I and L set, 15-bit picture id, TL0PICIDX.
-        let mut p = [0x90, 0xc0, 0x80 | 0x12, 0x34, 9, 0xff];
-        vp8_rewrite(
-            &mut p,
-            Vp8Ids {
-                picture_id: Some(0x0456),
-                tl0: Some(42),
-            },
-        );
-        assert_eq!(p, [0x90, 0xc0, 0x84, 0x56, 42, 0xff]);
-        // 7-bit picture id, no TL0PICIDX.
-        let mut p = [0x90, 0x80, 0x05, 0xff];
-        vp8_rewrite(
-            &mut p,
-            Vp8Ids {
-                picture_id: Some(0x7f),
-                tl0: Some(1),
-            },
-        );
-        assert_eq!(p, [0x90, 0x80, 0x7f, 0xff]);
-    }
-
-    /// A direct path with one video track (SSRC 1000, mid "1") and the
+    /// An SRTP sender with one video track (SSRC 1000, mid "1") and the
     /// viewer's side of its keys.
-    fn direct_with_video_track(
+    fn sender_with_video_track(
         ext: ExtIds,
         rtx: Option<(u32, Vec<(u8, u8)>)>,
-    ) -> (DirectTx, crate::srtp::SrtpSession) {
+    ) -> (SrtpSender, crate::srtp::SrtpSession) {
         let (server, client) =
             crate::srtp::tests::pair(str0m::crypto::dtls::SrtpProfile::AEAD_AES_256_GCM, 32);
-        let mut d = DirectTx::new(server);
+        let mut d = SrtpSender::new(server);
         d.add_track(TrackInfo {
             ssrc: 1000,
             mid: "1".into(),
@@ -764,7 +553,7 @@ mod tests {
     #[test]
     fn nacks_are_answered_on_the_rtx_stream_once_per_gap_and_junk_is_ignored() {
         let (mut d, mut client) =
-            direct_with_video_track(ExtIds::default(), Some((2000, vec![(96, 97)])));
+            sender_with_video_track(ExtIds::default(), Some((2000, vec![(96, 97)])));
         let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let now = Instant::now();
         let payload: Arc<[u8]> = vec![7u8; 100].into();
@@ -826,7 +615,7 @@ mod tests {
             audio_level: 0,
             video_orientation: 4,
         };
-        let (mut d, mut client) = direct_with_video_track(ext, None);
+        let (mut d, mut client) = sender_with_video_track(ext, None);
         let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let now = Instant::now();
         let payload: Arc<[u8]> = vec![5u8; 60].into();
@@ -849,16 +638,5 @@ mod tests {
         d.handle_rtcp(now, &nack, dest, &mut out, &mut c);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].contents, sent[0].contents);
-    }
-
-    #[test]
-    fn ntp_time_follows_the_instant() {
-        let now = Instant::now();
-        let a = ntp_time(now);
-        let b = ntp_time(now + Duration::from_millis(1500));
-        let diff = b - a;
-        // 1.5 s in 32.32 fixed point, to within rounding.
-        assert!((diff as i64 - (3u64 << 31) as i64).abs() < 4, "{diff}");
-        assert!(a >> 32 > 3_900_000_000, "after 2023");
     }
 }

@@ -1,0 +1,179 @@
+//! What the shard core exchanges with the runtime and the control plane:
+//! its settings, commands, events and the errors commands answer with.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::media::{MediaKind, Mid, Rid};
+use str0m::Rtc;
+
+use crate::fanout::{FwdPacket, StreamShared};
+use crate::ids::{Role, SessionId, ShardId, StreamId};
+
+/// Static settings of a shard core.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    pub id: ShardId,
+    pub shard_count: usize,
+    /// The address sessions were told (the ICE candidate); str0m matches it.
+    pub local_addr: SocketAddr,
+    /// At most one keyframe request per stream in this interval.
+    pub keyframe_throttle: Duration,
+    /// A session that receives nothing for this long is removed.
+    pub idle_timeout: Duration,
+    /// A session that has not connected within this long is removed.
+    pub setup_timeout: Duration,
+    /// Hold a video frame's packets until its last one (RTP marker) arrives,
+    /// at most this long, then fan the frame out in one visit per viewer.
+    /// Zero forwards every packet as it arrives.
+    pub frame_hold: Duration,
+    /// Viewers that estimate no bandwidth send media through sluice's own
+    /// RTP/SRTP path ([`crate::srtp_sender`]) instead of str0m's.
+    pub direct_send: bool,
+}
+
+impl ShardConfig {
+    pub fn new(id: ShardId, shard_count: usize, local_addr: SocketAddr) -> Self {
+        ShardConfig {
+            id,
+            shard_count,
+            local_addr,
+            keyframe_throttle: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(30),
+            setup_timeout: Duration::from_secs(30),
+            frame_hold: Duration::ZERO,
+            direct_send: true,
+        }
+    }
+}
+
+/// A negotiated session handed to a shard by the control plane.
+pub struct NewSession {
+    pub id: SessionId,
+    pub role: Role,
+    /// A publisher's stream, or the one stream a WHEP viewer watches (its
+    /// tracks bind by kind). `None` for a room's receive transport, whose
+    /// tracks are bound one by one with [`Command::Subscribe`].
+    pub stream: Option<Arc<StreamShared>>,
+    /// Our ICE ufrag; a new flow's STUN USERNAME names it.
+    pub ice_ufrag: String,
+    pub rtc: Rtc,
+    /// When we made the offer: the answer arrives later with [`Command::AcceptAnswer`].
+    pub pending: Option<SdpPendingOffer>,
+    /// Cap on the simulcast layer this viewer receives (0 = lowest).
+    pub max_layer: Option<u8>,
+}
+
+/// Called once with the outcome of a command that needs an answer.
+pub type Reply<T> = Box<dyn FnOnce(Result<T, ShardError>) + Send>;
+
+/// Why a shard refused a command that needs an answer, grouped by fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// The caller named a session this shard does not hold (it ended, or was
+    /// placed elsewhere).
+    #[error("no such session")]
+    NoSuchSession,
+    /// The caller asked out of turn: an offer is already waiting for its answer.
+    #[error("an offer is already pending")]
+    OfferPending,
+    /// The caller sent an answer with no offer outstanding.
+    #[error("no offer is pending")]
+    NoOfferPending,
+    /// Nothing was asked for that the session does not already have.
+    #[error("nothing to offer")]
+    NothingToOffer,
+    /// The peer's answer did not fit the offer.
+    #[error(transparent)]
+    AnswerRejected(str0m::RtcError),
+}
+
+/// A new offer from the server side of a session and the mids it added.
+#[derive(Debug, Clone)]
+pub struct ServerOffer {
+    pub sdp: String,
+    pub mids: Vec<Mid>,
+}
+
+/// Instructions from the control plane or from other shards.
+pub enum Command {
+    AddSession(Box<NewSession>),
+    /// End a session (DELETE, kick).
+    RemoveSession(SessionId),
+    /// A viewer somewhere wants a keyframe of this stream's publisher (on this
+    /// shard), of one simulcast layer or of every video track.
+    RequestKeyframe(StreamId, Option<Rid>),
+    /// Cap the simulcast layer a viewer receives (0 = lowest); `None` = no cap.
+    /// `mid` `None` applies to every video track of the session.
+    SetMaxLayer {
+        id: SessionId,
+        mid: Option<Mid>,
+        max: Option<u8>,
+    },
+    /// Bind a sending `mid` of a receive session to a publisher's track.
+    Subscribe {
+        id: SessionId,
+        mid: Mid,
+        kind: MediaKind,
+        stream: Arc<StreamShared>,
+        source_mid: Mid,
+    },
+    /// Stop forwarding to `mid`; it may be bound again later.
+    Unsubscribe {
+        id: SessionId,
+        mid: Mid,
+    },
+    /// Renegotiate: add sending media of these kinds; replies with the offer.
+    AddMedia {
+        id: SessionId,
+        kinds: Vec<MediaKind>,
+        reply: Reply<ServerOffer>,
+    },
+    /// Complete an offer this side made.
+    AcceptAnswer {
+        id: SessionId,
+        answer: SdpAnswer,
+        reply: Reply<()>,
+    },
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Removed on request (DELETE, kick, shutdown).
+    Removed,
+    /// No traffic within the idle timeout, or ICE reported disconnection.
+    Timeout,
+    /// Never connected within the setup timeout.
+    SetupTimeout,
+    /// The peer closed DTLS, or str0m reported an error.
+    Closed,
+}
+
+/// What a shard tells the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardEvent {
+    Connected {
+        id: SessionId,
+    },
+    Closed {
+        id: SessionId,
+        reason: CloseReason,
+    },
+    /// A publisher's loudest audio level (RFC 6464, -dBov: 0 loudest, 127 silence)
+    /// over the last interval, with voice activity if the sender flags it.
+    AudioLevel {
+        id: SessionId,
+        level: u8,
+        voice: bool,
+    },
+}
+
+/// Messages for other shards, produced by the core and sent by the runtime.
+#[derive(Debug)]
+pub enum CrossShard {
+    Fanout(ShardId, Vec<FwdPacket>),
+    Keyframe(ShardId, StreamId, Option<Rid>),
+}

@@ -1,0 +1,218 @@
+//! Publisher ingest: a publisher's RTP from str0m becomes a [`FwdPacket`]
+//! (track lookup, codec, keyframe, layer demand, audio level), routed at
+//! once or held until its video frame is complete.
+
+use std::time::Instant;
+
+use str0m::media::{MediaKind, Mid, Rid};
+use str0m::rtp::{RtpPacket, Ssrc};
+
+use super::api::ShardConfig;
+use super::egress::Egress;
+use super::session::{AudioPeak, Session, SessionTable};
+use crate::codec::is_keyframe;
+use crate::fanout::{FwdPacket, StreamShared};
+use crate::stats::Counters;
+
+/// One incoming track of a publisher.
+pub(super) struct PubTrack {
+    pub ssrc: Ssrc,
+    pub kind: MediaKind,
+    pub mid: Mid,
+    pub rid: Option<Rid>,
+    pub last_pli: Option<Instant>,
+    /// Payload bytes since the last layer-rate report.
+    pub bytes: u64,
+    /// Packets of the video frame being held until its last packet (all of
+    /// one RTP timestamp), and when the first of them arrived.
+    held: Vec<FwdPacket>,
+    held_since: Option<Instant>,
+    /// RTP timestamp of the frame released last: its late packets (repaired
+    /// by retransmission) go out at once.
+    released_ts: Option<u32>,
+}
+
+/// Take one RTP packet a publisher session (at `key`) sent: route it to
+/// the stream's viewers, or hold it with its frame (then `key` joins `holding`).
+pub(super) fn handle_publisher_rtp(
+    s: &mut Session,
+    key: u32,
+    pkt: RtpPacket,
+    cfg: &ShardConfig,
+    egress: &mut Egress,
+    holding: &mut Vec<u32>,
+    counters: &mut Counters,
+) {
+    let Some(stream) = s.stream.as_ref() else {
+        return;
+    };
+    counters.rtp_in += 1;
+    let ssrc = pkt.header.ssrc;
+    let ti = match s.pub_tracks.iter().position(|t| t.ssrc == ssrc) {
+        Some(i) => i,
+        None => {
+            let rx = s
+                .rtc
+                .direct_api()
+                .stream_rx(&ssrc)
+                .map(|r| (r.mid(), r.rid()));
+            let Some((kind, mid, rid)) =
+                rx.and_then(|(mid, rid)| s.rtc.media(mid).map(|m| (m.kind(), mid, rid)))
+            else {
+                return;
+            };
+            s.pub_tracks.push(PubTrack {
+                ssrc,
+                kind,
+                mid,
+                rid,
+                last_pli: None,
+                bytes: 0,
+                held: Vec::new(),
+                held_since: None,
+                released_ts: None,
+            });
+            s.pub_tracks.len() - 1
+        }
+    };
+    let track = &mut s.pub_tracks[ti];
+    track.bytes += pkt.payload.len() as u64;
+    stream.add_bytes_in(pkt.payload.len() as u64);
+    let (kind, mid, rid) = (track.kind, track.mid, track.rid);
+    let pt = pkt.header.payload_type;
+    let Some(codec) = s
+        .rtc
+        .codec_config()
+        .params()
+        .iter()
+        .find(|p| p.pt() == pt)
+        .map(|p| p.spec().codec)
+    else {
+        // RTX or an unknown payload type: not forwarded as media.
+        return;
+    };
+    if kind == MediaKind::Audio {
+        if let Some(level) = pkt.header.ext_vals.audio_level {
+            let level = level.unsigned_abs().min(127);
+            let voice = pkt.header.ext_vals.voice_activity.unwrap_or(false);
+            s.audio_peak = Some(match s.audio_peak {
+                Some(p) => AudioPeak {
+                    level: p.level.min(level),
+                    voice: p.voice || voice,
+                },
+                None => AudioPeak { level, voice },
+            });
+        }
+    }
+    if let Some(rid) = rid {
+        if !stream.layer_wanted(rid) {
+            counters.layer_packets_suppressed += 1;
+            return;
+        }
+    }
+    let keyframe = kind == MediaKind::Video && is_keyframe(codec, &pkt.payload);
+    let fwd = FwdPacket {
+        stream: stream.id,
+        kind,
+        mid,
+        rid,
+        keyframe,
+        publisher_tag: s.publisher_tag,
+        pt,
+        codec,
+        seq: *pkt.seq_no,
+        ts: pkt.header.timestamp,
+        marker: pkt.header.marker,
+        audio_level: pkt.header.ext_vals.audio_level,
+        voice_activity: pkt.header.ext_vals.voice_activity,
+        video_orientation: pkt.header.ext_vals.video_orientation,
+        received: pkt.timestamp,
+        payload: pkt.payload,
+    };
+    if kind != MediaKind::Video || cfg.frame_hold.is_zero() {
+        egress.route(cfg.id, stream, fwd);
+        return;
+    }
+    let t = &mut s.pub_tracks[ti];
+    if t.held.first().is_some_and(|h| h.ts != fwd.ts) {
+        // A new frame began before the last one's marker (lost or never
+        // set): what was held goes now.
+        release_frame(t, cfg, stream, egress);
+    }
+    if fwd.marker || t.released_ts == Some(fwd.ts) {
+        release_frame(t, cfg, stream, egress);
+        t.released_ts = Some(fwd.ts);
+        egress.route(cfg.id, stream, fwd);
+    } else {
+        if t.held.is_empty() {
+            t.held_since = Some(fwd.received);
+        }
+        t.held.push(fwd);
+        if !holding.contains(&key) {
+            holding.push(key);
+        }
+    }
+}
+
+/// Release held frames whose time is up; `holding` keeps the publishers
+/// that still hold one.
+pub(super) fn release_held(
+    sessions: &mut SessionTable,
+    holding: &mut Vec<u32>,
+    now: Instant,
+    cfg: &ShardConfig,
+    egress: &mut Egress,
+    counters: &mut Counters,
+) {
+    let mut i = 0;
+    while i < holding.len() {
+        let key = holding[i];
+        let mut still = false;
+        if let Some(s) = sessions.get_mut(key) {
+            if let Some(stream) = s.stream.as_ref() {
+                for t in &mut s.pub_tracks {
+                    let Some(since) = t.held_since else {
+                        continue;
+                    };
+                    if now.saturating_duration_since(since) < cfg.frame_hold {
+                        still = true;
+                        continue;
+                    }
+                    counters.frames_held_expired += 1;
+                    release_frame(t, cfg, stream, egress);
+                }
+            }
+        }
+        if still {
+            i += 1;
+        } else {
+            holding.swap_remove(i);
+        }
+    }
+}
+
+/// When the earliest held frame must go, if any.
+pub(super) fn hold_deadline(
+    sessions: &SessionTable,
+    holding: &[u32],
+    cfg: &ShardConfig,
+) -> Option<Instant> {
+    holding
+        .iter()
+        .filter_map(|&k| sessions.get(k))
+        .flat_map(|s| s.pub_tracks.iter().filter_map(|t| t.held_since))
+        .min()
+        .map(|since| since + cfg.frame_hold)
+}
+
+/// Send what a track holds of a frame (see [`ShardConfig::frame_hold`]) and
+/// remember the frame as sent, so its late packets are not held.
+fn release_frame(t: &mut PubTrack, cfg: &ShardConfig, stream: &StreamShared, egress: &mut Egress) {
+    if let Some(first) = t.held.first() {
+        t.released_ts = Some(first.ts);
+    }
+    t.held_since = None;
+    for p in t.held.drain(..) {
+        egress.route(cfg.id, stream, p);
+    }
+}
