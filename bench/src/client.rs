@@ -229,7 +229,7 @@ fn shared_cert() -> Option<DtlsCert> {
 /// (validated once) DTLS configuration instead of one per session.
 fn shared_provider() -> Arc<str0m::crypto::CryptoProvider> {
     static P: OnceLock<Arc<str0m::crypto::CryptoProvider>> = OnceLock::new();
-    P.get_or_init(|| Arc::new(sluice_dataplane::dtls::crypto_provider()))
+    P.get_or_init(|| Arc::new(sluice_dataplane::crypto_provider()))
         .clone()
 }
 

@@ -44,7 +44,7 @@ const CMSG_HEADER: usize = cmsg_align(USIZE + 2 * INT);
 /// Asks the kernel to deliver GSO sends to `socket` whole (`UDP_GRO`).
 /// Kernels before 5.0 refuse it; the socket then keeps working without it.
 pub fn enable(socket: &impl AsFd) -> io::Result<()> {
-    sluice_dataplane::io::set_int_option(socket, libc::SOL_UDP, libc::UDP_GRO, 1)
+    sluice_dataplane::set_int_option(socket, libc::SOL_UDP, libc::UDP_GRO, 1)
 }
 
 /// What one [`recv`] read.

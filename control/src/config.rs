@@ -139,10 +139,10 @@ impl Config {
                 message: "cert and key must be given together".into(),
             });
         }
-        if self.shards > sluice_dataplane::fanout::MAX_SHARDS {
+        if self.shards > sluice_dataplane::MAX_SHARDS {
             return Err(ConfigError::Invalid {
                 key: "shards",
-                message: format!("at most {}", sluice_dataplane::fanout::MAX_SHARDS),
+                message: format!("at most {}", sluice_dataplane::MAX_SHARDS),
             });
         }
         for (key, v) in [

@@ -4,13 +4,13 @@
 //!
 //! Reading the host is kept apart from judging it, so the judging is tested
 //! on fixture text. Kernel probes that need `unsafe` live in the dataplane
-//! (`sluice_dataplane::io::probe`).
+//! (`sluice_dataplane::probe`).
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
 
-use sluice_dataplane::io::probe;
+use sluice_dataplane::probe;
 
 /// Socket buffer maximum a shard asks for (the dataplane's default buffer).
 const WANT_SOCKET_BUFFER: u64 = 8 << 20;

@@ -231,7 +231,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let spare = control_cpus(&shard_cores);
     if !spare.is_empty() {
         // Threads started from here on (tokio's) inherit this mask; shards pin themselves.
-        if let Err(e) = sluice_dataplane::io::set_thread_cpus(&spare) {
+        if let Err(e) = sluice_dataplane::set_thread_cpus(&spare) {
             tracing::warn!("could not keep the control plane off shard cores: {e}");
         }
     }

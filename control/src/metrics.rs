@@ -201,15 +201,15 @@ fn label(v: &str) -> String {
 
 /// One duration histogram per shard, in [`TURN_BUCKETS`].
 ///
-/// [`TURN_BUCKETS`]: sluice_dataplane::stats::TURN_BUCKETS
+/// [`TURN_BUCKETS`]: sluice_dataplane::TURN_BUCKETS
 fn shard_histogram(
     out: &mut String,
     app: &App,
     name: &str,
     help: &str,
-    of: impl Fn(&ShardHandle) -> &sluice_dataplane::stats::TurnHistogram,
+    of: impl Fn(&ShardHandle) -> &sluice_dataplane::TurnHistogram,
 ) {
-    use sluice_dataplane::stats::TURN_BUCKETS;
+    use sluice_dataplane::TURN_BUCKETS;
     family(out, name, "histogram", help);
     for s in &app.dataplane.shards {
         let (counts, sum) = of(s).cumulative();
@@ -350,7 +350,7 @@ fn session_metrics(out: &mut String, app: &App) {
         .iter()
         .flat_map(|(s, st)| st.tracks.iter().map(move |t| (*s, t)))
         .collect();
-    let tl = |s: &crate::registry::SessionInfo, t: &sluice_dataplane::stats::TrackStats| {
+    let tl = |s: &crate::registry::SessionInfo, t: &sluice_dataplane::TrackStats| {
         format!(
             "{},mid=\"{}\",rid=\"{}\",kind=\"{}\",direction=\"{}\"",
             id(s),
@@ -378,7 +378,7 @@ fn session_metrics(out: &mut String, app: &App) {
         (
             "sluice_track_packets_total",
             "RTP packets per track, with retransmissions.",
-            (|t| t.packets) as fn(&sluice_dataplane::stats::TrackStats) -> u64,
+            (|t| t.packets) as fn(&sluice_dataplane::TrackStats) -> u64,
         ),
         (
             "sluice_track_nacks_total",

@@ -51,7 +51,7 @@ pub struct Negotiated {
 
 impl Negotiator {
     pub fn new() -> anyhow::Result<Self> {
-        let provider = sluice_dataplane::dtls::crypto_provider();
+        let provider = sluice_dataplane::crypto_provider();
         let cert = provider
             .dtls_provider
             .generate_certificate()
@@ -109,7 +109,7 @@ impl Negotiator {
         // A room's receive transport runs no bandwidth estimation.
         let mut rtc = self
             .config(&ufrag)
-            .set_extension_map(sluice_dataplane::extensions::forwarding())
+            .set_extension_map(sluice_dataplane::forwarding_extensions())
             .build(Instant::now());
         let cand = Candidate::host(candidate, "udp")
             .map_err(|e| NegotiateError::Unsupported(format!("bad candidate address: {e}")))?;
@@ -181,9 +181,7 @@ impl Negotiator {
                 // Viewers' simulcast layer follows the TWCC estimate.
                 cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::from(bps)));
             }
-            (false, _, _) => {
-                cfg = cfg.set_extension_map(sluice_dataplane::extensions::forwarding())
-            }
+            (false, _, _) => cfg = cfg.set_extension_map(sluice_dataplane::forwarding_extensions()),
             // Publishers keep transport-cc: their browsers' congestion control
             // runs on the feedback sluice sends.
             (true, _, _) => {}

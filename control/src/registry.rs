@@ -78,7 +78,7 @@ pub struct SessionInfo {
     pub age_secs: f64,
     /// Filled from the shard's table by the caller; absent until first measured.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stats: Option<sluice_dataplane::stats::SessionStats>,
+    pub stats: Option<sluice_dataplane::SessionStats>,
     #[serde(skip)]
     pub sid: SessionId,
     #[serde(skip)]

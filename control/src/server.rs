@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice_dataplane::io::allowed_cpus;
+use sluice_dataplane::allowed_cpus;
 use sluice_dataplane::{Dataplane, DataplaneConfig, IoKind, ShardEvent, ShardId};
 
 use crate::auth::TokenKey;

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_dataplane::io::{bind_udp, make_backend, set_thread_cpus, IoKind, Waker};
 use sluice_dataplane::Counters;
 use sluice_dataplane::Datagram;
+use sluice_dataplane::{bind_udp, make_backend, set_thread_cpus, IoKind, Waker};
 
 struct Args {
     fanout: usize,

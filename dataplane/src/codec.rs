@@ -198,7 +198,7 @@ pub(crate) fn vp8_patch(ids: Vp8Ids, payload: &[u8]) -> Option<str0m::rtp::Vp8Pa
 }
 
 /// Write picture id and TL0PICIDX into a VP8 payload descriptor, where the
-/// descriptor carries them (same positions [`vp8_numbering`] reads).
+/// descriptor carries them (the positions `vp8_numbering` reads).
 pub fn vp8_rewrite(p: &mut [u8], ids: Vp8Ids) {
     if p.len() < 2 || p[0] & 0x80 == 0 {
         return;

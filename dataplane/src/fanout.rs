@@ -17,7 +17,9 @@ pub const MAX_SHARDS: usize = 64;
 /// One decrypted RTP packet from a publisher, on its way to viewers.
 #[derive(Debug, Clone)]
 pub struct FwdPacket {
+    /// The stream it belongs to.
     pub stream: StreamId,
+    /// Audio or video.
     pub kind: MediaKind,
     /// The publisher's media section this packet belongs to.
     pub mid: Mid,
@@ -30,18 +32,24 @@ pub struct FwdPacket {
     pub publisher_tag: u32,
     /// Payload type as the publisher negotiated it.
     pub pt: Pt,
+    /// The codec of `pt`.
     pub codec: Codec,
     /// Extended (64-bit) sequence number from the publisher.
     pub seq: u64,
+    /// RTP timestamp.
     pub ts: u32,
+    /// RTP marker bit.
     pub marker: bool,
+    /// Audio level header extension (RFC 6464), as received.
     pub audio_level: Option<i8>,
+    /// Voice activity flag of the audio level extension.
     pub voice_activity: Option<bool>,
     /// Rotation the viewer must apply (RFC 7742 video orientation, sent by
     /// phones on the last packet of each frame).
     pub video_orientation: Option<VideoOrientation>,
     /// When the publisher's shard received it; used as wallclock and for latency.
     pub received: Instant,
+    /// The RTP payload, shared by every copy.
     pub payload: Arc<[u8]>,
 }
 
@@ -60,7 +68,9 @@ pub struct SourceInfo {
 /// send a batch to; viewer shards update their own slot as viewers come and go.
 #[derive(Debug)]
 pub struct StreamShared {
+    /// The stream's id.
     pub id: StreamId,
+    /// The stream's name as clients know it.
     pub name: String,
     viewers: [AtomicU32; MAX_SHARDS],
     publisher_shard: AtomicU32,
@@ -96,6 +106,7 @@ fn demand_tag(rid: Rid) -> u32 {
 const NO_SHARD: u32 = u32::MAX;
 
 impl StreamShared {
+    /// A stream with no publisher and no viewers.
     pub fn new(id: StreamId, name: impl Into<String>) -> Self {
         StreamShared {
             id,

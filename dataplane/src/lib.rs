@@ -1,31 +1,46 @@
 //! The sluice dataplane: shards of Sans-IO str0m sessions, each on a pinned
 //! thread with its own UDP socket, forwarding media to viewers on any shard.
 //!
-//! Knows nothing of HTTP, tokio or configuration files.
+//! Knows nothing of HTTP, tokio or configuration files. What the control
+//! plane, the bench and the tests use is re-exported here; the modules are
+//! private.
 
-pub mod codec;
-pub mod dtls;
-pub mod extensions;
-pub mod fanout;
-pub mod ids;
-pub mod io;
-pub mod packet;
-pub mod runtime;
-pub mod shard;
-pub mod srtp;
-pub mod srtp_sender;
-pub mod stats;
-pub mod stun;
+mod codec;
+mod dtls;
+mod extensions;
+mod fanout;
+mod ids;
+#[allow(unsafe_code)]
+mod io;
+mod packet;
+mod runtime;
+mod shard;
+mod srtp;
+mod srtp_sender;
+mod stats;
+mod stun;
+#[cfg(feature = "testkit")]
 pub mod testkit;
-pub mod timer;
+mod timer;
 
-pub use fanout::{FwdPacket, StreamShared};
+pub use dtls::crypto_provider;
+pub use extensions::forwarding as forwarding_extensions;
+pub use fanout::{FwdPacket, StreamShared, MAX_SHARDS};
 pub use ids::{Role, SessionId, ShardId, StreamId};
-pub use io::IoKind;
+pub use io::{
+    allowed_cpus, bind_udp, make_backend, probe, set_int_option, set_thread_cpus, Backend, IoKind,
+    Waker,
+};
 pub use packet::{is_rtcp, is_rtp, recycle, Datagram};
 pub use runtime::{Dataplane, DataplaneConfig, ShardHandle};
-pub use shard::{CloseReason, Command, NewSession, Shard, ShardConfig, ShardEvent};
-pub use stats::{Counters, SharedCounters};
+pub use shard::{
+    CloseReason, Command, CrossShard, ForwardDelay, NewSession, Reply, ServerOffer, Shard,
+    ShardConfig, ShardError, ShardEvent,
+};
+pub use stats::{
+    ByteTotals, Counters, SessionStats, SessionStatsTable, SharedCounters, TrackStats,
+    TurnHistogram, TURN_BUCKETS,
+};
 
 /// Re-exported so the control plane builds sessions with the same str0m.
 pub use str0m;

@@ -34,7 +34,7 @@ pub fn take_buffer() -> Vec<u8> {
         .unwrap_or_else(|| Vec::with_capacity(BUFFER_CAPACITY))
 }
 
-/// Clear `out`, keeping its datagrams' buffers for [`take_buffer`].
+/// Clear `out`, keeping its datagrams' buffers for `take_buffer`.
 pub fn recycle(out: &mut Vec<Datagram>) {
     POOL.with(|p| {
         let mut pool = p.borrow_mut();

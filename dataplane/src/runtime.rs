@@ -19,6 +19,7 @@ use crate::stats::{SessionStatsTable, SharedCounters, TurnHistogram};
 /// How the dataplane is laid out.
 #[derive(Debug, Clone)]
 pub struct DataplaneConfig {
+    /// Number of shards (threads).
     pub shards: usize,
     /// Address the media sockets bind to.
     pub bind_ip: IpAddr,
@@ -28,9 +29,13 @@ pub struct DataplaneConfig {
     pub media_port: u16,
     /// CPU for each shard, in order; empty = do not pin.
     pub cores: Vec<usize>,
+    /// Which io backend the shards use.
     pub io: IoKind,
+    /// See [`ShardConfig::idle_timeout`].
     pub idle_timeout: Duration,
+    /// See [`ShardConfig::setup_timeout`].
     pub setup_timeout: Duration,
+    /// See [`ShardConfig::keyframe_throttle`].
     pub keyframe_throttle: Duration,
     /// See [`ShardConfig::frame_hold`].
     pub frame_hold: Duration,
@@ -38,6 +43,7 @@ pub struct DataplaneConfig {
     pub direct_send: bool,
     /// Fan-out batches queued per shard before new ones are dropped.
     pub fanout_queue: usize,
+    /// Socket send and receive buffer size, bytes.
     pub socket_buffer: usize,
 }
 
@@ -63,14 +69,19 @@ impl Default for DataplaneConfig {
 
 /// The control plane's view of one shard.
 pub struct ShardHandle {
+    /// The shard's id.
     pub id: ShardId,
     /// The candidate address sessions on this shard are told.
     pub addr: SocketAddr,
+    /// The core its thread is pinned to, if any.
     pub core: Option<usize>,
+    /// The io backend it runs.
     pub io: &'static str,
+    /// Its counters, as last published.
     pub counters: Arc<SharedCounters>,
     /// Live sessions, by role.
     pub publishers: Arc<AtomicUsize>,
+    /// Viewer sessions on it.
     pub viewers: Arc<AtomicUsize>,
     /// Time taken by busy loop turns.
     pub turns: Arc<TurnHistogram>,
@@ -105,6 +116,7 @@ impl ShardHandle {
         self.ctl.len()
     }
 
+    /// Sessions on this shard.
     pub fn sessions(&self) -> usize {
         self.publishers.load(Ordering::Relaxed) + self.viewers.load(Ordering::Relaxed)
     }
@@ -112,6 +124,7 @@ impl ShardHandle {
 
 /// All shards of the process.
 pub struct Dataplane {
+    /// One handle per shard, indexed by [`ShardId`].
     pub shards: Vec<ShardHandle>,
     stop: Arc<AtomicBool>,
 }
@@ -226,15 +239,7 @@ impl Dataplane {
         Ok(Dataplane { shards, stop })
     }
 
-    /// The shard with the fewest sessions, ties to the lowest id.
-    pub fn least_loaded(&self) -> ShardId {
-        self.shards
-            .iter()
-            .min_by_key(|s| (s.sessions(), s.id))
-            .map(|s| s.id)
-            .unwrap_or(ShardId(0))
-    }
-
+    /// The handle of shard `id`.
     pub fn shard(&self, id: ShardId) -> Option<&ShardHandle> {
         self.shards.get(id.0 as usize)
     }

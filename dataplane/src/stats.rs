@@ -20,7 +20,7 @@ macro_rules! counters {
         /// The published copy of [`Counters`], readable from any thread.
         #[derive(Debug, Default)]
         pub struct SharedCounters {
-            $(pub $name: AtomicU64,)*
+            $(#[doc = $help] pub $name: AtomicU64,)*
         }
 
         impl SharedCounters {
@@ -83,6 +83,7 @@ counters! {
 /// One media track of a session as the shard last measured it (about once a second).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct TrackStats {
+    /// The media section.
     pub mid: String,
     /// Simulcast layer of an incoming track.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,8 +91,11 @@ pub struct TrackStats {
     /// "in" (from the peer) or "out" (to the peer).
     pub direction: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// "audio" or "video".
     pub kind: Option<&'static str>,
+    /// RTP packets.
     pub packets: u64,
+    /// Payload bytes.
     pub bytes: u64,
     /// Over the last interval.
     pub bitrate_bps: u64,
@@ -99,18 +103,22 @@ pub struct TrackStats {
     pub nacks: u64,
     /// PLIs sent (in) or received (out).
     pub plis: u64,
+    /// FIRs sent (in) or received (out).
     pub firs: u64,
     /// Fraction lost, from the last receiver report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loss: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Round trip, milliseconds.
     pub rtt_ms: Option<f64>,
     /// Outgoing simulcast track: the layer forwarded, the one wanted, the cap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The layer it switches to.
     pub target_layer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The viewer's cap.
     pub max_layer: Option<u8>,
     /// When `bytes` was measured, for the next rate.
     #[serde(skip)]
@@ -133,20 +141,25 @@ pub struct ByteTotals {
 pub struct SessionStats {
     /// Datagram bytes from and to the peer.
     pub bytes_in: u64,
+    /// Datagram bytes to the peer.
     pub bytes_out: u64,
     /// RTP payload rates over the last interval, bits/s.
     pub bitrate_in_bps: u64,
+    /// Outgoing RTP rate, bits/s.
     pub bitrate_out_bps: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Round trip, milliseconds.
     pub rtt_ms: Option<f64>,
     /// Fraction of packets lost from the peer / toward the peer, last interval.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loss_in: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Fraction lost toward the peer.
     pub loss_out: Option<f32>,
     /// Bandwidth estimate toward the peer (TWCC), where estimation is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bwe_bps: Option<u64>,
+    /// Its media tracks.
     pub tracks: Vec<TrackStats>,
     /// When the media byte totals were measured, and those totals, for the next rates.
     #[serde(skip)]
@@ -172,6 +185,7 @@ pub struct TurnHistogram {
 }
 
 impl TurnHistogram {
+    /// Count one sample of `nanos`.
     pub fn record(&self, nanos: u64) {
         self.record_n(nanos, 1);
     }

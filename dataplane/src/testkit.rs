@@ -24,12 +24,19 @@ pub const LAYERS: [&str; 3] = ["l", "m", "h"];
 
 /// A client-side peer.
 pub struct Peer {
+    /// The peer's str0m session.
     pub rtc: Rtc,
+    /// Its address.
     pub addr: SocketAddr,
+    /// Publisher or viewer.
     pub role: Role,
+    /// Its session id on the shard.
     pub id: SessionId,
+    /// ICE and DTLS are up.
     pub connected: bool,
+    /// Its audio media section.
     pub audio: Option<Mid>,
+    /// Its video media section.
     pub video: Option<Mid>,
     /// RTP packets received (viewers): (ssrc, seq, payload length).
     pub received: Vec<(u32, u16, usize)>,
@@ -43,6 +50,7 @@ pub struct Peer {
     pub link: Option<Link>,
     /// Datagrams lost on the way to this peer.
     pub lost: u64,
+    /// RTP packets it received.
     pub received_count: u64,
     seq: u64,
     layer_seq: [u64; 3],
@@ -63,6 +71,7 @@ pub struct Peer {
 /// A rate-limited link with a drop-tail queue, from the shard to one peer.
 #[derive(Debug, Clone)]
 pub struct Link {
+    /// Bits per second the link carries.
     pub rate_bps: u64,
     /// Datagrams that would wait longer than this in the queue are dropped.
     pub max_queue_delay: Duration,
@@ -73,6 +82,7 @@ pub struct Link {
 }
 
 impl Link {
+    /// A link of `rate_bps` that drops what would wait longer than `max_queue_delay`.
     pub fn new(rate_bps: u64, max_queue_delay: Duration) -> Self {
         Link {
             rate_bps: rate_bps.max(1),
@@ -101,13 +111,17 @@ impl Link {
 
 /// One shard and its peers on a fake clock.
 pub struct Harness {
+    /// The fake clock.
     pub now: Instant,
     /// Clock step of [`Harness::advance`].
     pub step: Duration,
     /// Initial TWCC estimate toward viewers; `None` = no estimation (the default).
     pub viewer_bwe: Option<u64>,
+    /// The shard under test.
     pub shard: Shard,
+    /// The peers, in the order they were added.
     pub peers: Vec<Peer>,
+    /// The stream every peer publishes or watches.
     pub stream: Arc<StreamShared>,
     /// Datagrams from the shard that were addressed to no peer.
     pub undeliverable: u64,
@@ -135,6 +149,7 @@ impl Default for Harness {
 }
 
 impl Harness {
+    /// A harness with the default shard settings.
     pub fn new() -> Self {
         Self::with_config(|_| {})
     }
@@ -273,10 +288,12 @@ impl Harness {
         idx
     }
 
+    /// Add a publisher (audio and video); returns its index.
     pub fn add_publisher(&mut self) -> usize {
         self.add_peer(Role::Publisher)
     }
 
+    /// Add a viewer; returns its index.
     pub fn add_viewer(&mut self) -> usize {
         self.add_peer(Role::Viewer)
     }
@@ -478,12 +495,15 @@ impl Harness {
 /// shard goes through these two, so `valgrind --tool=callgrind
 /// --toggle-collect=sluice_testkit_shard_*` counts the shard alone.
 #[inline(never)]
+#[allow(unsafe_code)] // no_mangle: the instruction counts name this symbol.
 #[no_mangle]
 pub fn sluice_testkit_shard_datagram(shard: &mut Shard, now: Instant, from: SocketAddr, d: &[u8]) {
     shard.handle_datagram(now, from, d);
 }
 
+/// One shard timeout turn, under a symbol name the instruction counts find.
 #[inline(never)]
+#[allow(unsafe_code)] // no_mangle: the instruction counts name this symbol.
 #[no_mangle]
 pub fn sluice_testkit_shard_timeout(shard: &mut Shard, now: Instant) {
     shard.handle_timeout(now);

@@ -49,12 +49,9 @@ impl TimerWheel {
         self.origin + TICK * (tick as u32)
     }
 
-    /// Entries in the wheel, stale ones included.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
+    /// Whether the wheel holds no entries, stale ones included.
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len == 0
     }
 

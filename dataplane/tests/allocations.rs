@@ -2,10 +2,13 @@
 //! wrapping global allocator.
 //!
 //! Nothing may be allocated per forwarded packet: viewers are sent to by
-//! sluice's own send path (`direct.rs`), which writes each datagram into a
+//! sluice's own SRTP sender (`srtp_sender`), which writes each datagram into a
 //! buffer the io backend recycled after sending an earlier one. str0m
 //! allocates the payload `Arc` and some bookkeeping of each packet it
 //! receives from the publisher; the bound below allows exactly that.
+
+// A counting allocator is a GlobalAlloc, which only unsafe code implements.
+#![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};

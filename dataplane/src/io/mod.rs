@@ -20,9 +20,9 @@ mod plain;
 pub mod probe;
 mod uring;
 
-pub use mmsg::MmsgBackend;
-pub use plain::StdBackend;
-pub use uring::{UringBackend, UringSetupError};
+use mmsg::MmsgBackend;
+use plain::StdBackend;
+use uring::UringBackend;
 
 /// Which backend a shard uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,7 @@ pub enum IoKind {
 }
 
 impl IoKind {
+    /// The kind named by `s` (`auto`, `uring`/`io_uring`, `mmsg`, `std`).
     pub fn parse(s: &str) -> Option<IoKind> {
         match s {
             "auto" => Some(IoKind::Auto),
@@ -49,6 +50,7 @@ impl IoKind {
         }
     }
 
+    /// The name [`IoKind::parse`] takes.
     pub fn as_str(self) -> &'static str {
         match self {
             IoKind::Auto => "auto",
@@ -61,6 +63,7 @@ impl IoKind {
 
 /// A shard's socket I/O.
 pub trait Backend: Send {
+    /// The backend's name, for logs and metrics.
     fn name(&self) -> &'static str;
     /// Receive what is queued (without blocking), up to one batch; returns the
     /// number of datagrams handed to `f`.
@@ -68,6 +71,7 @@ pub trait Backend: Send {
     /// Send and clear `out` (its buffers go to [`crate::packet::recycle`]), counting what
     /// went out and what was refused.
     fn send(&mut self, out: &mut Vec<Datagram>, counters: &mut Counters);
+    /// The socket's descriptor, to wait on.
     fn fd(&self) -> RawFd;
 }
 
@@ -167,6 +171,7 @@ pub struct Waker {
 }
 
 impl Waker {
+    /// A waker with its own eventfd.
     pub fn new() -> io::Result<Waker> {
         // SAFETY: eventfd has no pointer arguments; a negative return is an error.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -218,6 +223,7 @@ impl Waker {
         self.parked.store(true, Ordering::SeqCst);
     }
 
+    /// Mark running again.
     pub fn unpark(&self) {
         self.parked.store(false, Ordering::SeqCst);
     }

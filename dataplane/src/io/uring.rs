@@ -145,11 +145,13 @@ impl UringBackend {
     }
 
     /// Datagrams dropped so far because they did not fit a buffer slot.
+    #[cfg(test)]
     pub fn truncated(&self) -> u64 {
         self.truncated
     }
 
     /// Whether sends still use UDP_SEGMENT (off after the kernel refused it).
+    #[cfg(test)]
     pub fn gso_enabled(&self) -> bool {
         self.gso
     }

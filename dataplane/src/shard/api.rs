@@ -15,7 +15,9 @@ use crate::ids::{Role, SessionId, ShardId, StreamId};
 /// Static settings of a shard core.
 #[derive(Debug, Clone)]
 pub struct ShardConfig {
+    /// This shard's id.
     pub id: ShardId,
+    /// How many shards there are (the fan-out batch count).
     pub shard_count: usize,
     /// The address sessions were told (the ICE candidate); str0m matches it.
     pub local_addr: SocketAddr,
@@ -30,11 +32,12 @@ pub struct ShardConfig {
     /// Zero forwards every packet as it arrives.
     pub frame_hold: Duration,
     /// Viewers that estimate no bandwidth send media through sluice's own
-    /// RTP/SRTP path ([`crate::srtp_sender`]) instead of str0m's.
+    /// RTP/SRTP path (`srtp_sender`) instead of str0m's.
     pub direct_send: bool,
 }
 
 impl ShardConfig {
+    /// Defaults for shard `id` of `shard_count`, sessions told `local_addr`.
     pub fn new(id: ShardId, shard_count: usize, local_addr: SocketAddr) -> Self {
         ShardConfig {
             id,
@@ -51,7 +54,9 @@ impl ShardConfig {
 
 /// A negotiated session handed to a shard by the control plane.
 pub struct NewSession {
+    /// The control plane's id for it.
     pub id: SessionId,
+    /// Publisher or viewer.
     pub role: Role,
     /// A publisher's stream, or the one stream a WHEP viewer watches (its
     /// tracks bind by kind). `None` for a room's receive transport, whose
@@ -59,6 +64,7 @@ pub struct NewSession {
     pub stream: Option<Arc<StreamShared>>,
     /// Our ICE ufrag; a new flow's STUN USERNAME names it.
     pub ice_ufrag: String,
+    /// The negotiated str0m session.
     pub rtc: Rtc,
     /// When we made the offer: the answer arrives later with [`Command::AcceptAnswer`].
     pub pending: Option<SdpPendingOffer>,
@@ -93,12 +99,15 @@ pub enum ShardError {
 /// A new offer from the server side of a session and the mids it added.
 #[derive(Debug, Clone)]
 pub struct ServerOffer {
+    /// The SDP offer.
     pub sdp: String,
+    /// The media sections it adds, in order.
     pub mids: Vec<Mid>,
 }
 
 /// Instructions from the control plane or from other shards.
 pub enum Command {
+    /// Place a negotiated session on this shard.
     AddSession(Box<NewSession>),
     /// End a session (DELETE, kick).
     RemoveSession(SessionId),
@@ -108,33 +117,49 @@ pub enum Command {
     /// Cap the simulcast layer a viewer receives (0 = lowest); `None` = no cap.
     /// `mid` `None` applies to every video track of the session.
     SetMaxLayer {
+        /// The viewer session.
         id: SessionId,
+        /// The track, or every video track.
         mid: Option<Mid>,
+        /// The highest layer index, or no cap.
         max: Option<u8>,
     },
     /// Bind a sending `mid` of a receive session to a publisher's track.
     Subscribe {
+        /// The receive session.
         id: SessionId,
+        /// Its sending media section.
         mid: Mid,
+        /// Audio or video.
         kind: MediaKind,
+        /// The publisher's stream.
         stream: Arc<StreamShared>,
+        /// The publisher's media section to forward.
         source_mid: Mid,
     },
     /// Stop forwarding to `mid`; it may be bound again later.
     Unsubscribe {
+        /// The receive session.
         id: SessionId,
+        /// Its media section.
         mid: Mid,
     },
     /// Renegotiate: add sending media of these kinds; replies with the offer.
     AddMedia {
+        /// The session.
         id: SessionId,
+        /// One new sending media section per entry.
         kinds: Vec<MediaKind>,
+        /// Called with the offer.
         reply: Reply<ServerOffer>,
     },
     /// Complete an offer this side made.
     AcceptAnswer {
+        /// The session.
         id: SessionId,
+        /// The peer's answer.
         answer: SdpAnswer,
+        /// Called once the answer is applied.
         reply: Reply<()>,
     },
 }
@@ -155,18 +180,26 @@ pub enum CloseReason {
 /// What a shard tells the control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShardEvent {
+    /// A session's ICE and DTLS are up.
     Connected {
+        /// The session.
         id: SessionId,
     },
+    /// A session ended.
     Closed {
+        /// The session.
         id: SessionId,
+        /// Why it ended.
         reason: CloseReason,
     },
     /// A publisher's loudest audio level (RFC 6464, -dBov: 0 loudest, 127 silence)
     /// over the last interval, with voice activity if the sender flags it.
     AudioLevel {
+        /// The publisher session.
         id: SessionId,
+        /// RFC 6464 -dBov: 0 loudest, 127 silence.
         level: u8,
+        /// The sender flagged voice activity.
         voice: bool,
     },
 }
@@ -174,6 +207,8 @@ pub enum ShardEvent {
 /// Messages for other shards, produced by the core and sent by the runtime.
 #[derive(Debug)]
 pub enum CrossShard {
+    /// Packets for viewers on that shard.
     Fanout(ShardId, Vec<FwdPacket>),
+    /// A keyframe request for the stream's publisher, on that shard.
     Keyframe(ShardId, StreamId, Option<Rid>),
 }

@@ -40,7 +40,6 @@ pub use api::{
     ShardEvent,
 };
 pub use egress::ForwardDelay;
-pub use simulcast::choose_layer;
 
 use egress::{group_by_ssrc, Egress, Resume, TURN_SEND_BUDGET};
 use keyframe::KeyframeRoute;

@@ -18,7 +18,7 @@ const LAYER_HOLD: Duration = Duration::from_secs(3);
 /// The layer to forward: the highest allowed by the viewer's cap whose rate
 /// fits the bandwidth estimate (with headroom for audio and overhead); the
 /// lowest when none fits. `layers` is sorted by rate, lowest first.
-pub fn choose_layer(
+pub(super) fn choose_layer(
     layers: &[(Rid, u64)],
     max_layer: Option<u8>,
     estimate: Option<u64>,
