@@ -5,7 +5,7 @@ use str0m::rtp::{Extension, ExtensionMap};
 /// The header extensions of a session that sends media and estimates no
 /// bandwidth: str0m's standard set without
 /// - transport-wide sequence numbers: str0m keeps a 1,000-packet TWCC send
-///   history (~90 KiB) for every session that negotiates it, and stamps and
+///   history for every session that negotiates it, and stamps and
 ///   records every packet, for feedback only an estimator would read;
 /// - abs-send-time: a send timestamp computed for every packet, read only by
 ///   a receiver's REMB estimator, whose REMB sluice does not act on;

@@ -56,6 +56,21 @@ pub(crate) fn plan_runs(out: &[Datagram], gso: bool, plan: &mut Vec<Op>) {
     }
 }
 
+/// The kernel or device refused to segment `op` (`errno`): turn GSO off,
+/// saying so once, and queue the op's datagrams to go one by one.
+pub(crate) fn gso_refused(gso: &mut bool, op: Op, errno: i32, retry: &mut Vec<Op>) {
+    if *gso {
+        tracing::warn!("UDP GSO refused (errno {errno}); sending datagrams one by one");
+    }
+    *gso = false;
+    retry.extend((op.start..op.end).map(|s| Op {
+        start: s,
+        end: s + 1,
+        gso: false,
+        tries: op.tries,
+    }));
+}
+
 /// A `msghdr`, whose raw pointers only ever point into memory owned by the
 /// same backend.
 #[repr(transparent)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 
-use super::batch::{plan_runs, Op, SendScratch};
+use super::batch::{gso_refused, plan_runs, Op, SendScratch};
 use super::{wait_writable, Backend};
 use crate::packet::Datagram;
 use crate::stats::Counters;
@@ -105,19 +105,7 @@ impl MmsgBackend {
                     wait_writable(fd, Duration::from_millis(5));
                 }
                 libc::EIO | libc::EINVAL if op.gso => {
-                    // The kernel or device cannot segment: send each alone from now on.
-                    if self.gso {
-                        tracing::warn!(
-                            "UDP GSO refused (errno {err}); sending datagrams one by one"
-                        );
-                    }
-                    self.gso = false;
-                    retry.extend((op.start..op.end).map(|s| Op {
-                        start: s,
-                        end: s + 1,
-                        gso: false,
-                        tries: op.tries,
-                    }));
+                    gso_refused(&mut self.gso, op, err, retry);
                     k += 1;
                 }
                 _ => {

@@ -5,6 +5,10 @@
 //! once per loop turn. The shard parks on the ring's fd, readable while
 //! completions wait.
 //!
+//! One file past 800 lines on purpose: the ring, its provided buffers and
+//! the sends in flight share the invariants its `unsafe` relies on; a third
+//! of it is tests.
+//!
 //! Datagrams larger than a buffer slot are counted (`rx_packets`,
 //! `drop_malformed`) and dropped; media datagrams fit with room to spare.
 
@@ -20,7 +24,7 @@ use std::time::Duration;
 use io_uring::types::{CancelBuilder, Fd, RecvMsgOut};
 use io_uring::{cqueue, opcode, IoUring};
 
-use super::batch::{plan_runs, MsgHdr, Op, SendScratch};
+use super::batch::{gso_refused, plan_runs, MsgHdr, Op, SendScratch};
 use super::{wait_writable, Backend};
 use crate::packet::Datagram;
 use crate::stats::Counters;
@@ -433,17 +437,7 @@ impl Backend for UringBackend {
                             ..*op
                         });
                     } else if op.gso && (res == -libc::EIO || res == -libc::EINVAL) {
-                        // The kernel or device cannot segment: send each alone from now on.
-                        if self.gso {
-                            tracing::warn!("UDP GSO refused ({res}); sending datagrams one by one");
-                        }
-                        self.gso = false;
-                        retry.extend((op.start..op.end).map(|s| Op {
-                            start: s,
-                            end: s + 1,
-                            gso: false,
-                            tries: op.tries,
-                        }));
+                        gso_refused(&mut self.gso, *op, -res, &mut retry);
                     } else {
                         counters.drop_send_error += count;
                     }

@@ -401,11 +401,9 @@ fn resolve_pt(rtc: &Rtc, stream: Option<&StreamShared>, mid: Mid, p: &FwdPacket)
 }
 
 /// The send stream of `mid`, if negotiated, with its RTX cache bounded by
-/// time (1 s) and count. Payloads are shared, but each slot still holds a
-/// ~340-byte packet record and str0m reserves the ring's full count up
-/// front: 256 slots (~87 KiB per video track) hold a second of video up to
-/// ~2.5 Mbit/s and half a second at 5. A session with an SRTP sender keeps
-/// its own cache ([`crate::srtp_sender`]), and str0m's is cut to one slot.
+/// time (1 s) and count ([`RTX_CACHE_PACKETS`]; what a slot costs is in
+/// BENCHMARKS.md). A session with an SRTP sender keeps its own cache
+/// ([`crate::srtp_sender`]), and str0m's is cut to one slot.
 pub(super) fn send_stream(rtc: &mut Rtc, mid: Mid, sender: bool) -> Option<Ssrc> {
     let mut api = rtc.direct_api();
     let tx = api.stream_tx_by_mid(mid, None)?;

@@ -5,8 +5,8 @@
 //! stack per packet but a rewritten header and SRTP. str0m's send path
 //! gives it much more: a packet record and a copy into its send queue, an
 //! RTX cache entry, a fresh zeroed buffer and a second copy around
-//! encryption, a timeout/poll cycle per visit. Measured (BENCHMARKS.md) that
-//! was nine tenths of the forwarding cost. Here each copy is one buffer: the
+//! encryption, a timeout/poll cycle per visit: most of the forwarding cost
+//! (BENCHMARKS.md). Here each copy is one buffer: the
 //! header is written, the shared payload copied once behind it, and the
 //! payload sealed in place (AES-GCM).
 //!
