@@ -22,6 +22,15 @@ pub enum NegotiateError {
     Unsupported(String),
 }
 
+impl NegotiateError {
+    /// The message alone, without the kind's prefix: the one-line reason clients get.
+    pub fn reason(&self) -> &str {
+        match self {
+            NegotiateError::Malformed(m) | NegotiateError::Unsupported(m) => m,
+        }
+    }
+}
+
 /// Codecs sluice forwards, for error messages.
 pub const CODECS: &str = "Opus, VP8, H264, VP9, AV1";
 

@@ -59,3 +59,13 @@ pub async fn app_js() -> impl IntoResponse {
 pub async fn style_css() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE)
 }
+
+const WEBRTC_JS: &str = include_str!("../web/webrtc.js");
+
+/// `/webrtc.js`: what the broadcast and room pages share (ICE gathering).
+pub async fn webrtc_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        WEBRTC_JS,
+    )
+}
