@@ -1,6 +1,5 @@
-//! The control plane's shared state ([`App`]): configuration, the dataplane's
-//! shards, the session registry, the rooms' tables, the negotiator and tokens;
-//! and how shard events update them.
+//! The control plane's shared state ([`App`]: config, shards, registry, rooms' tables,
+//! negotiator, tokens), how shard events update it, and the shard/core plan.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};

@@ -1,15 +1,9 @@
 //! The sluice control plane: configuration, HTTPS (WHIP/WHEP, rooms, admin API,
 //! metrics, the embedded web client) and placement of sessions on shards.
 //!
-//! Knows nothing of sockets' insides; the dataplane owns media I/O.
-//!
-//! Layers, each importing only those below it: [`server`] (composition root)
-//! → [`routes`] → handlers ([`whip`], [`rooms::socket`], [`admin`], [`metrics`],
-//! [`web`]) → [`sessions`], [`authz`], [`error`] → [`app`] (shared state, which
-//! owns the rooms' tables in [`rooms`] but none of their handlers) → leaves
-//! ([`registry`], [`negotiate`], [`auth`], [`config`], [`rooms::protocol`]).
-//! `App` never sees a handler, so the router is built in `routes` over `App`,
-//! and `Server::start` puts the two together.
+//! Imports point down only: [`server`] → [`routes`] → handlers ([`whip`], [`rooms::socket`], [`admin`], [`metrics`], [`web`]) → [`sessions`], [`authz`], [`error`] → [`app`] (state, holding the [`rooms`] tables but no handler) → leaves; so the router is built in `routes` over `App`, and `Server::start` composes the two.
+
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod app;

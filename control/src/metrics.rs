@@ -11,6 +11,7 @@ use sluice_dataplane::{Role, ShardHandle};
 
 use crate::app::App;
 
+/// `GET /metrics`: the Prometheus text exposition.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
         [(

@@ -1,6 +1,5 @@
-//! The running daemon, composed: dataplane shards, the [`App`] state over
-//! them and the HTTPS listener serving [`crate::routes`], started together and
-//! stopped together. Tests start it in-process with ephemeral ports.
+//! The running daemon, composed: shards, the [`App`] over them and the HTTPS listener
+//! serving [`crate::routes`], started and stopped together (in-process in tests).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

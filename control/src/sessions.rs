@@ -1,6 +1,5 @@
-//! Placing and ending sessions, for WHIP/WHEP, rooms and the admin API alike:
-//! place = capacity check → pick the least-loaded shard → negotiate →
-//! register → hand the session to its shard; end = unregister + tell the shard.
+//! Placing and ending sessions for WHIP/WHEP, rooms and admin: place = capacity check →
+//! least-loaded shard → negotiate → register → AddSession; end = unregister + RemoveSession.
 
 use std::sync::Arc;
 use std::time::SystemTime;

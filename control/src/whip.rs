@@ -1,6 +1,5 @@
-//! WHIP (RFC 9725) and WHEP handlers: create a session from an SDP offer,
-//! end it (`DELETE`), refuse trickle (`PATCH`), and change a viewer's
-//! simulcast cap.
+//! WHIP (RFC 9725) and WHEP handlers: create a session from an SDP offer, end it
+//! (`DELETE`), refuse trickle (`PATCH`), change a viewer's simulcast cap.
 
 use std::collections::HashMap;
 use std::sync::Arc;

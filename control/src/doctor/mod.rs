@@ -1,10 +1,8 @@
-//! `sluice doctor`: checks the host for what a forwarding appliance needs
-//! (io_uring, locked memory, socket buffers, CPU frequency and isolation, NIC
-//! interrupt and RPS spread, UDP GSO) and says what to change.
-//!
-//! Reading the host is kept apart from judging it, so the judging is tested
-//! on fixture text. Kernel probes that need `unsafe` live in the dataplane
-//! (`sluice_dataplane::io::probe`).
+//! `sluice doctor`: checks the host for what a forwarding appliance needs (io_uring, locked
+//! memory, socket buffers, CPU frequency and isolation, NIC IRQ/RPS spread, UDP GSO).
+
+// Reading the host is kept apart from judging it, so the judging is tested on fixture
+// text. Kernel probes that need `unsafe` live in the dataplane (`sluice_dataplane::io::probe`).
 
 mod cpu;
 mod host;
@@ -36,6 +34,7 @@ const DEFAULT_MEDIA_PORT: u16 = 40000;
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
+    /// Fine as it is.
     Ok,
     /// Informational: nothing is wrong, but there is something to know.
     Note,
@@ -59,8 +58,11 @@ impl Level {
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
+    /// How it came out.
     pub level: Level,
+    /// What was checked.
     pub name: String,
+    /// What was found.
     pub value: String,
     /// What to change; shown after the value.
     pub fix: Option<String>,

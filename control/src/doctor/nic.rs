@@ -94,9 +94,11 @@ impl IrqLine {
 pub struct Interrupts {
     /// CPU numbers of the columns (from the "CPU0 CPU1 …" header).
     pub cpus: Vec<usize>,
+    /// One entry per numbered IRQ row.
     pub lines: Vec<IrqLine>,
 }
 
+/// Parse /proc/interrupts text; rows without per-CPU counts are skipped.
 pub fn parse_interrupts(text: &str) -> Interrupts {
     let mut rows = text.lines();
     let cpus: Vec<usize> = rows

@@ -1,13 +1,11 @@
-//! Conference rooms over a WebSocket (docs/rooms.md): the tables of rooms,
-//! participants, their producers and the consumers each participant's receive
-//! transport carries; the admin summary and the active speaker.
-//!
-//! Each participant has a send transport (a publisher session of its own
-//! stream) and a receive transport (a session whose sending mids are bound,
-//! one by one, to other participants' tracks). Sessions live on shards like
-//! WHIP/WHEP ones; rooms only steer them. This module is state only and
-//! imports no handler: [`socket`] (the WebSocket), `peer` (requests) and
-//! `sync` (consumers) act on it through [`crate::app::App`].
+//! Conference rooms (docs/rooms.md): the tables of rooms, participants, their producers
+//! and consumers, the admin summary and the active speaker; state only, no handler.
+
+// Each participant has a send transport (a publisher session of its own stream) and a
+// receive transport (a session whose sending mids are bound, one by one, to other
+// participants' tracks). Sessions live on shards like WHIP/WHEP ones; rooms only steer
+// them. `socket` (the WebSocket), `peer` (requests) and `sync` (consumers) act on these
+// tables through `App`.
 
 mod peer;
 pub mod protocol;

@@ -1,6 +1,5 @@
-//! Keeps each participant's receive transport in step with the room's
-//! producers: drops stale consumers, binds free mids, and renegotiates (the
-//! server offers, the participant answers) when new mids are needed.
+//! Keeps each participant's receive transport in step with the room's producers: drops
+//! stale consumers, binds free mids, renegotiates (server offers) when it needs new ones.
 
 use std::sync::Arc;
 use std::time::Duration;
