@@ -1,6 +1,8 @@
 //! CPU checks (frequency governor, isolated cores) and the sysfs CPU list and mask formats.
 
-use super::*;
+use std::collections::BTreeSet;
+
+use super::check::{read, Check, Level};
 
 /// Online CPUs, from sysfs, else the count std sees.
 pub(super) fn online_cpus() -> Vec<usize> {

@@ -1,6 +1,18 @@
 //! Kernel, locked-memory, socket-buffer and media-port checks.
 
-use super::*;
+use super::check::{Check, Level};
+use super::cpu::parse_cpu_list;
+
+/// Socket buffer maximum a shard asks for (the dataplane's default buffer).
+pub(super) const WANT_SOCKET_BUFFER: u64 = 8 << 20;
+/// Packets the kernel may queue per CPU before the stack drops them.
+pub(super) const WANT_NETDEV_BACKLOG: u64 = 5000;
+/// Locked memory for io_uring rings and registered buffers (the unit's LimitMEMLOCK).
+const WANT_MEMLOCK: u64 = 64 << 20;
+/// First kernel that charges io_uring memory to the cgroup instead of RLIMIT_MEMLOCK.
+const MEMCG_URING_KERNEL: (u32, u32) = (5, 12);
+/// UDP port of shard 0 unless configured otherwise.
+const DEFAULT_MEDIA_PORT: u16 = 40000;
 
 fn fmt_bytes(v: u64) -> String {
     if v == u64::MAX {

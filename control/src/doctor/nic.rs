@@ -1,6 +1,10 @@
 //! NIC checks: queue interrupts spread over CPUs (/proc/interrupts) and RPS.
 
-use super::*;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::check::{read, Check, Level};
+use super::cpu::{format_cpu_list, online_cpus, parse_cpu_mask};
 
 /// Interfaces backed by a device (so not lo, bridges, veths, ifb…), by name.
 fn nic_names() -> Vec<String> {
