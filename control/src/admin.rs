@@ -1,42 +1,21 @@
-//! The admin API (`/admin/…`): list shards, streams and sessions, kick a
-//! session, drain. Guarded by `admin_token`; open only in dev mode.
+//! The admin API (`/admin/…`): list shards, streams, sessions and rooms, kick
+//! a session, close a stream, drain. Guarded by `admin_token`; open only in dev mode.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use serde::Serialize;
+use sluice_dataplane::SessionId;
 
-use crate::http::{bearer, end_session, error, json};
-use crate::registry::SessionInfo;
-use crate::server::App;
-
-/// Admin access: the admin token when set; in open dev mode anyone; otherwise no one.
-#[allow(clippy::result_large_err)] // The error is the ready HTTP response.
-fn check(app: &App, headers: &HeaderMap) -> Result<(), Response> {
-    match (&app.config.admin_token, &app.config.secret) {
-        (Some(t), _) => match bearer(headers) {
-            Some(b) if constant_time_eq(b.as_bytes(), t.as_bytes()) => Ok(()),
-            Some(_) => Err(error(StatusCode::FORBIDDEN, "wrong admin token")),
-            None => Err(error(
-                StatusCode::UNAUTHORIZED,
-                "missing bearer token: send Authorization: Bearer <admin_token>",
-            )),
-        },
-        (None, None) => Ok(()),
-        (None, Some(_)) => Err(error(
-            StatusCode::FORBIDDEN,
-            "admin API disabled: set admin_token to enable it",
-        )),
-    }
-}
-
-/// Compare without an early exit, so timing does not reveal the matching prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+use crate::app::App;
+use crate::authz;
+use crate::error::ApiError;
+use crate::sessions;
 
 #[derive(Serialize)]
 struct ShardInfo {
@@ -46,13 +25,12 @@ struct ShardInfo {
     io: &'static str,
     publishers: usize,
     viewers: usize,
-    counters: std::collections::BTreeMap<&'static str, u64>,
+    counters: BTreeMap<&'static str, u64>,
 }
 
-pub async fn shards(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(r) = check(&app, &headers) {
-        return r;
-    }
+/// `GET /admin/shards`: each shard's address, core, io backend, load and counters.
+pub async fn shards(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authz::admin(&app, &headers)?;
     let v: Vec<ShardInfo> = app
         .dataplane
         .shards
@@ -73,111 +51,96 @@ pub async fn shards(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
                 .collect(),
         })
         .collect();
-    json(v)
+    Ok(json(v))
 }
 
-pub async fn streams(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(r) = check(&app, &headers) {
-        return r;
-    }
-    json(app.registry().streams())
+/// `GET /admin/streams`: every stream with its publisher, viewers and rates.
+pub async fn streams(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authz::admin(&app, &headers)?;
+    Ok(json(app.registry().streams()))
 }
 
-/// End a stream: its publisher and every viewer.
+/// `DELETE /admin/streams/{stream}`: end a stream, its publisher and every viewer.
 pub async fn close_stream(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = check(&app, &headers) {
-        return r;
-    }
-    let Some(sessions) = app.registry().stream_sessions(&name) else {
-        return error(StatusCode::NOT_FOUND, "no such stream");
-    };
+) -> Result<Response, ApiError> {
+    authz::admin(&app, &headers)?;
+    let sessions = app
+        .registry()
+        .stream_sessions(&name)
+        .ok_or(ApiError::NoSuchStream)?;
     for e in &sessions {
-        end_session(&app, e);
+        sessions::end(&app, e.id, e.shard);
     }
-    json(serde_json::json!({"closed": name, "sessions": sessions.len()}))
+    Ok(json(
+        serde_json::json!({"closed": name, "sessions": sessions.len()}),
+    ))
 }
 
-pub async fn sessions(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(r) = check(&app, &headers) {
-        return r;
-    }
-    json(sessions_with_stats(&app))
+/// `GET /admin/sessions`: every session with its latest stats.
+pub async fn sessions(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authz::admin(&app, &headers)?;
+    Ok(json(app.sessions_with_stats()))
 }
 
-/// Every session with its shard's latest stats.
-pub fn sessions_with_stats(app: &App) -> Vec<SessionInfo> {
-    let mut v = app.registry().sessions();
-    for s in &mut v {
-        if let Some(shard) = app.dataplane.shard(s.shard_id) {
-            s.stats = shard
-                .session_stats
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&s.sid)
-                .cloned();
-        }
-    }
-    v
-}
-
+/// `GET /admin/sessions/{id}`: one session with its latest stats.
 pub async fn session(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = check(&app, &headers) {
-        return r;
-    }
-    match sessions_with_stats(&app).into_iter().find(|s| s.id == id) {
-        Some(s) => json(s),
-        None => error(StatusCode::NOT_FOUND, "no such session"),
-    }
+) -> Result<Response, ApiError> {
+    authz::admin(&app, &headers)?;
+    let s = app
+        .sessions_with_stats()
+        .into_iter()
+        .find(|s| s.id == id)
+        .ok_or(ApiError::NoSuchSession)?;
+    Ok(json(s))
 }
 
+/// `DELETE /admin/sessions/{id}`: end one session.
 pub async fn kick(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(r) = check(&app, &headers) {
-        return r;
-    }
-    let entry = u64::from_str_radix(&id, 16).ok().and_then(|id| {
-        app.registry()
-            .session(sluice_dataplane::SessionId(id))
-            .cloned()
-    });
-    match entry {
-        Some(e) => {
-            end_session(&app, &e);
-            json(serde_json::json!({"kicked": id}))
-        }
-        None => error(StatusCode::NOT_FOUND, "no such session"),
-    }
+) -> Result<Response, ApiError> {
+    authz::admin(&app, &headers)?;
+    let entry = u64::from_str_radix(&id, 16)
+        .ok()
+        .and_then(|id| app.registry().session(SessionId(id)).cloned())
+        .ok_or(ApiError::NoSuchSession)?;
+    sessions::end(&app, entry.id, entry.shard);
+    Ok(json(serde_json::json!({"kicked": id})))
 }
 
-pub async fn drain(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(r) = check(&app, &headers) {
-        return r;
-    }
+/// `POST /admin/drain`: stop placing sessions; the process drains and exits.
+pub async fn drain(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authz::admin(&app, &headers)?;
     app.draining.store(true, Ordering::SeqCst);
     // The serving process drains and exits as on SIGTERM (a stored permit if
     // nothing waits yet).
     app.drain_requested.notify_one();
-    json(serde_json::json!({
+    Ok(json(serde_json::json!({
         "draining": true,
         "sessions": app.registry().session_count(),
         "deadline_secs": app.config.drain_timeout_secs,
-    }))
+    })))
 }
 
-pub async fn rooms(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(r) = check(&app, &headers) {
-        return r;
-    }
-    json(app.rooms.summary())
+/// `GET /admin/rooms`: every room with its participants.
+pub async fn rooms(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authz::admin(&app, &headers)?;
+    Ok(json(app.rooms.summary()))
+}
+
+fn json<T: Serialize>(v: T) -> Response {
+    Json(v).into_response()
 }

@@ -17,8 +17,10 @@ pub struct Claims {
     /// Room the token is for; `None` or `"*"` means any room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// May publish (within the stream or room scope).
     #[serde(default)]
     pub publish: bool,
+    /// May subscribe (within the stream or room scope).
     #[serde(default)]
     pub subscribe: bool,
     /// Free-form subject (a user or peer id), for logs.
@@ -29,19 +31,25 @@ pub struct Claims {
 /// Why a token was refused; `Unauthorized` maps to 401, `Forbidden` to 403.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
+    /// No token where one is required (401).
     #[error("missing bearer token: send Authorization: Bearer <token>")]
     Missing,
+    /// Not a well-formed HS256 JWT (401).
     #[error("malformed token: {0}")]
     Malformed(&'static str),
+    /// Signed with another secret, or altered (401).
     #[error("token signature does not verify with this server's secret")]
     BadSignature,
+    /// Past its `exp` (401).
     #[error("token expired")]
     Expired,
+    /// Valid, but not for this stream, room or right (403).
     #[error("token does not grant {0}")]
     Forbidden(String),
 }
 
 impl AuthError {
+    /// Is this a 403 (a valid token without the grant) rather than a 401?
     pub fn is_forbidden(&self) -> bool {
         matches!(self, AuthError::Forbidden(_))
     }
@@ -56,12 +64,14 @@ pub struct TokenKey {
 const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 
 impl TokenKey {
+    /// A key for `secret`.
     pub fn new(secret: &[u8]) -> Self {
         TokenKey {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
         }
     }
 
+    /// Sign `claims` into a token.
     pub fn mint(&self, claims: &Claims) -> String {
         let header = URL_SAFE_NO_PAD.encode(HEADER);
         let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialize"));

@@ -95,15 +95,30 @@ impl Default for Config {
 /// A configuration value that cannot be used, naming the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The config file could not be read.
     #[error("reading config file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The config file is not valid TOML of the expected shape.
     #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value is out of range or inconsistent with another.
     #[error("{key}: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid {
+        /// The key, as in the TOML file.
+        key: &'static str,
+        /// What is wrong and what to use.
+        message: String,
+    },
 }
 
 impl Config {
@@ -175,14 +190,17 @@ impl Config {
         Ok(())
     }
 
+    /// `idle_timeout_secs` as a duration.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.idle_timeout_secs)
     }
 
+    /// `setup_timeout_secs` as a duration.
     pub fn setup_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.setup_timeout_secs)
     }
 
+    /// `drain_timeout_secs` as a duration.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.drain_timeout_secs)
     }

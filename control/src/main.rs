@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use sluice::app::{control_cpus, plan_cores};
 use sluice::auth::{unix_now, Claims, TokenKey};
 use sluice::config::Config;
-use sluice::server::{control_cpus, plan_cores, Server};
+use sluice::Server;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

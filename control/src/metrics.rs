@@ -9,8 +9,9 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use sluice_dataplane::{Role, ShardHandle};
 
-use crate::server::App;
+use crate::app::App;
 
+/// `GET /metrics`: the Prometheus text exposition.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
         [(
@@ -275,7 +276,7 @@ fn shard_loop_metrics(out: &mut String, app: &App) {
 
 /// Per-session and per-track series from the shards' stats tables.
 fn session_metrics(out: &mut String, app: &App) {
-    let sessions = crate::admin::sessions_with_stats(app);
+    let sessions = app.sessions_with_stats();
     let measured: Vec<_> = sessions
         .iter()
         .filter_map(|s| s.stats.as_ref().map(|st| (s, st)))

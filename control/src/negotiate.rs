@@ -1,6 +1,5 @@
-//! SDP offer/answer for new sessions: builds a str0m `Rtc` (ICE-lite, RTP
-//! mode, the process's one DTLS certificate) and answers with one host
-//! candidate, the chosen shard's address.
+//! SDP offer/answer for new sessions: a str0m `Rtc` (ICE-lite, RTP mode, the process's
+//! one DTLS certificate) answering with one host candidate, the chosen shard's address.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -22,6 +21,15 @@ pub enum NegotiateError {
     Unsupported(String),
 }
 
+impl NegotiateError {
+    /// The message alone, without the kind's prefix: the one-line reason clients get.
+    pub fn reason(&self) -> &str {
+        match self {
+            NegotiateError::Malformed(m) | NegotiateError::Unsupported(m) => m,
+        }
+    }
+}
+
 /// Codecs sluice forwards, for error messages.
 pub const CODECS: &str = "Opus, VP8, H264, VP9, AV1";
 
@@ -35,21 +43,30 @@ pub struct Negotiator {
 
 /// A session whose offer we made; the answer is applied on its shard.
 pub struct Offered {
+    /// The session, to move to its shard.
     pub rtc: Rtc,
+    /// Local ICE username fragment, for STUN demux.
     pub ufrag: String,
+    /// The offer awaiting the client's answer.
     pub pending: SdpPendingOffer,
+    /// The offer to send to the client.
     pub sdp: String,
+    /// Mids of the offered media, in the order of `kinds`.
     pub mids: Vec<Mid>,
 }
 
 /// A negotiated session ready to move to its shard.
 pub struct Negotiated {
+    /// The session, to move to its shard.
     pub rtc: Rtc,
+    /// Local ICE username fragment, for STUN demux.
     pub ufrag: String,
+    /// The SDP answer to send to the client.
     pub answer: String,
 }
 
 impl Negotiator {
+    /// A negotiator with a fresh DTLS certificate (installing the DTLS crypto provider).
     pub fn new() -> anyhow::Result<Self> {
         let provider = sluice_dataplane::crypto_provider();
         let cert = provider
@@ -75,6 +92,7 @@ impl Negotiator {
             .collect()
     }
 
+    /// A random 64-bit value (session ids).
     pub fn random_u64(&self) -> u64 {
         let mut b = [0u8; 8];
         self.rng.fill(&mut b).expect("system randomness");

@@ -1,6 +1,5 @@
-//! systemd readiness protocol (`sd_notify`): with `Type=notify`, systemd
-//! passes a datagram socket in `NOTIFY_SOCKET` and waits for `READY=1`.
-//! Outside systemd the variable is unset and these calls do nothing.
+//! systemd readiness (`sd_notify`): with `Type=notify`, send `READY=1` and friends to the
+//! socket in `NOTIFY_SOCKET`; outside systemd the variable is unset and nothing is sent.
 
 use std::io;
 use std::os::unix::net::UnixDatagram;

@@ -11,19 +11,28 @@ use sluice_dataplane::{Role, SessionId, ShardId, StreamId, StreamShared};
 /// One session as the control plane knows it.
 #[derive(Debug, Clone)]
 pub struct SessionEntry {
+    /// The session's id (its resource name).
     pub id: SessionId,
+    /// Publisher or viewer.
     pub role: Role,
+    /// The stream name it belongs to (`room:…` for room transports).
     pub stream: String,
+    /// The shard it lives on.
     pub shard: ShardId,
+    /// When it was placed.
     pub created: SystemTime,
+    /// Whether DTLS has connected.
     pub connected: bool,
 }
 
 /// One named stream.
 #[derive(Debug)]
 pub struct StreamEntry {
+    /// State shared with the shards.
     pub shared: Arc<StreamShared>,
+    /// The publishing session, if any.
     pub publisher: Option<SessionId>,
+    /// The viewing sessions.
     pub viewers: HashSet<SessionId>,
 }
 
@@ -36,6 +45,7 @@ pub enum RegisterError {
     AtCapacity,
 }
 
+/// Streams and sessions of the process, and the load of each shard.
 #[derive(Debug, Default)]
 pub struct Registry {
     streams: HashMap<String, StreamEntry>,
@@ -48,11 +58,17 @@ pub struct Registry {
 /// Summary for the admin API.
 #[derive(Debug, Serialize)]
 pub struct StreamInfo {
+    /// Stream name.
     pub name: String,
+    /// Numeric stream id.
     pub id: u32,
+    /// The publisher's session id.
     pub publisher: Option<String>,
+    /// The publisher's shard.
     pub publisher_shard: Option<u16>,
+    /// Number of viewers.
     pub viewers: usize,
+    /// Viewers on each shard.
     pub viewers_per_shard: BTreeMap<u16, u32>,
     /// The publisher's RTP payload rate, bits/s (about the last half second).
     pub bitrate_bps: u64,
@@ -62,42 +78,58 @@ pub struct StreamInfo {
     pub layers: Vec<LayerInfo>,
 }
 
+/// One simulcast layer of a stream.
 #[derive(Debug, Serialize)]
 pub struct LayerInfo {
+    /// The layer's rid.
     pub rid: String,
+    /// Its rate, bits/s.
     pub bitrate_bps: u64,
 }
 
+/// Summary of one session for the admin API and metrics.
 #[derive(Debug, Serialize)]
 pub struct SessionInfo {
+    /// Session id, 16 hex digits.
     pub id: String,
+    /// `publisher` or `viewer`.
     pub role: &'static str,
+    /// Stream name.
     pub stream: String,
+    /// Shard number.
     pub shard: u16,
+    /// Whether DTLS has connected.
     pub connected: bool,
+    /// Seconds since it was placed.
     pub age_secs: f64,
     /// Filled from the shard's table by the caller; absent until first measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<sluice_dataplane::SessionStats>,
+    /// The id, typed.
     #[serde(skip)]
     pub sid: SessionId,
+    /// The shard, typed.
     #[serde(skip)]
     pub shard_id: ShardId,
 }
 
 impl Registry {
+    /// Sessions registered.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
 
+    /// Sessions registered in `role`.
     pub fn count_by_role(&self, role: Role) -> usize {
         self.sessions.values().filter(|s| s.role == role).count()
     }
 
+    /// Streams with a publisher or viewers.
     pub fn stream_count(&self) -> usize {
         self.streams.len()
     }
 
+    /// The session with `id`.
     pub fn session(&self, id: SessionId) -> Option<&SessionEntry> {
         self.sessions.get(&id)
     }
@@ -202,6 +234,7 @@ impl Registry {
         Ok(())
     }
 
+    /// Note that DTLS has connected.
     pub fn mark_connected(&mut self, id: SessionId) {
         if let Some(s) = self.sessions.get_mut(&id) {
             s.connected = true;
@@ -226,6 +259,7 @@ impl Registry {
         Some(entry)
     }
 
+    /// Every stream, by name.
     pub fn streams(&self) -> Vec<StreamInfo> {
         let mut v: Vec<StreamInfo> = self
             .streams
@@ -263,6 +297,7 @@ impl Registry {
         v
     }
 
+    /// Every session, by id.
     pub fn sessions(&self) -> Vec<SessionInfo> {
         let now = SystemTime::now();
         let mut v: Vec<SessionInfo> = self

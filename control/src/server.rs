@@ -1,73 +1,23 @@
-//! The running daemon: dataplane shards plus the HTTPS control plane, started
-//! together and stopped together. Tests start it in-process with ephemeral ports.
+//! The running daemon, composed: shards, the [`App`] over them and the HTTPS listener
+//! serving [`crate::routes`], started and stopped together (in-process in tests).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_dataplane::allowed_cpus;
 use sluice_dataplane::{Dataplane, DataplaneConfig, IoKind, ShardEvent, ShardId};
 
-use crate::auth::TokenKey;
+use crate::app::{plan_cores, App};
 use crate::config::Config;
 use crate::negotiate::Negotiator;
-use crate::registry::Registry;
 use crate::tls::TlsMaterial;
-
-/// Shared state of the control plane.
-pub struct App {
-    pub config: Config,
-    pub dataplane: Dataplane,
-    pub registry: Mutex<Registry>,
-    pub rooms: crate::rooms::Rooms,
-    pub negotiator: Negotiator,
-    pub tokens: Option<TokenKey>,
-    pub draining: AtomicBool,
-    /// Signalled by `POST /admin/drain`: the process drains and exits as on SIGTERM.
-    pub drain_requested: tokio::sync::Notify,
-    pub started: Instant,
-    pub tls_fingerprint: String,
-}
-
-impl App {
-    pub fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-}
-
-/// Shard count and cores from the config and the process's CPU mask.
-pub fn plan_cores(config: &Config) -> (usize, Vec<usize>) {
-    let allowed = allowed_cpus();
-    let cores = if config.cores.is_empty() {
-        allowed.clone()
-    } else {
-        config.cores.clone()
-    };
-    let shards = if config.shards == 0 {
-        cores.len().max(1)
-    } else {
-        config.shards
-    };
-    let pinned = (0..shards).map(|i| cores[i % cores.len().max(1)]).collect();
-    (shards, pinned)
-}
-
-/// CPUs left for the control plane: allowed CPUs that host no shard, if any.
-pub fn control_cpus(shard_cores: &[usize]) -> Vec<usize> {
-    allowed_cpus()
-        .into_iter()
-        .filter(|c| !shard_cores.contains(c))
-        .collect()
-}
 
 /// A started server.
 pub struct Server {
+    /// The shared state, for inspection by tests and the binary.
     pub app: Arc<App>,
+    /// Where the HTTPS listener is bound.
     pub https_addr: SocketAddr,
     handle: axum_server::Handle,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -97,21 +47,14 @@ impl Server {
         };
         let (ev_tx, ev_rx) = crossbeam_channel::unbounded::<(ShardId, ShardEvent)>();
         let dataplane = Dataplane::start(&dp_cfg, ev_tx)?;
-        let tokens = config.secret.as_ref().map(|s| TokenKey::new(s.as_bytes()));
         let mut negotiator = Negotiator::new()?;
         negotiator.viewer_bwe = (config.viewer_bwe_bps > 0).then_some(config.viewer_bwe_bps);
-        let app = Arc::new(App {
-            negotiator,
-            config: config.clone(),
+        let app = Arc::new(App::new(
+            config.clone(),
             dataplane,
-            registry: Mutex::new(Registry::default()),
-            rooms: crate::rooms::Rooms::default(),
-            tokens,
-            draining: AtomicBool::new(false),
-            drain_requested: tokio::sync::Notify::new(),
-            started: Instant::now(),
-            tls_fingerprint: tls.fingerprint.clone(),
-        });
+            negotiator,
+            tls.fingerprint.clone(),
+        ));
         let weak = Arc::downgrade(&app);
         std::thread::Builder::new()
             .name("shard-events".into())
@@ -119,20 +62,7 @@ impl Server {
                 // Ends when every shard has dropped its sender, or the app is gone.
                 while let Ok((_shard, ev)) = ev_rx.recv() {
                     let Some(app) = weak.upgrade() else { break };
-                    if let ShardEvent::AudioLevel { id, level, .. } = ev {
-                        app.rooms.handle_level(id, level);
-                        continue;
-                    }
-                    let mut reg = app.registry();
-                    match ev {
-                        ShardEvent::Connected { id } => reg.mark_connected(id),
-                        ShardEvent::Closed { id, reason } => {
-                            if let Some(e) = reg.remove(id) {
-                                tracing::info!(session = %id, role = e.role.as_str(), stream = %e.stream, ?reason, "session ended");
-                            }
-                        }
-                        ShardEvent::AudioLevel { .. } => {}
-                    }
+                    app.handle_shard_event(ev);
                 }
             })?;
 
@@ -142,7 +72,7 @@ impl Server {
         )
         .await?;
         let handle = axum_server::Handle::new();
-        let router = crate::http::router(app.clone());
+        let router = crate::routes::router(app.clone());
         let serve = tokio::spawn(
             axum_server::bind_rustls(config.listen, rustls_cfg)
                 .handle(handle.clone())

@@ -7,9 +7,13 @@ use ring::digest;
 
 /// PEM certificate chain and key, plus the leaf's SHA-256 fingerprint.
 pub struct TlsMaterial {
+    /// Certificate chain, PEM.
     pub cert_pem: String,
+    /// Private key, PEM.
     pub key_pem: String,
+    /// SHA-256 fingerprint of the leaf certificate.
     pub fingerprint: String,
+    /// Whether the certificate was generated at start.
     pub self_signed: bool,
 }
 

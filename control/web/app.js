@@ -95,30 +95,6 @@ function stopTracks(media) {
   media?.getTracks().forEach((t) => t.stop());
 }
 
-function waitForIceGathering(pc, timeoutMs) {
-  if (pc.iceGatheringState === 'complete') return Promise.resolve();
-  return new Promise((resolve) => {
-    const finish = () => {
-      clearTimeout(timer);
-      pc.removeEventListener('icegatheringstatechange', onState);
-      pc.removeEventListener('icecandidate', onCandidate);
-      resolve();
-    };
-    const onState = () => {
-      if (pc.iceGatheringState === 'complete') finish();
-    };
-    // A null candidate also marks the end; some browsers signal it before the state event.
-    const onCandidate = (ev) => {
-      if (!ev.candidate) finish();
-    };
-    // The server never needs our candidates (it learns our address from STUN checks),
-    // so a slow interface must not hold up the offer.
-    const timer = setTimeout(finish, timeoutMs);
-    pc.addEventListener('icegatheringstatechange', onState);
-    pc.addEventListener('icecandidate', onCandidate);
-  });
-}
-
 // WHIP/WHEP exchange: one POST with the complete offer, the answer in the body.
 async function exchangeSdp(pc, url, token, signal) {
   await pc.setLocalDescription(await pc.createOffer());

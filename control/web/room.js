@@ -71,30 +71,6 @@ function serialQueue() {
   };
 }
 
-function waitForIceGathering(pc, timeoutMs) {
-  if (pc.iceGatheringState === 'complete') return Promise.resolve();
-  return new Promise((resolve) => {
-    const finish = () => {
-      clearTimeout(timer);
-      pc.removeEventListener('icegatheringstatechange', onState);
-      pc.removeEventListener('icecandidate', onCandidate);
-      resolve();
-    };
-    const onState = () => {
-      if (pc.iceGatheringState === 'complete') finish();
-    };
-    // A null candidate also marks the end; some browsers signal it before the state event.
-    const onCandidate = (ev) => {
-      if (!ev.candidate) finish();
-    };
-    // The ICE-lite server learns our address from STUN checks, so a slow interface must
-    // not hold the description back for long.
-    const timer = setTimeout(finish, timeoutMs);
-    pc.addEventListener('icegatheringstatechange', onState);
-    pc.addEventListener('icecandidate', onCandidate);
-  });
-}
-
 function preferCodecs(transceiver, preferred) {
   if (typeof transceiver.setCodecPreferences !== 'function') return;
   try {

@@ -1,9 +1,12 @@
-// What the browser end-to-end scripts share: their environment, Chromium's flags, timed
-// logging, checks that count and remember the last one passed, polling, console capture
-// and the admin API's session list.
+// What the browser end-to-end scripts share: their environment, Chromium's flags and
+// launcher, timed logging, checks that count and remember the last one passed, polling,
+// console capture and the admin API's session list.
 
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const BASE = (process.env.SLUICE_URL || 'https://127.0.0.1:8443').replace(/\/+$/, '');
@@ -96,4 +99,37 @@ export async function adminSessions(request) {
   const list = JSON.parse(body);
   if (!Array.isArray(list)) throw new CheckFailed(`GET /admin/sessions: not an array: ${body}`);
   return list;
+}
+
+// Profile directory of each context launchChromium made, removed by closeChromium.
+const profiles = new Map();
+
+// Headless Chromium with `args` and a fresh profile, ready for pages of the self-signed server.
+export async function launchChromium(args = CHROMIUM_ARGS) {
+  const profile = mkdtempSync(join(tmpdir(), 'sluice-chromium-'));
+  let context;
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args,
+      ignoreHTTPSErrors: true,
+      viewport: { width: 1280, height: 800 },
+      timeout: 30_000,
+    });
+  } catch (err) {
+    rmSync(profile, { recursive: true, force: true });
+    throw err;
+  }
+  profiles.set(context, profile);
+  log(`chromium ${context.browser()?.version() ?? ''} started`);
+  return context;
+}
+
+// Close a context from launchChromium (or nothing, if the launch failed) and remove its profile.
+export async function closeChromium(context) {
+  if (!context) return;
+  await context.close().catch(() => {});
+  rmSync(profiles.get(context), { recursive: true, force: true });
+  profiles.delete(context);
 }

@@ -14,12 +14,11 @@
 //   ARTIFACTS_DIR    where screenshots and logs go (default tests/artifacts)
 //   E2E_DEADLINE_MS  hard limit for the whole script (default 150000)
 
-import { chromium } from 'playwright-core';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  ARTIFACTS, BASE, CHROMIUM, CHROMIUM_ARGS, NO_BACKGROUND_THROTTLING, CheckFailed, adminSessions, check,
+  ARTIFACTS, BASE, CHROMIUM_ARGS, NO_BACKGROUND_THROTTLING, CheckFailed, adminSessions, check,
+  closeChromium, launchChromium,
   consoleLines, deadlineMs, elapsed, lastOk, log, passed, pollUntil, recordConsole, sleep,
 } from './common.mjs';
 
@@ -241,7 +240,6 @@ async function run(context) {
 }
 
 async function main() {
-  const profile = mkdtempSync(join(tmpdir(), 'sluice-chromium-'));
   let context;
   let failure = null;
   const deadline = setTimeout(() => {
@@ -251,22 +249,13 @@ async function main() {
     process.exit(1);
   }, DEADLINE_MS);
   try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ARGS,
-      ignoreHTTPSErrors: true,
-      viewport: { width: 1280, height: 800 },
-      timeout: 30_000,
-    });
-    log(`chromium ${context.browser()?.version() ?? ''} started`);
+    context = await launchChromium(ARGS);
     await run(context);
   } catch (err) {
     failure = err;
   } finally {
     clearTimeout(deadline);
-    await context?.close().catch(() => {});
-    rmSync(profile, { recursive: true, force: true });
+    await closeChromium(context);
   }
   flushLogs();
 

@@ -17,12 +17,11 @@
 //   SIMULCAST_SCALABILITY_MODE  e.g. L1T1: forced on A's encodings (diagnostics; Chrome's
 //                  VP8 simulcast default is L1T3)
 
-import { chromium } from 'playwright-core';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  ARTIFACTS, BASE, CHROMIUM, CHROMIUM_ARGS, NO_BACKGROUND_THROTTLING, CheckFailed, adminSessions, check,
+  ARTIFACTS, BASE, CHROMIUM_ARGS, NO_BACKGROUND_THROTTLING, CheckFailed, adminSessions, check,
+  closeChromium, launchChromium,
   consoleLines, deadlineMs, elapsed, lastOk, log, passed, pollUntil, recordConsole, shardCounter, sleep,
 } from './common.mjs';
 
@@ -319,7 +318,6 @@ async function run(context) {
 }
 
 async function main() {
-  const profile = mkdtempSync(join(tmpdir(), 'sluice-chromium-'));
   let context;
   let failure = null;
   const deadline = setTimeout(() => {
@@ -328,15 +326,7 @@ async function main() {
     process.exit(1);
   }, DEADLINE_MS);
   try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ARGS,
-      ignoreHTTPSErrors: true,
-      viewport: { width: 1280, height: 800 },
-      timeout: 30_000,
-    });
-    log(`chromium ${context.browser()?.version() ?? ''} started`);
+    context = await launchChromium(ARGS);
     await run(context);
   } catch (err) {
     failure = err;
@@ -354,8 +344,7 @@ async function main() {
       }
       await sleep(500); // let the DELETEs go out
     }
-    await context?.close().catch(() => {});
-    rmSync(profile, { recursive: true, force: true });
+    await closeChromium(context);
     clearTimeout(deadline);
   }
 

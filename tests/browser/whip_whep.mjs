@@ -13,12 +13,10 @@
 //   E2E_LOSS_PERCENT  set by tests/suites/browser-loss.sh, which drops that share of the
 //                     server's datagrams: the viewer must then NACK and sluice resend
 
-import { chromium } from 'playwright-core';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  ARTIFACTS, BASE, CHROMIUM, CHROMIUM_ARGS, CheckFailed, adminSessions, check,
+  ARTIFACTS, BASE, CHROMIUM_ARGS, CheckFailed, adminSessions, check, closeChromium, launchChromium,
   consoleLines, deadlineMs, lastOk, log, pollUntil, recordConsole, shardCounter, sleep,
 } from './common.mjs';
 
@@ -156,7 +154,6 @@ async function run(context) {
 }
 
 async function main() {
-  const profile = mkdtempSync(join(tmpdir(), 'sluice-chromium-'));
   let context;
   let failure = null;
   const deadline = setTimeout(() => {
@@ -165,21 +162,12 @@ async function main() {
     process.exit(1);
   }, DEADLINE_MS);
   try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      ignoreHTTPSErrors: true,
-      viewport: { width: 1280, height: 800 },
-      timeout: 30_000,
-    });
-    log(`chromium ${context.browser()?.version() ?? ''} started`);
+    context = await launchChromium(CHROMIUM_ARGS);
     await run(context);
   } catch (err) {
     failure = err;
   } finally {
-    await context?.close().catch(() => {});
-    rmSync(profile, { recursive: true, force: true });
+    await closeChromium(context);
     clearTimeout(deadline);
   }
 

@@ -1,0 +1,211 @@
+//! Every HTTP refusal as one [`ApiError`], grouped by whose fault it is, and
+//! how it becomes a response: a status plus a one-line plain-text reason.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::AuthError;
+use crate::negotiate::NegotiateError;
+use crate::sessions::PlaceError;
+
+/// Why an HTTP request was refused. `Display` is the reason sent in the body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    // The request itself is wrong.
+    /// 415: a WHIP/WHEP POST that is not `application/sdp`.
+    #[error("Content-Type must be application/sdp, got {0:?}")]
+    NotSdp(String),
+    /// 400: a stream name outside the allowed alphabet or length.
+    #[error("stream name must be 1-128 characters of A-Z a-z 0-9 - _ .")]
+    BadStreamName,
+    /// 400: the offer's bytes are not UTF-8.
+    #[error("SDP offer is not UTF-8")]
+    OfferNotUtf8,
+    /// 400 or 422: an offer that cannot be answered.
+    #[error("{}", .0.reason())]
+    Negotiate(NegotiateError),
+    /// 400: a simulcast layer name that is not one of the known ones.
+    #[error("layer {0:?} is not one of auto, low, mid, high, 0, 1, 2")]
+    BadLayer(String),
+    /// 400: a layer change for a publisher.
+    #[error("layer applies to WHEP viewers only")]
+    LayerNotForPublisher,
+    /// 400: `/ws` without its room and peer.
+    #[error("roomId and peerId query parameters are required")]
+    RoomQueryMissing,
+    /// 400: `/ws` with a room or peer id outside the allowed alphabet or length.
+    #[error("roomId and peerId must be 1-64 characters of A-Z a-z 0-9 - _ .")]
+    RoomQueryInvalid,
+    /// 413: a body over `max_body`.
+    #[error("request body too large")]
+    BodyTooLarge,
+
+    // The request names something that is not there, or not this way.
+    /// 404: no route for the path.
+    #[error("no such resource")]
+    NoSuchResource,
+    /// 404: a session id that is unknown (or of another stream).
+    #[error("no such session")]
+    NoSuchSession,
+    /// 404: a stream name that is unknown.
+    #[error("no such stream")]
+    NoSuchStream,
+    /// 405: a method the route does not serve.
+    #[error("method not allowed here")]
+    MethodNotAllowed,
+    /// 405: trickle ICE or an ICE restart (RFC 9725 §4.3.1), with `Allow`.
+    #[error(
+        "trickle ICE and ICE restart are not supported; the answer carries the only candidate"
+    )]
+    TrickleNotSupported,
+
+    // Credentials.
+    /// 401 (with `WWW-Authenticate: Bearer`) or 403: a stream or room token refused.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// 401: the admin API was called without a bearer token.
+    #[error("missing bearer token: send Authorization: Bearer <admin_token>")]
+    AdminTokenMissing,
+    /// 403: the admin API was called with another token.
+    #[error("wrong admin token")]
+    AdminTokenWrong,
+    /// 403: tokens are on but no admin token is configured.
+    #[error("admin API disabled: set admin_token to enable it")]
+    AdminDisabled,
+
+    // Conflicts with what exists.
+    /// 409: the stream has a publisher already.
+    #[error("stream {0:?} is already published")]
+    AlreadyPublished(String),
+    /// 409: a second WebSocket for a peer id already in the room.
+    #[error("peer id already in use in this room")]
+    PeerIdInUse,
+
+    // The server cannot take it now.
+    /// 503 with `Retry-After: 30`: the node drains; another node should take it.
+    #[error("server is draining; try another node")]
+    Draining,
+    /// 503 (no `Retry-After`): a room join while the node drains.
+    #[error("server is draining")]
+    RoomsDraining,
+    /// 503 with `Retry-After: 5`: `max_sessions` reached.
+    #[error("server at capacity (max_sessions)")]
+    AtCapacity,
+    /// 503 with `Retry-After: 5`: no shard to place the session on.
+    #[error("no dataplane shard available")]
+    NoShard,
+    /// 503 with `Retry-After: 5`: the chosen shard stopped taking commands.
+    #[error("dataplane shard stopped")]
+    ShardStopped,
+}
+
+impl ApiError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            NotSdp(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            BadStreamName | OfferNotUtf8 | BadLayer(_) | LayerNotForPublisher
+            | RoomQueryMissing | RoomQueryInvalid => StatusCode::BAD_REQUEST,
+            Negotiate(NegotiateError::Malformed(_)) => StatusCode::BAD_REQUEST,
+            Negotiate(NegotiateError::Unsupported(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            NoSuchResource | NoSuchSession | NoSuchStream => StatusCode::NOT_FOUND,
+            MethodNotAllowed | TrickleNotSupported => StatusCode::METHOD_NOT_ALLOWED,
+            Auth(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
+            Auth(_) | AdminTokenMissing => StatusCode::UNAUTHORIZED,
+            AdminTokenWrong | AdminDisabled => StatusCode::FORBIDDEN,
+            AlreadyPublished(_) | PeerIdInUse => StatusCode::CONFLICT,
+            Draining | RoomsDraining | AtCapacity | NoShard | ShardStopped => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    /// Seconds a client should wait before trying again, for 503s that say so.
+    fn retry_after(&self) -> Option<u32> {
+        match self {
+            ApiError::Draining => Some(30),
+            ApiError::AtCapacity | ApiError::NoShard | ApiError::ShardStopped => Some(5),
+            _ => None,
+        }
+    }
+}
+
+impl From<PlaceError> for ApiError {
+    fn from(e: PlaceError) -> Self {
+        match e {
+            PlaceError::AlreadyPublished(stream) => ApiError::AlreadyPublished(stream),
+            PlaceError::AtCapacity => ApiError::AtCapacity,
+            PlaceError::NoShard => ApiError::NoShard,
+            PlaceError::Negotiate(e) => ApiError::Negotiate(e),
+            PlaceError::ShardStopped => ApiError::ShardStopped,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut res = plain(status, self.to_string());
+        let h = res.headers_mut();
+        if let Some(secs) = self.retry_after() {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        match self {
+            ApiError::Auth(_) if status == StatusCode::UNAUTHORIZED => {
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::TrickleNotSupported => {
+                h.insert(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS"));
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+/// A status with the first line of `reason` as a plain-text body.
+pub fn plain(status: StatusCode, reason: impl AsRef<str>) -> Response {
+    let line = reason.as_ref().lines().next().unwrap_or("");
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{line}\n"),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_refusal_says_when_to_retry() {
+        let res = ApiError::AtCapacity.into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "5");
+        let res = ApiError::Draining.into_response();
+        assert_eq!(res.headers()[header::RETRY_AFTER], "30");
+    }
+
+    #[test]
+    fn missing_token_asks_for_a_bearer_and_a_denied_grant_does_not() {
+        let res = ApiError::Auth(AuthError::Missing).into_response();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(res.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let res = ApiError::Auth(AuthError::Forbidden("x".into())).into_response();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert!(!res.headers().contains_key(header::WWW_AUTHENTICATE));
+        let res = ApiError::AdminTokenMissing.into_response();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert!(!res.headers().contains_key(header::WWW_AUTHENTICATE));
+    }
+
+    #[test]
+    fn negotiation_reason_is_the_bare_message() {
+        let e = ApiError::Negotiate(NegotiateError::Malformed("no m= section".into()));
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.to_string(), "no m= section");
+    }
+}

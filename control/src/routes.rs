@@ -1,0 +1,124 @@
+//! The router: which path and method go to which handler, CORS headers on
+//! every response, preflight answers and the fallbacks.
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::{admin, metrics, rooms, web, whip};
+
+/// Every route of the HTTPS listener over `app`.
+pub fn router(app: Arc<App>) -> Router {
+    let max_body = app.config.max_body;
+    Router::new()
+        .route("/", get(web::room))
+        .route("/room.js", get(web::room_js))
+        .route("/room.css", get(web::room_css))
+        .route("/broadcast", get(web::index))
+        .route("/dashboard", get(web::dashboard))
+        .route("/dashboard.js", get(web::dashboard_js))
+        .route("/webrtc.js", get(web::webrtc_js))
+        .route("/ws", get(rooms::socket::ws_handler))
+        .route("/app.js", get(web::app_js))
+        .route("/style.css", get(web::style_css))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
+        .route(
+            "/whip/{stream}",
+            post(whip::whip_post)
+                .options(preflight)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/whep/{stream}",
+            post(whip::whep_post)
+                .options(preflight)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/whip/{stream}/{id}",
+            delete(whip::resource_delete)
+                .patch(whip::resource_patch)
+                .options(preflight)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/whep/{stream}/{id}",
+            delete(whip::resource_delete)
+                .patch(whip::resource_patch)
+                .options(preflight)
+                .fallback(method_not_allowed),
+        )
+        .route("/whep/{stream}/{id}/layer", post(whip::whep_layer))
+        .route("/admin/shards", get(admin::shards))
+        .route("/admin/streams", get(admin::streams))
+        .route("/admin/streams/{stream}", delete(admin::close_stream))
+        .route("/admin/sessions", get(admin::sessions))
+        .route(
+            "/admin/sessions/{id}",
+            get(admin::session).delete(admin::kick),
+        )
+        .route("/admin/drain", post(admin::drain))
+        .route("/admin/rooms", get(admin::rooms))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::map_response(cors))
+        .with_state(app)
+}
+
+async fn cors(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert(
+        "access-control-expose-headers",
+        HeaderValue::from_static("Location, ETag, Link, Accept-Patch, Retry-After"),
+    );
+    // axum's own body-limit rejection has a multi-line-free but vague text; make it say what to do.
+    if res.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && res.headers().get(header::CONTENT_TYPE).is_none_or(|v| {
+            v.to_str()
+                .map(|s| !s.starts_with("text/plain; charset=utf-8"))
+                .unwrap_or(true)
+        })
+    {
+        return ApiError::BodyTooLarge.into_response();
+    }
+    res
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NoSuchResource
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+async fn preflight() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            ("accept-post", "application/sdp"),
+            (
+                "access-control-allow-methods",
+                "GET, POST, PATCH, DELETE, OPTIONS",
+            ),
+            (
+                "access-control-allow-headers",
+                "Authorization, Content-Type, If-Match",
+            ),
+            ("access-control-max-age", "86400"),
+        ],
+    )
+        .into_response()
+}

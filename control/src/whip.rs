@@ -1,0 +1,198 @@
+//! WHIP (RFC 9725) and WHEP handlers: create a session from an SDP offer, end it
+//! (`DELETE`), refuse trickle (`PATCH`), change a viewer's simulcast cap.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sluice_dataplane::{Command, Role, SessionId};
+
+use crate::app::App;
+use crate::authz::authorize;
+use crate::error::ApiError;
+use crate::registry::SessionEntry;
+use crate::sessions;
+
+/// `POST /whip/{stream}`: publish.
+pub async fn whip_post(
+    State(app): State<Arc<App>>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    create_session(&app, &stream, Role::Publisher, &headers, &body, None)
+}
+
+/// `POST /whep/{stream}`: watch. `?layer=low|mid|high` (or 0, 1, 2) caps the simulcast layer.
+pub async fn whep_post(
+    State(app): State<Arc<App>>,
+    Path(stream): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let max_layer = parse_layer(q.get("layer").map(String::as_str))?;
+    create_session(&app, &stream, Role::Viewer, &headers, &body, max_layer)
+}
+
+fn create_session(
+    app: &App,
+    stream: &str,
+    role: Role,
+    headers: &HeaderMap,
+    body: &[u8],
+    max_layer: Option<u8>,
+) -> Result<Response, ApiError> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ctype.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/sdp") {
+        return Err(ApiError::NotSdp(ctype.to_string()));
+    }
+    if !valid_name(stream) {
+        return Err(ApiError::BadStreamName);
+    }
+    if let Some(claims) = authorize(app, headers)? {
+        claims.allows_stream(stream, role == Role::Publisher)?;
+    }
+    if app.is_draining() {
+        return Err(ApiError::Draining);
+    }
+    let offer = std::str::from_utf8(body).map_err(|_| ApiError::OfferNotUtf8)?;
+    let (placed, answer) = sessions::answer(app, stream, role, offer)?;
+    let (id, shard) = (placed.id, placed.shard);
+    placed.start(app, max_layer)?;
+    let kind = if role == Role::Publisher {
+        "whip"
+    } else {
+        "whep"
+    };
+    let location = format!("/{kind}/{stream}/{id}");
+    tracing::info!(session = %id, role = role.as_str(), stream, shard = %shard, "session created");
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_string()),
+            (header::LOCATION, location),
+            (header::ETAG, format!("\"{id}\"")),
+        ],
+        answer,
+    )
+        .into_response())
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn parse_session_id(id: &str) -> Option<SessionId> {
+    if id.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(id, 16).ok().map(SessionId)
+}
+
+/// The session a resource URL names, checking the stream matches.
+fn resource(app: &App, stream: &str, id: &str) -> Result<SessionEntry, ApiError> {
+    let id = parse_session_id(id).ok_or(ApiError::NoSuchSession)?;
+    let reg = app.registry();
+    match reg.session(id) {
+        Some(entry) if entry.stream == stream => Ok(entry.clone()),
+        _ => Err(ApiError::NoSuchSession),
+    }
+}
+
+/// `DELETE /whip|whep/{stream}/{id}`: end the session.
+pub async fn resource_delete(
+    State(app): State<Arc<App>>,
+    Path((stream, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&app, &headers)?;
+    let entry = resource(&app, &stream, &id)?;
+    sessions::end(&app, entry.id, entry.shard);
+    Ok((StatusCode::OK, "session ended\n").into_response())
+}
+
+/// `PATCH /whip|whep/{stream}/{id}`: 405 for an existing session.
+pub async fn resource_patch(
+    State(app): State<Arc<App>>,
+    Path((stream, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiError {
+    if let Err(e) = authorize(&app, &headers) {
+        return e.into();
+    }
+    if let Err(e) = resource(&app, &stream, &id) {
+        return e;
+    }
+    // The server is ICE-lite with its one candidate in the answer; trickle and
+    // ICE restarts are not supported, which RFC 9725 §4.3.1 answers with 405.
+    ApiError::TrickleNotSupported
+}
+
+/// `POST /whep/{stream}/{id}/layer?max=low|mid|high|auto`: change a viewer's
+/// simulcast cap during the session; the switch happens at the next keyframe.
+pub async fn whep_layer(
+    State(app): State<Arc<App>>,
+    Path((stream, id)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&app, &headers)?;
+    let entry = resource(&app, &stream, &id)?;
+    if entry.role != Role::Viewer {
+        return Err(ApiError::LayerNotForPublisher);
+    }
+    let max = parse_layer(q.get("max").map(String::as_str))?;
+    if let Some(h) = app.dataplane.shard(entry.shard) {
+        h.send(Command::SetMaxLayer {
+            id: entry.id,
+            mid: None,
+            max,
+        });
+    }
+    Ok((StatusCode::NO_CONTENT, "").into_response())
+}
+
+fn parse_layer(v: Option<&str>) -> Result<Option<u8>, ApiError> {
+    match v {
+        None | Some("auto") => Ok(None),
+        Some("low" | "l" | "q" | "0") => Ok(Some(0)),
+        Some("mid" | "m" | "h" | "1") => Ok(Some(1)),
+        Some("high" | "f" | "2") => Ok(Some(2)),
+        Some(other) => Err(ApiError::BadLayer(other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_sixteen_hex_digits() {
+        assert_eq!(parse_session_id("00000000000000ff"), Some(SessionId(0xff)));
+        assert_eq!(parse_session_id("ff"), None);
+        assert_eq!(parse_session_id("zz000000000000ff"), None);
+    }
+
+    #[test]
+    fn layer_names_and_numbers_map_to_the_same_cap() {
+        assert_eq!(parse_layer(Some("low")).unwrap(), Some(0));
+        assert_eq!(parse_layer(Some("1")).unwrap(), Some(1));
+        assert_eq!(parse_layer(Some("auto")).unwrap(), None);
+        assert!(matches!(
+            parse_layer(Some("ultra")),
+            Err(ApiError::BadLayer(_))
+        ));
+    }
+}
