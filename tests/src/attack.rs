@@ -419,6 +419,34 @@ impl Bystander {
     pub async fn start(server: &Server, http: &reqwest::Client, stream: &str) -> Bystander {
         let (publisher, viewer) =
             publish_and_view(server, http, stream, ViewerMode::Full, 20).await;
+        Bystander::with(server, publisher, viewer)
+    }
+
+    /// A bystander on a server with a secret: `publish` and `view` are the tokens.
+    pub async fn start_with_tokens(
+        server: &Server,
+        http: &reqwest::Client,
+        stream: &str,
+        publish: String,
+        view: String,
+    ) -> Bystander {
+        let mut ep = crate::whip(server, stream);
+        ep.token = Some(publish);
+        let publisher = client::publish(http, &ep, client::MediaSpec::default())
+            .await
+            .unwrap();
+        let mut ep = crate::whep(server, stream);
+        ep.token = Some(view);
+        let viewer = client::view(http, &ep, ViewerMode::Full).await.unwrap();
+        assert!(crate::receives_more_than(&viewer, 20, Duration::from_secs(10)).await);
+        Bystander::with(server, publisher, viewer)
+    }
+
+    fn with(
+        server: &Server,
+        publisher: SessionHandle<PublisherStats>,
+        viewer: SessionHandle<ViewerStats>,
+    ) -> Bystander {
         Bystander {
             publisher,
             viewer,
