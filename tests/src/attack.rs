@@ -704,7 +704,7 @@ impl VideoTx {
             return;
         }
         self.next = Some(next + Duration::from_millis(33));
-        let key = self.frame % 30 == 0;
+        let key = self.frame.is_multiple_of(30);
         let ts = self.frame.wrapping_mul(3000);
         for i in 0..3 {
             let prefix = [if i == 0 { 0x10 } else { 0 }, if key { 0 } else { 1 }, 0, 0];
@@ -769,7 +769,9 @@ impl RogueSsrc {
             let payload = self.rng.bytes(len);
             let seq: SeqNo = self.seq.into();
             let ts = self.rng.next_u32();
-            tx.write_rtp(RtpWrite::new(pt, seq, ts, now, payload).marker(self.seq % 2 == 0));
+            tx.write_rtp(
+                RtpWrite::new(pt, seq, ts, now, payload).marker(self.seq.is_multiple_of(2)),
+            );
             self.seq += 1;
             self.left -= 1;
         }

@@ -251,7 +251,7 @@ async fn hostile_room_messages_get_error_responses_and_hurt_no_one() {
 
     // A binary frame, a request before join, and a frame over the socket's
     // limit, each on a connection of its own.
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
     let mut ws = connect_ws(&base, "roomId=h&peerId=bin").await.unwrap();
     ws.send(Message::Binary(vec![1, 2, 3].into()))

@@ -410,7 +410,7 @@ async fn unauthenticated_stun_and_dtls_from_elsewhere_do_not_stop_the_real_clien
         let end = Instant::now() + Duration::from_secs(4);
         let mut n = 0u32;
         while Instant::now() < end {
-            let integrity = if n % 2 == 0 {
+            let integrity = if n.is_multiple_of(2) {
                 Integrity::Missing
             } else {
                 Integrity::Wrong
