@@ -1,6 +1,7 @@
 //! Shared helpers for sluice's integration tests: an in-process server on
 //! loopback with ephemeral ports, and clients pointed at it.
 
+pub mod attack;
 pub mod room;
 
 use std::time::{Duration, Instant};
