@@ -34,7 +34,9 @@ const LABEL_RTCP_SALT: u8 = 5;
 /// The DTLS exporter's output for one session, as the DTLS endpoint saw it.
 #[derive(Clone)]
 pub struct Exported {
+    /// Keying material from the exporter (RFC 5764 §4.2): both sides' keys and salts.
     pub material: Vec<u8>,
+    /// The SRTP protection profile DTLS agreed on.
     pub profile: SrtpProfile,
     /// This side was the DTLS client: its keys are the "client write" half.
     pub active: bool,

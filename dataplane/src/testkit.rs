@@ -2,6 +2,11 @@
 //! viewers) connected to it with a fake clock and no sockets. Used by tests,
 //! simulations and benchmarks of the forward path.
 
+/// For test peers that seal and open SRTP themselves: the keying material a
+/// DTLS endpoint of this thread exported last (see the `dtls` module).
+pub use crate::dtls::take_exported;
+pub use crate::srtp::{Exported, SrtpSession};
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;

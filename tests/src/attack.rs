@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use sluice::Server;
 use sluice_bench::client::{self, check_payload, make_payload, ViewerMode};
 use sluice_bench::client::{PublisherStats, SessionHandle, ViewerStats};
-use sluice_dataplane::srtp::Exported;
+use sluice_dataplane::testkit::Exported;
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
@@ -535,7 +535,7 @@ impl RawPeer {
     ) -> Result<RawPeer, (u16, String)> {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let local = sock.local_addr().unwrap();
-        let provider = Arc::new(sluice_dataplane::dtls::crypto_provider());
+        let provider = Arc::new(sluice_dataplane::crypto_provider());
         let mut rtc = RtcConfig::new()
             .set_crypto_provider(provider)
             .set_rtp_mode(true)
@@ -614,7 +614,7 @@ impl RawPeer {
                 self.rx_bytes += n as u64;
                 self.rx_datagrams += 1;
                 if let Ok(r) = Receive::new(Protocol::Udp, src, self.local, &buf[..n]) {
-                    sluice_dataplane::dtls::take_exported();
+                    sluice_dataplane::testkit::take_exported();
                     let _ = self.rtc.handle_input(Input::Receive(Instant::now(), r));
                     self.take_keys();
                 }
@@ -624,7 +624,7 @@ impl RawPeer {
     }
 
     fn take_keys(&mut self) {
-        if let Some(e) = sluice_dataplane::dtls::take_exported() {
+        if let Some(e) = sluice_dataplane::testkit::take_exported() {
             self.exported = Some(e);
         }
     }

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use sluice_bench::client;
-use sluice_dataplane::stats::Counters;
+use sluice_dataplane::Counters;
 use sluice_tests::attack::{
     dtls_client_hello, rtp, sdp_attr, send_and_listen, srtcp_rr, stun_header, stun_request,
     Bystander, Integrity, Lcg, RawPeer, RAW_VIDEO_TRACK,

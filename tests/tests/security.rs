@@ -247,7 +247,7 @@ async fn nack_floods_get_retransmissions_within_a_budget() {
         viewer.pump(Duration::from_secs(2), |_, _| {}, |_| false);
         let media_rate = (viewer.rx_bytes - b0) as f64 / t0.elapsed().as_secs_f64();
         let exported = viewer.exported.clone().expect("the viewer's SRTP keys");
-        let mut srtp = sluice_dataplane::srtp::SrtpSession::new(&exported)
+        let mut srtp = sluice_dataplane::testkit::SrtpSession::new(&exported)
             .expect("the viewer negotiated AES-GCM");
         let (b1, t1) = (viewer.rx_bytes, Instant::now());
         let mut next = Instant::now();
