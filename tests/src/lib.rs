@@ -3,6 +3,7 @@
 
 pub mod attack;
 pub mod room;
+pub mod tls;
 
 use std::time::{Duration, Instant};
 
