@@ -1,6 +1,7 @@
 //! sluice-bench: a load generator for WHIP/WHEP servers, and the WebRTC
 //! clients the integration tests use.
 
+pub mod churn;
 pub mod client;
 pub mod fanout;
 pub mod gro;

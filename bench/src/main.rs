@@ -14,7 +14,7 @@ use sluice_bench::client::{MediaSpec, VideoCodec};
 use sluice_bench::fanout::{self, FanoutConfig, RampConfig, Target, DEFAULT_WHEP, DEFAULT_WHIP};
 use sluice_bench::udp::{self, UdpBenchConfig, UdpMode};
 use sluice_bench::units::{parse_bitrate, parse_duration};
-use sluice_bench::{plot, report};
+use sluice_bench::{churn, client, plot, report};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +37,80 @@ enum Cmd {
     Udp(UdpArgs),
     /// Draw the ramp of a saved `fanout --ramp --json` report as SVG.
     Plot(PlotArgs),
+    /// Churn soak: many WHEP viewers created and ended against one stream;
+    /// the server's memory, sessions and open files before and after.
+    Churn(ChurnArgs),
+}
+
+#[derive(Args)]
+struct ChurnArgs {
+    /// Server base URL.
+    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    url: String,
+    /// Stream name.
+    #[arg(long, default_value = "churn")]
+    stream: String,
+    /// Bearer token for WHIP/WHEP (one that may publish and subscribe the stream).
+    #[arg(long, env = "SLUICE_BENCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Bearer token for `/metrics`, where the server asks for the admin token.
+    #[arg(long, env = "SLUICE_BENCH_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+    /// Accept self-signed TLS certificates.
+    #[arg(long)]
+    insecure: bool,
+    /// PID of the server on this host (its RSS and open files are read from /proc).
+    #[arg(long)]
+    server_pid: u32,
+    /// Viewers created and ended in the measured soak.
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
+    /// Viewers churned before the baseline is taken.
+    #[arg(long, default_value_t = 1_000)]
+    warmup_sessions: usize,
+    /// Viewers alive at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long each viewer stays after its first media packet.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    hold: Duration,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn churn_cmd(a: &ChurnArgs) -> anyhow::Result<()> {
+    raise_nofile(a.concurrency as u64 * 4 + 256)?;
+    let endpoint = |kind: &str| client::Endpoint {
+        url: format!("{}/{kind}/{}", a.url.trim_end_matches('/'), a.stream),
+        token: a.token.clone(),
+        insecure: a.insecure,
+    };
+    let cfg = churn::ChurnConfig {
+        whip: endpoint("whip"),
+        whep: endpoint("whep"),
+        metrics_url: format!("{}/metrics", a.url.trim_end_matches('/')),
+        metrics_token: a.metrics_token.clone(),
+        server_pid: a.server_pid,
+        sessions: a.sessions,
+        warmup_sessions: a.warmup_sessions,
+        concurrency: a.concurrency,
+        hold: a.hold,
+        media_timeout: Duration::from_secs(10),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let report = rt.block_on(churn::run(&cfg))?;
+    if a.json {
+        eprint!("{}", churn::format(&report));
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", churn::format(&report));
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -380,5 +454,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Fanout(a) => fanout(a),
         Cmd::Udp(a) => udp_cmd(a),
         Cmd::Plot(a) => plot_cmd(a),
+        Cmd::Churn(a) => churn_cmd(a),
     }
 }
