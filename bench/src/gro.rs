@@ -49,6 +49,7 @@ pub fn enable(socket: &impl AsFd) -> io::Result<()> {
 pub struct Read {
     /// Bytes at the start of the buffer.
     pub len: usize,
+    /// Sender of the datagrams.
     pub src: SocketAddr,
     /// From the `UDP_GRO` control message: the buffer holds datagrams of this
     /// size, the last possibly shorter. `None`: it holds one datagram.

@@ -545,7 +545,7 @@ fn thread_gone(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
 }
 
-/// The `sysconf` call behind [`clock_ticks_per_second`], the module's only
+/// The `sysconf` call behind `clock_ticks_per_second`, the module's only
 /// `unsafe` code.
 #[allow(unsafe_code)]
 mod sys {
