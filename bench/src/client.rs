@@ -32,6 +32,7 @@ use crate::stats::{Histogram, SeqTracker};
 pub struct Endpoint {
     /// Full WHIP or WHEP URL, e.g. `https://127.0.0.1:8443/whip/cam`.
     pub url: String,
+    /// Bearer token sent with the offer and the DELETE.
     pub token: Option<String>,
     /// Accept self-signed certificates.
     pub insecure: bool,
@@ -65,18 +66,24 @@ impl Default for SessionOptions {
 /// Which video codec a synthetic publisher sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VideoCodec {
+    /// VP8.
     Vp8,
+    /// H.264.
     H264,
 }
 
 /// Synthetic media settings.
 #[derive(Debug, Clone)]
 pub struct MediaSpec {
+    /// Send an Opus audio track.
     pub audio: bool,
+    /// Send a video track.
     pub video: bool,
+    /// Codec of the video track.
     pub video_codec: VideoCodec,
     /// Video bits per second.
     pub bitrate: u64,
+    /// Video frames per second.
     pub fps: u32,
     /// Seconds between keyframes.
     pub keyframe_interval: Duration,
@@ -107,20 +114,31 @@ impl Default for MediaSpec {
 /// Errors while setting up a session.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The WHIP/WHEP request did not complete (connect, TLS, timeout).
     #[error("HTTP: {0}")]
     Http(#[from] reqwest::Error),
+    /// The server refused the offer.
     #[error("server answered {status}: {reason}")]
-    Status { status: u16, reason: String },
+    Status {
+        /// HTTP status code.
+        status: u16,
+        /// First line of the response body.
+        reason: String,
+    },
+    /// The answer does not parse as SDP or names a media address not allowed.
     #[error("bad SDP answer: {0}")]
     Answer(String),
+    /// The session's UDP socket could not be bound or used.
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
+    /// str0m refused the offer, answer or input, or the session task failed.
     #[error("webrtc: {0}")]
     Rtc(String),
 }
 
-/// Identifies which synthetic track a payload belongs to.
+/// Track byte of the stamp of an audio payload.
 pub const TRACK_AUDIO: u8 = 0;
+/// Track byte of the stamp of a video payload.
 pub const TRACK_VIDEO: u8 = 1;
 const MAGIC: &[u8; 4] = b"SLCE";
 /// Codec-shaped prefix before the stamp.
@@ -131,8 +149,11 @@ pub const STAMP_LEN: usize = PREFIX + 4 + 1 + 4 + 8;
 /// A payload's stamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
+    /// [`TRACK_AUDIO`] or [`TRACK_VIDEO`].
     pub track: u8,
+    /// Number of the payload within its track, from 0.
     pub counter: u32,
+    /// Send time, in microseconds since the Unix epoch.
     pub sent_us: u64,
 }
 
@@ -323,10 +344,15 @@ fn rtc_config(video_codec: VideoCodec) -> RtcConfig {
 /// Shared counters of one publisher.
 #[derive(Debug, Default)]
 pub struct PublisherStats {
+    /// ICE and DTLS are up and media flows.
     pub connected: AtomicBool,
+    /// Audio RTP packets written.
     pub audio_sent: AtomicU64,
+    /// Video RTP packets written.
     pub video_sent: AtomicU64,
+    /// RTP payload bytes written, audio and video together.
     pub bytes_sent: AtomicU64,
+    /// Keyframe requests (PLI/FIR) received from the server.
     pub keyframe_requests: AtomicU64,
 }
 
@@ -342,14 +368,19 @@ pub struct Received {
 /// Shared counters of one viewer.
 #[derive(Debug, Default)]
 pub struct ViewerStats {
+    /// ICE and DTLS are up.
     pub connected: AtomicBool,
+    /// RTP packets received.
     pub packets: AtomicU64,
+    /// Bytes received: whole SRTP packets when counting only, decrypted payloads otherwise.
     pub bytes: AtomicU64,
     /// Filled by viewers that decrypt.
     pub received: Mutex<Received>,
+    /// Publisher-to-viewer delay of each checked payload, in microseconds.
     pub latency: Mutex<Histogram>,
     /// Per-SSRC sequence tracking (count-only and decrypting viewers alike).
     pub seq: Mutex<Vec<(u32, SeqTracker)>>,
+    /// From the start of setup to connected, once connected.
     pub setup: Mutex<Option<Duration>>,
 }
 
@@ -364,8 +395,11 @@ impl ViewerStats {
 
 /// A running session; dropping it does not stop it, `close` does.
 pub struct SessionHandle<S> {
+    /// Counters the session updates as it runs.
     pub stats: Arc<S>,
+    /// The resource URL of the `Location` header, DELETEd on close.
     pub location: Option<String>,
+    /// Local address of the session's UDP socket.
     pub local_addr: SocketAddr,
     /// The socket receives with UDP GRO: asked for and accepted by the kernel.
     pub udp_gro: bool,
@@ -399,6 +433,7 @@ impl<S> SessionHandle<S> {
         let _ = self.task.await;
     }
 
+    /// Whether the session has ended (closed by either side or failed).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
     }

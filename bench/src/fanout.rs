@@ -56,8 +56,11 @@ pub struct Target {
     pub base: String,
     /// Stream name, `{stream}` in the templates.
     pub stream: String,
+    /// WHIP URL template, e.g. [`DEFAULT_WHIP`].
     pub whip_template: String,
+    /// WHEP URL template, e.g. [`DEFAULT_WHEP`].
     pub whep_template: String,
+    /// Bearer token sent with every WHIP/WHEP request.
     pub token: Option<String>,
     /// Accept self-signed certificates.
     pub insecure: bool,
@@ -68,18 +71,22 @@ pub struct Target {
 }
 
 impl Target {
+    /// WHIP URL of the configured stream.
     pub fn whip_url(&self) -> String {
         self.whip_url_for(&self.stream)
     }
 
+    /// WHEP URL of the configured stream.
     pub fn whep_url(&self) -> String {
         self.whep_url_for(&self.stream)
     }
 
+    /// WHIP URL of `stream`.
     pub fn whip_url_for(&self, stream: &str) -> String {
         expand_template(&self.whip_template, &self.base, stream)
     }
 
+    /// WHEP URL of `stream`.
     pub fn whep_url_for(&self, stream: &str) -> String {
         expand_template(&self.whep_template, &self.base, stream)
     }
@@ -133,6 +140,7 @@ pub struct RampConfig {
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct FanoutConfig {
+    /// The server and how to reach it.
     pub target: Target,
     /// Viewers (for a ramp: the most it goes to).
     pub viewers: usize,
@@ -141,6 +149,7 @@ pub struct FanoutConfig {
     pub streams: usize,
     /// Viewers (and publishers) receive with UDP GRO; see [`crate::gro`].
     pub udp_gro: bool,
+    /// What each publisher sends.
     pub media: MediaSpec,
     /// Measurement window.
     pub duration: Duration,
@@ -155,6 +164,7 @@ pub struct FanoutConfig {
     pub setup_timeout: Duration,
     /// Server process on this host to read CPU and memory of.
     pub server_pid: Option<u32>,
+    /// Add viewers step by step instead of all at once; see [`RampConfig`].
     pub ramp: Option<RampConfig>,
     /// Worker threads of the runtime the run is on, for the report.
     pub worker_threads: usize,
@@ -216,19 +226,42 @@ impl FanoutConfig {
 /// Why a run could not produce figures.
 #[derive(Debug, thiserror::Error)]
 pub enum FanoutError {
+    /// The settings contradict themselves or are out of range; says which.
     #[error("invalid settings: {0}")]
     Config(String),
+    /// The target's host name did not resolve.
     #[error("cannot resolve {host}: {source}")]
     Resolve {
+        /// Host of the WHIP or WHEP URL.
         host: String,
+        /// The resolver's error.
         source: std::io::Error,
     },
+    /// A publisher's WHIP request failed.
     #[error("publisher could not start at {url}: {source}")]
-    Publish { url: String, source: ClientError },
+    Publish {
+        /// The WHIP URL posted to.
+        url: String,
+        /// Why it failed.
+        source: ClientError,
+    },
+    /// Publishers were answered but their media path never connected.
     #[error("{count} publisher(s) did not connect within {timeout:?} (ICE/DTLS): is the server's media port reachable from here?")]
-    PublisherTimeout { count: usize, timeout: Duration },
+    PublisherTimeout {
+        /// Publishers still not connected.
+        count: usize,
+        /// How long they were given.
+        timeout: Duration,
+    },
+    /// The `--server-pid` process cannot be read.
     #[error("cannot read server process {pid} in /proc: {source} (is --server-pid right?)")]
-    ServerPid { pid: u32, source: std::io::Error },
+    ServerPid {
+        /// The process id given.
+        pid: u32,
+        /// Why /proc refused.
+        source: std::io::Error,
+    },
+    /// Every viewer's setup failed; carries the first error.
     #[error("no viewer connected; first error: {0}")]
     NoViewers(String),
 }
@@ -318,9 +351,13 @@ pub fn expected_deliveries(published: &[u64], viewer_streams: &[usize]) -> u64 {
 /// A viewer's counters at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ViewerMark {
+    /// RTP packets received so far.
     pub packets: u64,
+    /// Packets missing from its sequence numbers so far.
     pub lost: u64,
+    /// Packets its sequence numbers span so far.
     pub expected: u64,
+    /// Payloads that failed the integrity check so far.
     pub corrupt: u64,
 }
 
@@ -343,8 +380,11 @@ impl ViewerMark {
 /// What one viewer saw in a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ViewerWindow {
+    /// RTP packets received in the window.
     pub packets: u64,
+    /// Packets lost in the window, from sequence numbers.
     pub lost: u64,
+    /// Packets expected in the window, from sequence numbers.
     pub expected: u64,
 }
 

@@ -16,10 +16,7 @@
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd};
-use std::ptr;
-
-use socket2::{SockAddr, SockAddrStorage};
+use std::os::fd::AsFd;
 
 /// Bytes a receive buffer needs to hold any UDP datagram or GRO read: the
 /// kernel coalesces at most 64 KiB into one.
@@ -52,6 +49,7 @@ pub fn enable(socket: &impl AsFd) -> io::Result<()> {
 pub struct Read {
     /// Bytes at the start of the buffer.
     pub len: usize,
+    /// Sender of the datagrams.
     pub src: SocketAddr,
     /// From the `UDP_GRO` control message: the buffer holds datagrams of this
     /// size, the last possibly shorter. `None`: it holds one datagram.
@@ -104,64 +102,80 @@ pub fn gro_segment_size(control: &[u8]) -> Option<usize> {
     None
 }
 
-/// Control-message buffer aligned as the kernel lays out `cmsghdr`s.
-#[repr(C, align(8))]
-struct Control([u8; CONTROL_BUFFER]);
+pub use sys::recv;
 
-/// One `recvmsg` on `socket` into `buf`, with the `UDP_GRO` segment size when
-/// the kernel coalesced a GSO send. Blocks or fails with `WouldBlock` as the
-/// socket is set to; errors are the socket's (e.g. `ConnectionRefused` after
-/// an ICMP port unreachable).
-pub fn recv(socket: &impl AsFd, buf: &mut [u8]) -> io::Result<Read> {
-    let mut addr = SockAddrStorage::zeroed();
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut control = Control([0; CONTROL_BUFFER]);
-    // SAFETY: msghdr is a plain C struct for which all zero bytes is a valid
-    // value (null pointers, zero lengths, no flags); zeroing also covers the
-    // padding fields some libcs add.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_name = ptr::from_mut(&mut addr).cast();
-    msg.msg_namelen = addr.size_of();
-    msg.msg_iov = ptr::from_mut(&mut iov);
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.0.as_mut_ptr().cast();
-    msg.msg_controllen = CONTROL_BUFFER as _;
-    // SAFETY: the descriptor is borrowed from a live socket; `msg` points to
-    // `addr` (a transparent wrapper of sockaddr_storage, `msg_namelen`
-    // bytes), to `iov` and
-    // through it to `buf` (`buf.len()` writable bytes), and to `control`
-    // (`CONTROL_BUFFER` bytes), all locals or borrows that outlive the call
-    // and that Rust does not touch meanwhile. The kernel writes only within
-    // those lengths and into `msg`'s own length and flag fields.
-    let n = unsafe { libc::recvmsg(socket.as_fd().as_raw_fd(), &mut msg, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
+/// The `recvmsg` call behind [`recv`], the module's only `unsafe` code.
+#[allow(unsafe_code)]
+mod sys {
+    use std::io;
+    use std::mem;
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::ptr;
+
+    use socket2::{SockAddr, SockAddrStorage};
+
+    use super::{gro_segment_size, Read, CONTROL_BUFFER};
+
+    /// Control-message buffer aligned as the kernel lays out `cmsghdr`s.
+    #[repr(C, align(8))]
+    struct Control([u8; CONTROL_BUFFER]);
+
+    /// One `recvmsg` on `socket` into `buf`, with the `UDP_GRO` segment size when
+    /// the kernel coalesced a GSO send. Blocks or fails with `WouldBlock` as the
+    /// socket is set to; errors are the socket's (e.g. `ConnectionRefused` after
+    /// an ICMP port unreachable).
+    pub fn recv(socket: &impl AsFd, buf: &mut [u8]) -> io::Result<Read> {
+        let mut addr = SockAddrStorage::zeroed();
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut control = Control([0; CONTROL_BUFFER]);
+        // SAFETY: msghdr is a plain C struct for which all zero bytes is a valid
+        // value (null pointers, zero lengths, no flags); zeroing also covers the
+        // padding fields some libcs add.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_name = ptr::from_mut(&mut addr).cast();
+        msg.msg_namelen = addr.size_of();
+        msg.msg_iov = ptr::from_mut(&mut iov);
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.0.as_mut_ptr().cast();
+        msg.msg_controllen = CONTROL_BUFFER as _;
+        // SAFETY: the descriptor is borrowed from a live socket; `msg` points
+        // to `addr` (a transparent wrapper of sockaddr_storage, `msg_namelen`
+        // bytes), to `iov` and through it to `buf` (`buf.len()` writable
+        // bytes), and to `control` (`CONTROL_BUFFER` bytes), all locals or
+        // borrows that outlive the call and that Rust does not touch meanwhile.
+        // The kernel writes only within those lengths and into `msg`'s own
+        // length and flag fields.
+        let n = unsafe { libc::recvmsg(socket.as_fd().as_raw_fd(), &mut msg, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let name_len = msg.msg_namelen.min(addr.size_of());
+        // SAFETY: recvmsg filled `addr` with the sender's address, `name_len`
+        // bytes of a sockaddr of the family it set in `ss_family` (zeroed
+        // storage, and so an unknown family, if it gave none).
+        let src = unsafe { SockAddr::new(addr, name_len) }
+            .as_socket()
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP address")
+            })?;
+        let control_len = (msg.msg_controllen as usize).min(CONTROL_BUFFER);
+        Ok(Read {
+            len: n as usize,
+            src,
+            segment_size: gro_segment_size(&control.0[..control_len]),
+            truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+        })
     }
-    let name_len = msg.msg_namelen.min(addr.size_of());
-    // SAFETY: recvmsg filled `addr` with the sender's address, `name_len`
-    // bytes of a sockaddr of the family it set in `ss_family` (zeroed
-    // storage, and so an unknown family, if it gave none).
-    let src = unsafe { SockAddr::new(addr, name_len) }
-        .as_socket()
-        .ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP address")
-        })?;
-    let control_len = (msg.msg_controllen as usize).min(CONTROL_BUFFER);
-    Ok(Read {
-        len: n as usize,
-        src,
-        segment_size: gro_segment_size(&control.0[..control_len]),
-        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
-    })
 }
 
 /// Senders of GSO runs for the tests of this crate.
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
+    use socket2::SockAddr;
     use std::io::IoSlice;
     use std::net::Ipv4Addr;
 
@@ -260,6 +274,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)]
     fn control_layout_matches_libc() {
         // SAFETY: CMSG_LEN and CMSG_SPACE only do arithmetic on their argument.
         let (len0, space4) = unsafe { (libc::CMSG_LEN(0), libc::CMSG_SPACE(INT as libc::c_uint)) };

@@ -273,14 +273,7 @@ struct UdpArgs {
 /// Raises the soft open-files limit to the hard one: every viewer holds a
 /// socket, and 1,000 of them pass common soft limits.
 fn raise_nofile(needed: u64) -> anyhow::Result<()> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit struct through a valid pointer to a local.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("reading RLIMIT_NOFILE");
-    }
+    let mut lim = nofile::get().context("reading RLIMIT_NOFILE")?;
     if lim.rlim_cur >= needed {
         return Ok(());
     }
@@ -291,11 +284,37 @@ fn raise_nofile(needed: u64) -> anyhow::Result<()> {
         );
     }
     lim.rlim_cur = lim.rlim_max;
-    // SAFETY: setrlimit reads one rlimit struct through a valid pointer to a local.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("raising RLIMIT_NOFILE");
+    nofile::set(&lim).context("raising RLIMIT_NOFILE")
+}
+
+/// `getrlimit`/`setrlimit` of `RLIMIT_NOFILE`, the binary's only `unsafe` code.
+#[allow(unsafe_code)]
+mod nofile {
+    use std::io;
+
+    /// The soft and hard open-files limits.
+    pub(super) fn get() -> io::Result<libc::rlimit> {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit struct through a valid pointer
+        // to a local and keeps no reference to it.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(lim)
     }
-    Ok(())
+
+    /// Sets the open-files limits to `lim`.
+    pub(super) fn set(lim: &libc::rlimit) -> io::Result<()> {
+        // SAFETY: setrlimit reads one rlimit struct through a valid pointer
+        // to a live borrow and keeps no reference to it.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 fn fanout_config(a: &FanoutArgs) -> FanoutConfig {

@@ -10,13 +10,18 @@ use crate::report::RampReport;
 /// Drawing failed (plotters' errors are not `Send`, so they travel as text).
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
+    /// The ramp measured no step.
     #[error("nothing to plot: the ramp has no steps")]
     Empty,
+    /// plotters failed to lay out or render the figure.
     #[error("drawing the plot: {0}")]
     Draw(String),
+    /// The SVG file could not be written.
     #[error("writing {path}: {source}")]
     Write {
+        /// The file asked for.
         path: String,
+        /// Why writing failed.
         source: std::io::Error,
     },
 }

@@ -12,8 +12,11 @@ use crate::udp::{Outcome, UdpResult};
 /// Median, tail and worst of a latency distribution, in milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
+    /// Median, in milliseconds.
     pub p50: f64,
+    /// 99th percentile, in milliseconds.
     pub p99: f64,
+    /// Largest sample, in milliseconds.
     pub max: f64,
     /// Samples the figures come from.
     pub samples: u64,
@@ -35,23 +38,31 @@ impl Percentiles {
 /// Minimum, median and maximum over viewers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Spread {
+    /// Lowest viewer, in the unit of the figure it spreads.
     pub min: f64,
+    /// Median viewer, in the unit of the figure it spreads.
     pub median: f64,
+    /// Highest viewer, in the unit of the figure it spreads.
     pub max: f64,
 }
 
 /// How many setups failed one way.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorCount {
+    /// The failure as its message reads, e.g. `HTTP connect failed: ...`.
     pub error: String,
+    /// Viewer setups that failed with it.
     pub count: u64,
 }
 
 /// Viewer session setup: WHEP POST through ICE and DTLS to connected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SetupReport {
+    /// Viewer sessions started (WHEP offers posted).
     pub attempted: usize,
+    /// Of those, sessions that reached connected (ICE and DTLS done).
     pub connected: usize,
+    /// `attempted - connected`: sessions that failed or timed out.
     pub failed: usize,
     /// Wall time of the setup phases, all steps together.
     pub seconds: f64,
@@ -68,8 +79,11 @@ pub struct SetupReport {
 /// CPU time of the threads of one name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ThreadGroup {
+    /// Thread name (`comm` in /proc) the threads share.
     pub name: String,
+    /// Threads of that name alive at the window's end.
     pub threads: usize,
+    /// CPU seconds (user + system) they spent in the window.
     pub cpu_seconds: f64,
     /// `cpu_seconds` over the window's wall time.
     pub cores: f64,
@@ -78,7 +92,9 @@ pub struct ThreadGroup {
 /// The server process (`--server-pid`) during a measurement window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerReport {
+    /// Process id read (`--server-pid`).
     pub pid: u32,
+    /// CPU seconds (user + system) of all its threads in the window.
     pub cpu_seconds: f64,
     /// Average cores busy.
     pub cores: f64,
@@ -104,9 +120,13 @@ pub struct ServerReport {
 /// The load generator's own CPU use, to tell when it, not the server, is the limit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchCpu {
+    /// CPU seconds (user + system) this process spent in the window.
     pub cpu_seconds: f64,
+    /// `cpu_seconds` over the window's wall time: average cores busy.
     pub cores: f64,
+    /// CPUs this process may run on.
     pub allowed_cpus: usize,
+    /// Worker threads of its async runtime (`--threads`).
     pub worker_threads: usize,
     /// Seconds runnable but waiting for a CPU.
     pub runqueue_wait_seconds: Option<f64>,
@@ -121,11 +141,13 @@ pub struct StepReport {
     pub viewers: usize,
     /// Of which decrypt and check payloads and latency.
     pub sample_viewers: usize,
+    /// Wall time of the window, in seconds.
     pub seconds: f64,
     /// RTP packets the publishers sent during the window, all streams together.
     pub published_packets: u64,
     /// RTP packets all viewers received during the window.
     pub delivered_packets: u64,
+    /// `delivered_packets / seconds`: packets per second, all viewers together.
     pub delivered_pps: f64,
     /// Delivered over what each viewer's stream published, summed over
     /// viewers (`published × viewers` with one stream), in percent.
@@ -142,18 +164,24 @@ pub struct StepReport {
     pub corrupt_payloads: u64,
     /// Publisher to decrypting viewer, from the stamp in each payload.
     pub latency_ms: Option<Percentiles>,
+    /// The server process in the window; `None` without `--server-pid`.
     pub server: Option<ServerReport>,
+    /// The load generator's own CPU use in the window.
     pub bench: BenchCpu,
 }
 
 /// A ramp: viewers added step by step until loss or saturation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RampReport {
+    /// Every step in order, a retried one with its last measurement.
     pub steps: Vec<StepReport>,
     /// Largest viewer count of a step within the loss threshold.
     pub held_viewers: usize,
+    /// Why the ramp stopped, in words.
     pub stop_reason: String,
+    /// Loss limit a step had to stay within (`--max-loss`), in percent.
     pub max_loss_percent: f64,
+    /// Server load that stops the ramp (`--max-server-load`), 1.0 = saturated.
     pub max_server_load: f64,
     /// Viewer counts whose step was over the loss limit and measured again.
     pub retried_steps: Vec<usize>,
@@ -162,6 +190,7 @@ pub struct RampReport {
 /// Settings the run used, echoed for the record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
+    /// Viewers asked for (for a ramp: the most it goes to).
     pub viewers: usize,
     /// Publishers, each of its own stream, the viewers spread over them.
     /// Reports from before the option had one.
@@ -172,14 +201,23 @@ pub struct Settings {
     /// before the option were measured without it.
     #[serde(default)]
     pub udp_gro: bool,
+    /// Video bit rate of each publisher, in bits per second.
     pub bitrate: u64,
+    /// Video frames per second.
     pub fps: u32,
+    /// Seconds between a publisher's keyframes.
     pub keyframe_interval_seconds: f64,
+    /// Publishers also sent an Opus audio track.
     pub audio: bool,
+    /// Publishers' video codec: `VP8` or `H264`.
     pub video_codec: String,
+    /// Measurement window (for a ramp: of each step), in seconds.
     pub duration_seconds: f64,
+    /// Settling time between setup and measurement, in seconds.
     pub warmup_seconds: f64,
+    /// Share of each stream's viewers that decrypt and check payloads, in percent.
     pub sample_percent: f64,
+    /// Worker threads of the bench's async runtime (`--threads`).
     pub worker_threads: usize,
 }
 
@@ -229,13 +267,19 @@ fn cpu_model(cpuinfo: &str) -> Option<String> {
 pub struct FanoutReport {
     /// Seconds since the Unix epoch when the run started.
     pub started_unix: u64,
+    /// The machine the bench ran on.
     pub host: HostInfo,
+    /// Where the publishers published (`{stream}-{0..K-1}` for K streams).
     pub whip_url: String,
+    /// Where the viewers watched, named as `whip_url`.
     pub whep_url: String,
+    /// What the run was asked to do.
     pub settings: Settings,
+    /// How viewer setup went, over the whole run.
     pub setup: SetupReport,
     /// The window measured (for a ramp: the last step held, if any).
     pub measurement: Option<StepReport>,
+    /// The ramp's steps and why it stopped; `None` for one measurement.
     pub ramp: Option<RampReport>,
     /// Things that make the figures less than they seem.
     pub notes: Vec<String>,

@@ -545,9 +545,20 @@ fn thread_gone(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
 }
 
+/// The `sysconf` call behind `clock_ticks_per_second`, the module's only
+/// `unsafe` code.
+#[allow(unsafe_code)]
+mod sys {
+    /// `sysconf(_SC_CLK_TCK)`: the unit of the CPU times in `/proc`; zero or
+    /// negative when the system does not say.
+    pub(super) fn clock_ticks() -> libc::c_long {
+        // SAFETY: sysconf takes no pointers and only reads a system constant.
+        unsafe { libc::sysconf(libc::_SC_CLK_TCK) }
+    }
+}
+
 fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf takes no pointers and only reads a system constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = sys::clock_ticks();
     if ticks > 0 {
         ticks as f64
     } else {
