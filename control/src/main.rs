@@ -1,5 +1,6 @@
 //! The `sluice` daemon and its helper commands.
 
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -244,6 +245,27 @@ fn serve(config: Config) -> anyhow::Result<()> {
     rt.block_on(run(config))
 }
 
+/// What `serve` prints once it listens: the URL, the certificate's fingerprint
+/// and each shard's media port, core and io backend.
+fn banner(server: &Server) -> String {
+    let mut b = format!(
+        "sluice listening on {}\n  TLS certificate SHA-256 fingerprint: {}\n",
+        server.url(),
+        server.app.tls_fingerprint
+    );
+    for s in &server.app.dataplane.shards {
+        b += &format!(
+            "  shard {} media udp {} core {} io {}\n",
+            s.id,
+            s.addr,
+            s.core.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            s.io
+        );
+    }
+    b += &format!("  web client: {}/\n", server.url());
+    b
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
     if config.secret.is_none() {
         tracing::warn!("no secret configured: open dev mode, anyone may publish and view");
@@ -256,21 +278,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut server = Server::start(config, true).await?;
-    println!("sluice listening on {}", server.url());
-    println!(
-        "  TLS certificate SHA-256 fingerprint: {}",
-        server.app.tls_fingerprint
-    );
-    for s in &server.app.dataplane.shards {
-        println!(
-            "  shard {} media udp {} core {} io {}",
-            s.id,
-            s.addr,
-            s.core.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-            s.io
-        );
-    }
-    println!("  web client: {}/", server.url());
+    // The banner is a courtesy: a closed stdout (a supervisor that read the
+    // first line and went away) must not take the server down.
+    let _ = std::io::stdout().write_all(banner(&server).as_bytes());
     sluice::notify::notify_or_log(&format!(
         "READY=1\nSTATUS=serving on {}, {} shard(s)\nMAINPID={}",
         server.url(),
