@@ -4,33 +4,16 @@
 
 use std::time::Instant;
 
-use str0m::media::{MediaKind, Mid, Rid};
-use str0m::rtp::{RtpPacket, Ssrc};
+use str0m::media::MediaKind;
+use str0m::rtp::RtpPacket;
 
 use super::api::ShardConfig;
 use super::egress::Egress;
 use super::session::{AudioPeak, Session, SessionTable};
+use super::track::PubTrack;
 use crate::codec::is_keyframe;
 use crate::fanout::{FwdPacket, StreamShared};
 use crate::stats::Counters;
-
-/// One incoming track of a publisher.
-pub(super) struct PubTrack {
-    pub ssrc: Ssrc,
-    pub kind: MediaKind,
-    pub mid: Mid,
-    pub rid: Option<Rid>,
-    pub last_pli: Option<Instant>,
-    /// Payload bytes since the last layer-rate report.
-    pub bytes: u64,
-    /// Packets of the video frame being held until its last packet (all of
-    /// one RTP timestamp), and when the first of them arrived.
-    held: Vec<FwdPacket>,
-    held_since: Option<Instant>,
-    /// RTP timestamp of the frame released last: its late packets (repaired
-    /// by retransmission) go out at once.
-    released_ts: Option<u32>,
-}
 
 /// Take one RTP packet a publisher session (at `key`) sent: route it to
 /// the stream's viewers, or hold it with its frame (then `key` joins `holding`).

@@ -12,8 +12,7 @@ use str0m::media::{Direction, MediaKind, Mid};
 use str0m::Rtc;
 
 use super::api::{CloseReason, ServerOffer, ShardConfig, ShardError};
-use super::ingest::PubTrack;
-use super::viewer::{send_stream, TrackSource, ViewerTrack};
+use super::track::{send_stream, PubTrack, TrackSource, ViewerTrack};
 use crate::fanout::StreamShared;
 use crate::ids::{Role, SessionId, StreamId};
 use crate::srtp_sender::SrtpSender;
