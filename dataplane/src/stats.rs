@@ -64,6 +64,8 @@ counters! {
     rtcp_replaced: "str0m RTCP datagrams not sent for direct-path sessions (their reports come from the direct path)",
     drop_malformed: "datagrams dropped: not STUN/DTLS/RTP/RTCP",
     drop_unknown_flow: "datagrams dropped: from an address no session owns",
+    drop_stun_unauthenticated: "STUN binding requests naming a session's ufrag from an unbound address that the session did not answer (no valid MESSAGE-INTEGRITY): the address stays unbound",
+    session_addrs_evicted: "addresses unbound from a session to keep it within its limit of bound addresses",
     drop_session_error: "datagrams a session rejected",
     drop_fanout_full: "fan-out batches dropped: destination shard's queue full",
     drop_fanout_video_shed: "video packets not sent to a shard whose fan-out queue is 3/4 full (audio still is)",

@@ -202,7 +202,7 @@ impl Shard {
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += data.len() as u64;
-        let Some(key) = self.sessions.key_for_flow(source, data) else {
+        let Some((key, bound)) = self.sessions.key_for_flow(source, data) else {
             if stun::is_stun(data) {
                 self.counters.drop_unknown_flow += 1;
             } else if Receive::new(Protocol::Udp, source, self.cfg.local_addr, data).is_err() {
@@ -219,6 +219,10 @@ impl Shard {
                 return;
             }
         };
+        if !bound {
+            self.handle_new_flow(key, now, source, receive);
+            return;
+        }
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -231,6 +235,36 @@ impl Shard {
         }
         if !self.input(key, now, Input::Receive(now, receive)) {
             self.counters.drop_session_error += 1;
+        }
+    }
+
+    /// A binding request naming a session's ufrag from an address not bound
+    /// to it: str0m checks its MESSAGE-INTEGRITY. Only when str0m answers it
+    /// with a success response is the address bound; otherwise whatever
+    /// str0m would send there is withheld, so the sender learns nothing.
+    fn handle_new_flow(&mut self, key: u32, now: Instant, source: SocketAddr, receive: Receive) {
+        let first = self.transmits.len();
+        self.input(key, now, Input::Receive(now, receive));
+        let answered = self.transmits[first..]
+            .iter()
+            .any(|t| t.destination == source && stun::is_binding_success(&t.contents));
+        if answered {
+            if let Some(s) = self.sessions.get_mut(key) {
+                s.last_rx = now;
+            }
+            if self.sessions.bind(key, source) {
+                self.counters.session_addrs_evicted += 1;
+            }
+            return;
+        }
+        self.counters.drop_stun_unauthenticated += 1;
+        let mut i = first;
+        while i < self.transmits.len() {
+            if self.transmits[i].destination == source {
+                self.transmits.remove(i);
+            } else {
+                i += 1;
+            }
         }
     }
 
