@@ -18,7 +18,7 @@ use str0m::{Input, Output};
 
 use crate::fanout::{FwdPacket, StreamShared};
 use crate::ids::{Role, SessionId, ShardId, StreamId};
-use crate::packet::{is_rtcp, Datagram};
+use crate::packet::{is_rtcp, is_rtp, Datagram};
 use crate::srtp::{Exported, SrtpSession};
 use crate::srtp_sender::SrtpSender;
 use crate::stats::{Counters, SessionStats, SessionStatsTable};
@@ -226,6 +226,11 @@ impl Shard {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
+        if session.role == Role::Publisher && is_rtp(data) && !ingest::admit_rtp(session, now, data)
+        {
+            self.counters.drop_rogue_ssrc += 1;
+            return;
+        }
         session.last_rx = now;
         if let (Some(d), true) = (session.sender.as_mut(), is_rtcp(data)) {
             // NACKs and reception reports for what the SRTP sender sent;

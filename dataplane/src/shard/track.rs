@@ -15,6 +15,10 @@ use crate::fanout::{Demand, FwdPacket, Rebase, StreamShared};
 use crate::ids::StreamId;
 use crate::srtp_sender::RTX_CACHE_PACKETS;
 
+/// How long a publisher track's SSRC must be silent before another SSRC
+/// may take its (mid, rid): an encoder restart, not a stray burst.
+pub(super) const SSRC_TAKEOVER: Duration = Duration::from_secs(2);
+
 /// One incoming track of a publisher.
 pub(super) struct PubTrack {
     pub ssrc: Ssrc,
@@ -22,6 +26,11 @@ pub(super) struct PubTrack {
     pub mid: Mid,
     pub rid: Option<Rid>,
     pub last_pli: Option<Instant>,
+    /// When the track's last packet arrived: another SSRC claiming its
+    /// (mid, rid) is refused until it has been silent for [`SSRC_TAKEOVER`].
+    pub last_rx: Instant,
+    /// The repair SSRC str0m paired with this track, once seen.
+    pub rtx: Option<Ssrc>,
     /// Payload bytes since the last layer-rate report.
     pub bytes: u64,
     /// Packets of the video frame being held until its last packet (all of
