@@ -59,6 +59,7 @@ counters! {
     direct_refused: "viewers kept on str0m's send path: their SRTP profile is not AES-GCM",
     rtx_sent: "packets resent (RTX) by the direct send path on NACK",
     nack_misses: "NACKed packets the direct send path no longer had",
+    drop_rtx_over_budget: "NACKed packets not resent: the viewer's retransmission budget (rtx_budget_percent of its media) was spent",
     sender_reports: "RTCP sender reports written by the direct send path",
     rtcp_unreadable: "viewer RTCP datagrams the direct send path could not authenticate (str0m reads them too)",
     rtcp_replaced: "str0m RTCP datagrams not sent for direct-path sessions (their reports come from the direct path)",

@@ -324,7 +324,7 @@ impl Shard {
             self.counters.direct_refused += 1;
             return;
         };
-        s.sender = Some(Box::new(SrtpSender::new(srtp)));
+        s.sender = Some(Box::new(SrtpSender::new(srtp, self.cfg.rtx_budget_percent)));
         self.counters.direct_sessions += 1;
         // str0m sends nothing on these streams: its RTX caches may go.
         for t in &s.viewer_tracks {
