@@ -35,8 +35,8 @@ pub struct ShardConfig {
     /// RTP/SRTP path (`srtp_sender`) instead of str0m's.
     pub direct_send: bool,
     /// Retransmissions (RTX on NACK) a viewer on sluice's own send path may
-    /// get, in percent of the media bytes sent to it (plus a burst of
-    /// [`crate::srtp_sender::RTX_BURST_BYTES`]). str0m's path caps its own
+    /// get, in percent of the media bytes sent to it (plus a 48 KiB burst,
+    /// so one loss burst on a keyframe is repaired). str0m's path caps its own
     /// at 15% of what it sent in the last second.
     pub rtx_budget_percent: u32,
 }
