@@ -60,6 +60,55 @@ pub fn is_rtp(buf: &[u8]) -> bool {
     buf.len() >= 12 && (128..=191).contains(&buf[0]) && !(192..=223).contains(&buf[1])
 }
 
+/// The SSRC of an RTP datagram (cleartext in SRTP).
+#[inline]
+pub fn rtp_ssrc(buf: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(buf.get(8..12)?.try_into().ok()?))
+}
+
+/// The value of header extension `id` of an RTP datagram, one-byte (RFC
+/// 8285 §4.2) or two-byte (§4.3) form; extensions are cleartext in SRTP.
+pub fn rtp_extension(buf: &[u8], id: u8) -> Option<&[u8]> {
+    if !is_rtp(buf) || buf[0] & 0x10 == 0 || id == 0 {
+        return None;
+    }
+    let at = 12 + 4 * (buf[0] & 0x0f) as usize;
+    let profile = u16::from_be_bytes(buf.get(at..at + 2)?.try_into().ok()?);
+    let words = u16::from_be_bytes(buf.get(at + 2..at + 4)?.try_into().ok()?) as usize;
+    let ext = buf.get(at + 4..at + 4 + 4 * words)?;
+    let two_byte = match profile {
+        0xbede => false,
+        p if p & 0xfff0 == 0x1000 => true,
+        _ => return None,
+    };
+    let mut i = 0;
+    while i < ext.len() {
+        let (eid, len, head) = if two_byte {
+            if ext[i] == 0 {
+                i += 1;
+                continue;
+            }
+            (ext[i], *ext.get(i + 1)? as usize, 2)
+        } else {
+            let b = ext[i];
+            if b == 0 {
+                i += 1;
+                continue;
+            }
+            if b >> 4 == 15 {
+                return None;
+            }
+            (b >> 4, (b & 0x0f) as usize + 1, 1)
+        };
+        let value = ext.get(i + head..i + head + len)?;
+        if eid == id {
+            return Some(value);
+        }
+        i += head + len;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +143,25 @@ mod tests {
         let b = take_buffer();
         assert!(b.is_empty());
         assert_eq!(b.as_ptr(), ptr);
+    }
+
+    #[test]
+    fn rtp_extensions_are_found_in_both_forms_and_never_overrun() {
+        // One-byte form: id 1 "ab", id 3 "x", padding.
+        let mut one = vec![0x90, 96, 0, 1, 0, 0, 0, 1, 0xaa, 0xbb, 0xcc, 0xdd];
+        one.extend_from_slice(&[0xbe, 0xde, 0, 2, 0x11, b'a', b'b', 0x30, b'x', 0, 0, 0]);
+        one.extend_from_slice(&[9; 20]);
+        assert_eq!(rtp_ssrc(&one), Some(0xaabb_ccdd));
+        assert_eq!(rtp_extension(&one, 1), Some(&b"ab"[..]));
+        assert_eq!(rtp_extension(&one, 3), Some(&b"x"[..]));
+        assert_eq!(rtp_extension(&one, 2), None);
+        // Two-byte form: id 5 "mid".
+        let mut two = vec![0x90, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2];
+        two.extend_from_slice(&[0x10, 0x00, 0, 2, 5, 3, b'm', b'i', b'd', 0, 0, 0]);
+        assert_eq!(rtp_extension(&two, 5), Some(&b"mid"[..]));
+        for cut in 0..one.len() {
+            let _ = rtp_extension(&one[..cut], 1);
+            let _ = rtp_extension(&two[..cut.min(two.len())], 5);
+        }
     }
 }

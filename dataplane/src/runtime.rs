@@ -41,6 +41,8 @@ pub struct DataplaneConfig {
     pub frame_hold: Duration,
     /// See [`ShardConfig::direct_send`].
     pub direct_send: bool,
+    /// See [`ShardConfig::rtx_budget_percent`].
+    pub rtx_budget_percent: u32,
     /// Fan-out batches queued per shard before new ones are dropped.
     pub fanout_queue: usize,
     /// Socket send and receive buffer size, bytes.
@@ -61,6 +63,7 @@ impl Default for DataplaneConfig {
             keyframe_throttle: Duration::from_millis(500),
             frame_hold: Duration::ZERO,
             direct_send: true,
+            rtx_budget_percent: 25,
             fanout_queue: 4096,
             socket_buffer: 8 << 20,
         }
@@ -183,6 +186,7 @@ impl Dataplane {
             scfg.keyframe_throttle = cfg.keyframe_throttle;
             scfg.frame_hold = cfg.frame_hold;
             scfg.direct_send = cfg.direct_send;
+            scfg.rtx_budget_percent = cfg.rtx_budget_percent;
             let backend = make_backend(cfg.io, sock);
             let io_name = backend.name();
             let counters = Arc::new(SharedCounters::default());

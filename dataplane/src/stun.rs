@@ -1,13 +1,21 @@
 //! Just enough STUN parsing to route a new flow to its session: the local ICE
-//! ufrag from a binding request's USERNAME attribute (RFC 8445 §7.2.2).
+//! ufrag from a binding request's USERNAME attribute (RFC 8445 §7.2.2), and
+//! telling the session's success responses (which bind the flow) apart.
 
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 const BINDING_REQUEST: u16 = 0x0001;
+const BINDING_SUCCESS: u16 = 0x0101;
 const ATTR_USERNAME: u16 = 0x0006;
 
 /// True when the datagram looks like STUN (RFC 7983 demultiplexing + magic cookie).
 pub fn is_stun(buf: &[u8]) -> bool {
     buf.len() >= 20 && buf[0] < 2 && buf[4..8] == MAGIC_COOKIE
+}
+
+/// True for a binding success response: what an ICE agent sends only to a
+/// request whose MESSAGE-INTEGRITY it verified.
+pub fn is_binding_success(buf: &[u8]) -> bool {
+    is_stun(buf) && u16::from_be_bytes([buf[0], buf[1]]) == BINDING_SUCCESS
 }
 
 /// The local (server-side) ufrag a binding request is addressed to.

@@ -476,6 +476,8 @@ pub struct RawPeer {
     /// Received RTP packets by SSRC and the latest sequence number seen.
     pub by_ssrc: HashMap<u32, (u64, u16)>,
     pub mids: Vec<(Mid, MediaKind)>,
+    /// Where this peer's str0m last sent a datagram: the server's media port.
+    pub remote: Option<SocketAddr>,
 }
 
 /// Stamp track of a [`VideoTx`]'s packets.
@@ -542,6 +544,7 @@ impl RawPeer {
             good: HashMap::new(),
             by_ssrc: HashMap::new(),
             mids,
+            remote: None,
         })
     }
 
@@ -595,6 +598,7 @@ impl RawPeer {
             match out {
                 Ok(Output::Timeout(t)) => return t,
                 Ok(Output::Transmit(t)) => {
+                    self.remote = Some(t.destination);
                     let _ = self.sock.send_to(&t.contents, t.destination);
                 }
                 Ok(Output::Event(Event::Connected)) => self.connected = true,
@@ -610,6 +614,50 @@ impl RawPeer {
                 Err(_) => return Instant::now() + Duration::from_millis(50),
             }
         }
+    }
+
+    /// Seal and send one RTP packet with this peer's SRTP keys, bypassing
+    /// its str0m: any SSRC, numbering and payload, the mid extension if given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_raw_rtp(
+        &mut self,
+        ssrc: u32,
+        pt: u8,
+        seq: u64,
+        ts: u32,
+        marker: bool,
+        mid: Option<Mid>,
+        payload: &[u8],
+    ) {
+        let (Some(e), Some(dest)) = (self.exported.as_ref(), self.remote) else {
+            return;
+        };
+        let Some(srtp) = sluice_dataplane::testkit::SrtpSession::new(e) else {
+            return;
+        };
+        let mid_id = mid.and_then(|m| {
+            self.rtc
+                .media(m)?
+                .remote_extmap()
+                .id_of(str0m::rtp::Extension::RtpMid)
+        });
+        let mut buf = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+        buf.extend_from_slice(&(seq as u16).to_be_bytes());
+        buf.extend_from_slice(&ts.to_be_bytes());
+        buf.extend_from_slice(&ssrc.to_be_bytes());
+        if let (Some(m), Some(id)) = (mid, mid_id) {
+            let m = m.as_bytes();
+            buf[0] |= 0x10;
+            let words = (1 + m.len()).div_ceil(4);
+            buf.extend_from_slice(&[0xbe, 0xde, 0, words as u8]);
+            buf.push((id << 4) | (m.len() as u8 - 1));
+            buf.extend_from_slice(m);
+            buf.resize(16 + 4 * words, 0);
+        }
+        let header_len = buf.len();
+        buf.extend_from_slice(payload);
+        srtp.protect_rtp(&mut buf, header_len, ssrc, seq);
+        let _ = self.sock.send_to(&buf, dest);
     }
 
     /// Good packets received of stamp track `track`.
@@ -637,6 +685,9 @@ pub struct VideoTx {
     counter: u32,
     frame: u32,
     next: Option<Instant>,
+    /// Write sealed datagrams itself on the negotiated SSRC (see
+    /// [`VideoTx::like_a_browser`]), with the mid extension until then.
+    raw_mid_until: Option<Instant>,
 }
 
 impl VideoTx {
@@ -647,6 +698,17 @@ impl VideoTx {
             counter: 0,
             frame: 0,
             next: None,
+            raw_mid_until: None,
+        }
+    }
+
+    /// Video as browsers send it: the mid extension only on the first
+    /// second of packets (libwebrtc stops once receiver reports arrive;
+    /// str0m never stops on a stream with RTX), then the SSRC alone.
+    pub fn like_a_browser(mid: Mid) -> Self {
+        VideoTx {
+            raw_mid_until: Some(Instant::now() + Duration::from_secs(1)),
+            ..VideoTx::new(mid)
         }
     }
 
@@ -671,6 +733,14 @@ impl VideoTx {
             let Some(tx) = api.stream_tx_by_mid(self.mid, None) else {
                 return;
             };
+            if let Some(until) = self.raw_mid_until {
+                let ssrc = *tx.ssrc();
+                let mid = (now < until).then_some(self.mid);
+                peer.send_raw_rtp(ssrc, *pt, self.seq, ts, i == 2, mid, &payload);
+                self.seq += 1;
+                self.counter += 1;
+                continue;
+            }
             let seq: SeqNo = self.seq.into();
             tx.write_rtp(
                 RtpWrite::new(pt, seq, ts, now, payload)
@@ -692,7 +762,6 @@ pub struct RogueSsrc {
     pub left: u32,
     seq: u64,
     rng: Lcg,
-    declared: bool,
 }
 
 impl RogueSsrc {
@@ -703,33 +772,24 @@ impl RogueSsrc {
             left: count,
             seq: 100,
             rng: Lcg(99),
-            declared: false,
         }
     }
 
-    pub fn tick(&mut self, peer: &mut RawPeer, now: Instant) {
+    pub fn tick(&mut self, peer: &mut RawPeer, _now: Instant) {
         if self.left == 0 || !peer.connected {
             return;
         }
         let Some(pt) = peer.pt(self.mid, Codec::Vp8) else {
             return;
         };
-        let mut api = peer.rtc.direct_api();
-        if !self.declared {
-            api.declare_stream_tx(self.ssrc, None, self.mid, None);
-            self.declared = true;
-        }
-        let Some(tx) = api.stream_tx(&self.ssrc) else {
-            return;
-        };
         for _ in 0..3.min(self.left) {
             let len = 50 + (self.rng.next_u32() % 1000) as usize;
             let payload = self.rng.bytes(len);
-            let seq: SeqNo = self.seq.into();
+            // Random sequence numbers and timestamps, the mid on every packet.
+            let seq = (self.rng.next_u32() & 0xffff) as u64;
             let ts = self.rng.next_u32();
-            tx.write_rtp(
-                RtpWrite::new(pt, seq, ts, now, payload).marker(self.seq.is_multiple_of(2)),
-            );
+            let marker = self.rng.next_u32().is_multiple_of(2);
+            peer.send_raw_rtp(*self.ssrc, *pt, seq, ts, marker, Some(self.mid), &payload);
             self.seq += 1;
             self.left -= 1;
         }

@@ -295,9 +295,13 @@ async fn nack_floods_get_retransmissions_within_a_budget() {
 
 /// Hole 4 (a rogue SSRC): a publisher with valid SRTP that sends ~150
 /// random VP8 packets on a second SSRC claiming its video mid must not
-/// break the real stream: viewers receive its frames again within 2 s.
-/// Passes on the code as it stands (the real stream keeps flowing); kept so
-/// a change to SSRC handling cannot reopen it.
+/// break the real stream: viewers receive its frames again within 2 s, and
+/// the rogue packets are dropped and counted. The real stream runs 3 s
+/// first and carries the mid extension only in its first second, as
+/// browsers send; the rogue packets have random numbering and timestamps.
+/// Failed before the SSRC lock: str0m moved the mid's receive stream to the
+/// rogue SSRC on its first packet, and the real SSRC's packets, carrying no
+/// mid, mapped to nothing from then on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_ssrc_on_the_video_mid_does_not_break_the_stream() {
     let server = start(1, |_| {}).await;
@@ -322,7 +326,7 @@ async fn a_second_ssrc_on_the_video_mid_does_not_break_the_stream() {
     .unwrap();
     let mid = publisher.mids[0].0;
     let (good_before, good_after) = tokio::task::spawn_blocking(move || {
-        let mut video = VideoTx::new(mid);
+        let mut video = VideoTx::like_a_browser(mid);
         let mut rogue = RogueSsrc::new(mid, 150);
         // Both peers in one loop, a turn each.
         let until = |d| Instant::now() + d;
@@ -339,7 +343,8 @@ async fn a_second_ssrc_on_the_video_mid_does_not_break_the_stream() {
             }
         };
         let end = until(Duration::from_secs(10));
-        while Instant::now() < end && viewer.good(RAW_VIDEO_TRACK) < 60 {
+        let warm = until(Duration::from_secs(3));
+        while Instant::now() < end && (viewer.good(RAW_VIDEO_TRACK) < 60 || Instant::now() < warm) {
             step(&mut publisher, &mut video, None);
             viewer.pump(Duration::from_millis(2), |_, _| {}, |_| false);
         }
@@ -363,6 +368,11 @@ async fn a_second_ssrc_on_the_video_mid_does_not_break_the_stream() {
     assert!(
         good_after >= 60,
         "after 150 rogue packets the viewer got {good_after} good packets in 2 s"
+    );
+    let counters = server.app.dataplane.shards[0].counters.snapshot();
+    assert!(
+        counters.drop_rogue_ssrc > 0,
+        "no rogue packet was counted as dropped"
     );
     server.shutdown().await;
 }

@@ -34,6 +34,11 @@ pub struct ShardConfig {
     /// Viewers that estimate no bandwidth send media through sluice's own
     /// RTP/SRTP path (`srtp_sender`) instead of str0m's.
     pub direct_send: bool,
+    /// Retransmissions (RTX on NACK) a viewer on sluice's own send path may
+    /// get, in percent of the media bytes sent to it (plus a 48 KiB burst,
+    /// so one loss burst on a keyframe is repaired). str0m's path caps its own
+    /// at 15% of what it sent in the last second.
+    pub rtx_budget_percent: u32,
 }
 
 impl ShardConfig {
@@ -48,6 +53,7 @@ impl ShardConfig {
             setup_timeout: Duration::from_secs(30),
             frame_hold: Duration::ZERO,
             direct_send: true,
+            rtx_budget_percent: 25,
         }
     }
 }

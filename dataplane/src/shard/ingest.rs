@@ -5,31 +5,104 @@
 use std::time::Instant;
 
 use str0m::media::{MediaKind, Mid, Rid};
-use str0m::rtp::{RtpPacket, Ssrc};
+use str0m::rtp::RtpPacket;
+use str0m::rtp::{Extension, Ssrc};
 
 use super::api::ShardConfig;
 use super::egress::Egress;
 use super::session::{AudioPeak, Session, SessionTable};
+use super::track::{PubTrack, SSRC_TAKEOVER};
 use crate::codec::is_keyframe;
 use crate::fanout::{FwdPacket, StreamShared};
+use crate::packet::{rtp_extension, rtp_ssrc};
 use crate::stats::Counters;
 
-/// One incoming track of a publisher.
-pub(super) struct PubTrack {
-    pub ssrc: Ssrc,
-    pub kind: MediaKind,
-    pub mid: Mid,
-    pub rid: Option<Rid>,
-    pub last_pli: Option<Instant>,
-    /// Payload bytes since the last layer-rate report.
-    pub bytes: u64,
-    /// Packets of the video frame being held until its last packet (all of
-    /// one RTP timestamp), and when the first of them arrived.
-    held: Vec<FwdPacket>,
-    held_since: Option<Instant>,
-    /// RTP timestamp of the frame released last: its late packets (repaired
-    /// by retransmission) go out at once.
-    released_ts: Option<u32>,
+/// Whether an RTP datagram from a publisher may reach its str0m session.
+/// Each (mid, rid) is locked to the SSRC its media flows on: a datagram on
+/// another SSRC that claims a locked (mid, rid) through its mid/rid header
+/// extensions would make str0m move the receive stream to that SSRC (and
+/// the real SSRC, whose packets no longer carry the mid, would map to
+/// nothing), so it is refused while the locked SSRC is live. Known SSRCs
+/// cost one scan of the session's few tracks.
+#[inline]
+pub(super) fn admit_rtp(s: &mut Session, now: Instant, data: &[u8]) -> bool {
+    let Some(ssrc) = rtp_ssrc(data).map(Ssrc::from) else {
+        return true;
+    };
+    if s.pub_tracks
+        .iter()
+        .any(|t| t.ssrc == ssrc || t.rtx == Some(ssrc))
+    {
+        return true;
+    }
+    admit_new_ssrc(s, now, ssrc, data)
+}
+
+/// [`admit_rtp`] for an SSRC no track has: what (mid, rid) it claims.
+#[cold]
+fn admit_new_ssrc(s: &mut Session, now: Instant, ssrc: Ssrc, data: &[u8]) -> bool {
+    let Some(exts) = s
+        .pub_tracks
+        .first()
+        .and_then(|t| s.rtc.media(t.mid))
+        .map(|m| m.remote_extmap())
+    else {
+        return true;
+    };
+    let id = |e| exts.id_of(e).unwrap_or(0);
+    let (mid_id, rid_id, rrid_id) = (
+        id(Extension::RtpMid),
+        id(Extension::RtpStreamId),
+        id(Extension::RepairedRtpStreamId),
+    );
+    // Without a mid str0m maps an SSRC only if it was signalled.
+    let Some(mid) = rtp_extension(data, mid_id).and_then(|v| std::str::from_utf8(v).ok()) else {
+        return true;
+    };
+    let mid = Mid::from(mid);
+    let text = |v: &[u8]| std::str::from_utf8(v).ok().map(Rid::from);
+    let (rid, main) = match (
+        rtp_extension(data, rid_id).and_then(text),
+        rtp_extension(data, rrid_id).and_then(text),
+    ) {
+        (Some(r), _) => (Some(r), true),
+        (None, Some(r)) => (Some(r), false),
+        (None, None) => {
+            let pt = data[1] & 0x7f;
+            let params = s.rtc.codec_config().params();
+            let main = params.iter().any(|p| *p.pt() == pt)
+                || !params.iter().any(|p| p.resend().is_some_and(|r| *r == pt));
+            (None, main)
+        }
+    };
+    let Some(t) = s
+        .pub_tracks
+        .iter_mut()
+        .find(|t| t.mid == mid && t.rid == rid)
+    else {
+        // A (mid, rid) with no media yet: nothing to protect.
+        return true;
+    };
+    let live = now.saturating_duration_since(t.last_rx) < SSRC_TAKEOVER;
+    if main {
+        if live {
+            return false;
+        }
+        // The old SSRC went silent: an encoder restart takes the track over.
+        t.ssrc = ssrc;
+        t.rtx = None;
+        t.last_rx = now;
+        return true;
+    }
+    let paired = s.rtc.direct_api().stream_rx(&t.ssrc).and_then(|r| r.rtx());
+    match paired {
+        Some(r) if r == ssrc => {
+            t.rtx = Some(ssrc);
+            true
+        }
+        Some(_) => !live,
+        None => true,
+    }
 }
 
 /// Take one RTP packet a publisher session (at `key`) sent: route it to
@@ -67,6 +140,8 @@ pub(super) fn handle_publisher_rtp(
                 mid,
                 rid,
                 last_pli: None,
+                last_rx: pkt.timestamp,
+                rtx: None,
                 bytes: 0,
                 held: Vec::new(),
                 held_since: None,
@@ -76,6 +151,7 @@ pub(super) fn handle_publisher_rtp(
         }
     };
     let track = &mut s.pub_tracks[ti];
+    track.last_rx = pkt.timestamp;
     track.bytes += pkt.payload.len() as u64;
     stream.add_bytes_in(pkt.payload.len() as u64);
     let (kind, mid, rid) = (track.kind, track.mid, track.rid);

@@ -11,15 +11,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use str0m::bwe::BweKind;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::Extension;
-use str0m::{Event, IceConnectionState, Input, Output};
+use str0m::{Input, Output};
 
-use crate::fanout::{FwdPacket, SourceInfo, StreamShared};
+use crate::fanout::{FwdPacket, StreamShared};
 use crate::ids::{Role, SessionId, ShardId, StreamId};
-use crate::packet::{is_rtcp, Datagram};
+use crate::packet::{is_rtcp, is_rtp, Datagram};
 use crate::srtp::{Exported, SrtpSession};
 use crate::srtp_sender::SrtpSender;
 use crate::stats::{Counters, SessionStats, SessionStatsTable};
@@ -28,11 +27,13 @@ use crate::timer::{TimerEntry, TimerWheel};
 
 mod api;
 mod egress;
+mod events;
 mod ingest;
 mod keyframe;
 mod report;
 mod session;
 mod simulcast;
+mod track;
 mod viewer;
 
 pub use api::{
@@ -45,7 +46,8 @@ use egress::{group_by_ssrc, Egress, Resume, TURN_SEND_BUDGET};
 use keyframe::KeyframeRoute;
 use session::{Session, SessionTable};
 use simulcast::{evaluate_layers, LayerRequest, LAYER_EVAL_INTERVAL};
-use viewer::{send_stream, set_rtx_cache, write_to_viewer, ViewerTrack, WriteResult};
+use track::set_rtx_cache;
+use viewer::{write_to_viewer, WriteResult};
 
 /// The shard core.
 pub struct Shard {
@@ -200,7 +202,7 @@ impl Shard {
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += data.len() as u64;
-        let Some(key) = self.sessions.key_for_flow(source, data) else {
+        let Some((key, bound)) = self.sessions.key_for_flow(source, data) else {
             if stun::is_stun(data) {
                 self.counters.drop_unknown_flow += 1;
             } else if Receive::new(Protocol::Udp, source, self.cfg.local_addr, data).is_err() {
@@ -217,9 +219,18 @@ impl Shard {
                 return;
             }
         };
+        if !bound {
+            self.handle_new_flow(key, now, source, receive);
+            return;
+        }
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
+        if session.role == Role::Publisher && is_rtp(data) && !ingest::admit_rtp(session, now, data)
+        {
+            self.counters.drop_rogue_ssrc += 1;
+            return;
+        }
         session.last_rx = now;
         if let (Some(d), true) = (session.sender.as_mut(), is_rtcp(data)) {
             // NACKs and reception reports for what the SRTP sender sent;
@@ -229,6 +240,36 @@ impl Shard {
         }
         if !self.input(key, now, Input::Receive(now, receive)) {
             self.counters.drop_session_error += 1;
+        }
+    }
+
+    /// A binding request naming a session's ufrag from an address not bound
+    /// to it: str0m checks its MESSAGE-INTEGRITY. Only when str0m answers it
+    /// with a success response is the address bound; otherwise whatever
+    /// str0m would send there is withheld, so the sender learns nothing.
+    fn handle_new_flow(&mut self, key: u32, now: Instant, source: SocketAddr, receive: Receive) {
+        let first = self.transmits.len();
+        self.input(key, now, Input::Receive(now, receive));
+        let answered = self.transmits[first..]
+            .iter()
+            .any(|t| t.destination == source && stun::is_binding_success(&t.contents));
+        if answered {
+            if let Some(s) = self.sessions.get_mut(key) {
+                s.last_rx = now;
+            }
+            if self.sessions.bind(key, source) {
+                self.counters.session_addrs_evicted += 1;
+            }
+            return;
+        }
+        self.counters.drop_stun_unauthenticated += 1;
+        let mut i = first;
+        while i < self.transmits.len() {
+            if self.transmits[i].destination == source {
+                self.transmits.remove(i);
+            } else {
+                i += 1;
+            }
         }
     }
 
@@ -283,7 +324,7 @@ impl Shard {
             self.counters.direct_refused += 1;
             return;
         };
-        s.sender = Some(Box::new(SrtpSender::new(srtp)));
+        s.sender = Some(Box::new(SrtpSender::new(srtp, self.cfg.rtx_budget_percent)));
         self.counters.direct_sessions += 1;
         // str0m sends nothing on these streams: its RTX caches may go.
         for t in &s.viewer_tracks {
@@ -624,87 +665,6 @@ impl Shard {
                 }
                 Output::Event(e) => self.handle_event(key, now, e),
             }
-        }
-    }
-
-    fn handle_event(&mut self, key: u32, now: Instant, event: Event) {
-        let Some(s) = self.sessions.get_mut(key) else {
-            return;
-        };
-        match event {
-            Event::Connected => {
-                s.connected = true;
-                let id = s.id;
-                match (s.role, s.stream.clone()) {
-                    (Role::Publisher, Some(stream)) => {
-                        let params = s.rtc.codec_config().params().to_vec();
-                        stream.set_source(Some(Arc::new(SourceInfo {
-                            publisher_tag: s.publisher_tag,
-                            params,
-                        })));
-                        stream.set_publisher(Some(self.cfg.id));
-                    }
-                    (Role::Viewer, _) => {
-                        let subs = s.subscriptions.clone();
-                        for stream in subs {
-                            self.request_keyframe(now, &stream, None);
-                        }
-                    }
-                    _ => {}
-                }
-                self.events.push(ShardEvent::Connected { id });
-            }
-            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                self.counters.sessions_timed_out += 1;
-                self.close_session(key, CloseReason::Timeout);
-            }
-            Event::Closed => self.close_session(key, CloseReason::Closed),
-            Event::MediaAdded(m)
-                if s.role == Role::Viewer
-                    && m.direction.is_sending()
-                    && !s.viewer_tracks.iter().any(|t| t.mid == m.mid) =>
-            {
-                let mut t = ViewerTrack::new(m.mid, m.kind, s.stream.is_some());
-                t.max_layer = s.initial_max_layer;
-                t.ssrc = send_stream(&mut s.rtc, m.mid, s.sender.is_some());
-                t.sync_demand(&s.subscriptions, s.stream.as_ref());
-                s.viewer_tracks.push(t);
-            }
-            Event::KeyframeRequest(req) if s.role == Role::Viewer => {
-                // Ask the publisher of whatever this mid forwards.
-                let source = s
-                    .viewer_tracks
-                    .iter()
-                    .find(|t| t.mid == req.mid)
-                    .and_then(|t| t.source.map(|x| x.stream));
-                let stream = s
-                    .subscriptions
-                    .iter()
-                    .find(|x| Some(x.id) == source)
-                    .or(s.stream.as_ref())
-                    .cloned();
-                if let Some(stream) = stream {
-                    self.request_keyframe(now, &stream, None);
-                }
-            }
-            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
-                s.estimate = Some(estimate.as_u64());
-            }
-            Event::RtpPacket(pkt) if s.role == Role::Publisher => {
-                ingest::handle_publisher_rtp(
-                    s,
-                    key,
-                    pkt,
-                    &self.cfg,
-                    &mut self.egress,
-                    &mut self.holding,
-                    &mut self.counters,
-                );
-            }
-            Event::PeerStats(p) => report::record_peer_stats(s, &p),
-            Event::MediaIngressStats(m) => report::record_ingress(s, &m),
-            Event::MediaEgressStats(m) => report::record_egress(s, &m),
-            _ => {}
         }
     }
 

@@ -12,13 +12,16 @@ use str0m::media::{Direction, MediaKind, Mid};
 use str0m::Rtc;
 
 use super::api::{CloseReason, ServerOffer, ShardConfig, ShardError};
-use super::ingest::PubTrack;
-use super::viewer::{send_stream, TrackSource, ViewerTrack};
+use super::track::{send_stream, PubTrack, TrackSource, ViewerTrack};
 use crate::fanout::StreamShared;
 use crate::ids::{Role, SessionId, StreamId};
 use crate::srtp_sender::SrtpSender;
 use crate::stats::SessionStats;
 use crate::stun;
+
+/// Addresses bound to one session at most: a client's candidates and its
+/// NAT rebindings, not a table a remote party can grow.
+pub(super) const MAX_ADDRS: usize = 8;
 
 /// A publisher's loudest audio level since the last report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,21 +250,51 @@ impl SessionTable {
         self.slab[key as usize].as_mut()
     }
 
-    /// The session a datagram from `source` belongs to: by address, or for
-    /// a new flow by the ufrag its STUN binding request names (then the
-    /// address is learnt).
+    /// The session a datagram from `source` belongs to, and whether the
+    /// address is bound to it: by address, or for a new flow by the ufrag
+    /// its STUN binding request names. Naming a ufrag binds nothing: only
+    /// [`SessionTable::bind`], once the session has answered an
+    /// authenticated check, does.
     #[inline]
-    pub fn key_for_flow(&mut self, source: SocketAddr, data: &[u8]) -> Option<u32> {
+    pub fn key_for_flow(&self, source: SocketAddr, data: &[u8]) -> Option<(u32, bool)> {
         if let Some(&k) = self.by_addr.get(&source) {
-            return Some(k);
+            return Some((k, true));
         }
         let ufrag = stun::binding_request_local_ufrag(data)?;
         let k = *self.by_ufrag.get(std::str::from_utf8(ufrag).ok()?)?;
-        self.by_addr.insert(source, k);
-        if let Some(s) = self.slab[k as usize].as_mut() {
-            s.addrs.push(source);
+        Some((k, false))
+    }
+
+    /// Bind `source` to the session at `key`: its datagrams (DTLS, SRTP)
+    /// now reach the session. At most [`MAX_ADDRS`] addresses per session:
+    /// the oldest that is not the peer's selected address makes room.
+    /// Returns whether one was evicted.
+    pub fn bind(&mut self, key: u32, source: SocketAddr) -> bool {
+        let Some(s) = self.slab[key as usize].as_mut() else {
+            return false;
+        };
+        if s.addrs.contains(&source) {
+            return false;
         }
-        Some(k)
+        let mut evicted = false;
+        if s.addrs.len() >= MAX_ADDRS {
+            let peer = s.peer;
+            if let Some(i) = s.addrs.iter().position(|a| Some(*a) != peer) {
+                let old = s.addrs.remove(i);
+                if self.by_addr.get(&old) == Some(&key) {
+                    self.by_addr.remove(&old);
+                }
+                evicted = true;
+            }
+        }
+        s.addrs.push(source);
+        if let Some(other) = self.by_addr.insert(source, key) {
+            // The address moved from another session (a client reusing its port).
+            if let Some(o) = self.slab[other as usize].as_mut().filter(|_| other != key) {
+                o.addrs.retain(|a| *a != source);
+            }
+        }
+        evicted
     }
 
     pub fn len(&self) -> usize {

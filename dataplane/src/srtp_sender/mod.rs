@@ -38,8 +38,13 @@ use wire::{be32, ntp_time, write_header, write_sdes};
 /// Packets kept per video track for NACK answers: a second of video up to
 /// ~2.5 Mbit/s. Must be a power of two.
 pub const RTX_CACHE_PACKETS: usize = 256;
-/// A packet is not resent again within this long.
-const RESEND_GAP: Duration = Duration::from_millis(20);
+/// A packet is not resent again within one round trip, this long when no
+/// round trip is known, and never within [`RESEND_GAP_MIN`].
+const RESEND_GAP: Duration = Duration::from_millis(100);
+const RESEND_GAP_MIN: Duration = Duration::from_millis(20);
+/// Retransmission bytes a viewer may use at once beyond its budget's share
+/// of media: one loss burst on a keyframe is repaired in full.
+pub const RTX_BURST_BYTES: u64 = 48 * 1024;
 /// Cached packets older than this are not resent.
 const RESEND_MAX_AGE: Duration = Duration::from_secs(1);
 /// One sender report per track per this interval.
@@ -155,15 +160,25 @@ pub struct SrtpSender {
     rtcp_scratch: Vec<u8>,
     /// Bytes of media and RTCP sent by this path (str0m does not see them).
     pub bytes: u64,
+    /// Retransmission budget in hundredths of a byte: each media byte sent
+    /// adds `rtx_percent`, each byte resent takes 100, capped at
+    /// [`RTX_BURST_BYTES`]. NACKs cannot make sluice send more than that
+    /// share of a viewer's media.
+    rtx_tokens: u64,
+    rtx_percent: u64,
 }
 
 impl SrtpSender {
-    pub fn new(srtp: SrtpSession) -> Self {
+    /// A sender whose retransmissions may use `rtx_percent` of the media
+    /// bytes it sends (plus [`RTX_BURST_BYTES`] at once).
+    pub fn new(srtp: SrtpSession, rtx_percent: u32) -> Self {
         SrtpSender {
             srtp,
             tracks: Vec::new(),
             rtcp_scratch: Vec::new(),
             bytes: 0,
+            rtx_tokens: RTX_BURST_BYTES * 100,
+            rtx_percent: rtx_percent as u64,
         }
     }
 
@@ -242,6 +257,8 @@ impl SrtpSender {
         self.srtp.protect_rtp(&mut buf, header_len, ssrc, p.seq);
         t.packets += 1;
         t.octets += p.payload.len() as u64;
+        self.rtx_tokens = (self.rtx_tokens + p.payload.len() as u64 * self.rtx_percent)
+            .min(RTX_BURST_BYTES * 100);
         if t.last.is_none_or(|(ts, _)| p.ts.wrapping_sub(ts) < 1 << 31) {
             t.last = Some((p.ts, p.wallclock));
         }
@@ -432,9 +449,15 @@ impl SrtpSender {
             counters.nack_misses += 1;
             return;
         };
+        let gap = t.feedback.rtt.unwrap_or(RESEND_GAP).max(RESEND_GAP_MIN);
         if c.resent
-            .is_some_and(|r| now.saturating_duration_since(r) < RESEND_GAP)
+            .is_some_and(|r| now.saturating_duration_since(r) < gap)
         {
+            return;
+        }
+        // What the datagram will take at least; its real size is charged below.
+        if self.rtx_tokens < (c.payload.len() + 14 + RTP_OVERHEAD) as u64 * 100 {
+            counters.drop_rtx_over_budget += 1;
             return;
         }
         c.resent = Some(now);
@@ -488,6 +511,7 @@ impl SrtpSender {
         }
         append_payload(&mut buf, &c.payload, c.vp8);
         self.srtp.protect_rtp(&mut buf, header_len, out_ssrc, index);
+        self.rtx_tokens = self.rtx_tokens.saturating_sub(buf.len() as u64 * 100);
         counters.rtx_sent += 1;
         emit(&mut self.bytes, out, dest, buf);
     }
@@ -523,7 +547,7 @@ mod tests {
     ) -> (SrtpSender, crate::srtp::SrtpSession) {
         let (server, client) =
             crate::srtp::tests::pair(str0m::crypto::dtls::SrtpProfile::AEAD_AES_256_GCM, 32);
-        let mut d = SrtpSender::new(server);
+        let mut d = SrtpSender::new(server, 25);
         d.add_track(TrackInfo {
             ssrc: 1000,
             mid: "1".into(),
@@ -638,5 +662,46 @@ mod tests {
         d.handle_rtcp(now, &nack, dest, &mut out, &mut c);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].contents, sent[0].contents);
+    }
+
+    #[test]
+    fn nack_floods_are_answered_within_the_budget() {
+        let (mut d, mut client) =
+            sender_with_video_track(ExtIds::default(), Some((2000, vec![(96, 97)])));
+        let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut now = Instant::now();
+        let payload: Arc<[u8]> = vec![7u8; 1000].into();
+        let mut out = Vec::new();
+        let mut c = Counters::default();
+        let mut media = 0u64;
+        let mut resent = 0u64;
+        let mut seq = 1u64;
+        // 2 s of 100 packets/s, a NACK for the last 17 packets every 20 ms.
+        for turn in 0..100u64 {
+            for _ in 0..2 {
+                assert!(d.send(now, 1000, &video_packet(seq, &payload, now), dest, &mut out));
+                media += 1000;
+                seq += 1;
+            }
+            out.clear();
+            let pid = (seq.saturating_sub(17)) as u16;
+            let mut b = vec![0x81, 205, 0, 3, 0, 0, 0, 9, 0, 0, 0x03, 0xe8];
+            b.extend_from_slice(&pid.to_be_bytes());
+            b.extend_from_slice(&0xffffu16.to_be_bytes());
+            client.protect_rtcp(&mut b);
+            d.handle_rtcp(now, &b, dest, &mut out, &mut c);
+            resent += out.iter().map(|x| x.contents.len() as u64).sum::<u64>();
+            out.clear();
+            now += Duration::from_millis(20);
+            if turn == 0 {
+                // The first loss burst is repaired in full, from the burst allowance.
+                assert_eq!(c.rtx_sent, 2);
+            }
+        }
+        assert!(
+            resent <= media / 4 + RTX_BURST_BYTES,
+            "{resent} bytes resent for {media} of media"
+        );
+        assert!(c.drop_rtx_over_budget > 0);
     }
 }
