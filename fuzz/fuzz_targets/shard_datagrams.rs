@@ -80,7 +80,10 @@ const RUNS_PER_HARNESS: u32 = 16;
 
 fuzz_target!(|data: &[u8]| {
     let mut slot = HARNESS.lock().unwrap_or_else(|e| e.into_inner());
-    if slot.as_ref().is_none_or(|(_, runs)| *runs >= RUNS_PER_HARNESS) {
+    if slot
+        .as_ref()
+        .is_none_or(|(_, runs)| *runs >= RUNS_PER_HARNESS)
+    {
         *slot = Some((connected(), 0));
     }
     let (h, runs) = slot.as_mut().expect("harness");
@@ -116,7 +119,9 @@ fuzz_target!(|data: &[u8]| {
                     (h.peers[0].audio, Codec::Opus)
                 };
                 let Some(mid) = mid else { continue };
-                let Some(pt) = pt(h, mid, codec) else { continue };
+                let Some(pt) = pt(h, mid, codec) else {
+                    continue;
+                };
                 seq += 1;
                 let now = h.now;
                 let peer = &mut h.peers[0];
@@ -126,9 +131,15 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let s: SeqNo = seq.into();
                 tx.write_rtp(
-                    RtpWrite::new(pt, s, (seq * 300) as u32, now, bytes[..n.min(1100)].to_vec())
-                        .marker(p & 2 != 0)
-                        .ext_vals(ExtensionValues::default()),
+                    RtpWrite::new(
+                        pt,
+                        s,
+                        (seq * 300) as u32,
+                        now,
+                        bytes[..n.min(1100)].to_vec(),
+                    )
+                    .marker(p & 2 != 0)
+                    .ext_vals(ExtensionValues::default()),
                 );
                 // The publisher's output (its sealed packet) goes to the shard.
                 h.exchange();
