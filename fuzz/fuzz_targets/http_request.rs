@@ -27,6 +27,7 @@ struct Env {
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
+        sluice_fuzz::abort_on_uncaught_panics();
         let make = |tokens| {
             let app = sluice_fuzz::app(tokens);
             (app.clone(), sluice::routes::router(app))

@@ -27,12 +27,15 @@ struct Env {
 
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| Env {
-        rt: tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime"),
-        app: sluice_fuzz::app(false),
+    ENV.get_or_init(|| {
+        sluice_fuzz::abort_on_uncaught_panics();
+        Env {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+            app: sluice_fuzz::app(false),
+        }
     })
 }
 

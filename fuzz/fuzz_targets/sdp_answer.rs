@@ -19,7 +19,10 @@ use str0m::media::MediaKind;
 
 fn negotiator() -> &'static Negotiator {
     static N: OnceLock<Negotiator> = OnceLock::new();
-    N.get_or_init(|| Negotiator::new().expect("negotiator"))
+    N.get_or_init(|| {
+        sluice_fuzz::abort_on_uncaught_panics();
+        Negotiator::new().expect("negotiator")
+    })
 }
 
 fuzz_target!(|data: &[u8]| {

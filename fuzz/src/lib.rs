@@ -1,5 +1,5 @@
 //! What the fuzz targets share: a control-plane `App` over a one-shard
-//! dataplane on loopback, built once per process.
+//! dataplane on loopback, built once per process, and the panic hook.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,4 +48,21 @@ pub fn app(tokens: bool) -> Arc<App> {
         }
     });
     app
+}
+
+/// libFuzzer's hook aborts on every panic, also on one the code under test
+/// catches. This one lets through the one panic `Negotiator::answer_with`
+/// catches on purpose (str0m's "Pt locked multiple times") and aborts on the
+/// rest. Call it once, before the first input runs.
+pub fn abort_on_uncaught_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let caught = info
+            .location()
+            .is_some_and(|l| l.file().ends_with("src/format/payload_params.rs"));
+        if !caught {
+            default(info);
+            std::process::abort();
+        }
+    }));
 }
