@@ -2,6 +2,7 @@
 //! one DTLS certificate) answering with one host candidate, the chosen shard's address.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use ring::rand::{SecureRandom, SystemRandom};
@@ -208,10 +209,16 @@ impl Negotiator {
         let cand = Candidate::host(candidate, "udp")
             .map_err(|e| NegotiateError::Unsupported(format!("bad candidate address: {e}")))?;
         rtc.add_local_candidate(cand);
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(parsed)
-            .map_err(|e| NegotiateError::Unsupported(first_line(&e.to_string())))?;
+        // str0m 0.25 panics on some hostile offers ("Pt locked multiple times",
+        // format/payload_params.rs:41); such an offer is refused like any other.
+        let answer =
+            std::panic::catch_unwind(AssertUnwindSafe(|| rtc.sdp_api().accept_offer(parsed)))
+                .map_err(|_| {
+                    NegotiateError::Unsupported(
+                        "offer could not be answered: check its payload types".into(),
+                    )
+                })?
+                .map_err(|e| NegotiateError::Unsupported(first_line(&e.to_string())))?;
         let answer = answer.to_sdp_string();
         let accepted = media_sections(&answer)
             .iter()
@@ -314,6 +321,21 @@ mod tests {
         assert_eq!(t.len(), 32);
         assert!(t.chars().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(t, n.random_token(32));
+    }
+
+    #[test]
+    fn an_offer_str0m_cannot_answer_is_refused_not_a_panic() {
+        // Found by fuzzing (fuzz/ targets sdp_answer and http_request): str0m
+        // panics while accepting it.
+        let offer = include_str!("../testdata/offer-pt-locked-twice.sdp");
+        let n = Negotiator::new().unwrap();
+        let cand: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        for (publish, estimate) in [(false, true), (false, false)] {
+            assert!(matches!(
+                n.answer_with(offer, publish, estimate, cand),
+                Err(NegotiateError::Unsupported(_))
+            ));
+        }
     }
 
     /// A str0m client's offer (standard extensions, transport-cc included).

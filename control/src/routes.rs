@@ -67,6 +67,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/drain", post(admin::drain))
         .route("/admin/rooms", get(admin::rooms))
         .fallback(not_found)
+        // Without it, a method a route does not take gets axum's bodiless 405.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::map_response(cors))
         .with_state(app)
@@ -121,4 +123,61 @@ async fn preflight() -> Response {
         ],
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use sluice_dataplane::{Dataplane, DataplaneConfig, IoKind};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::negotiate::Negotiator;
+    use crate::Config;
+
+    #[tokio::test]
+    async fn a_method_a_route_does_not_take_gets_405_with_a_one_line_reason() {
+        let dp = DataplaneConfig {
+            shards: 1,
+            media_port: 0,
+            io: IoKind::Std,
+            ..DataplaneConfig::default()
+        };
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let dataplane = Dataplane::start(&dp, tx).unwrap();
+        let app = Arc::new(App::new(
+            Config::default(),
+            dataplane,
+            Negotiator::new().unwrap(),
+            String::new(),
+        ));
+        let router = router(app.clone());
+        // `GEV /` was found by fuzzing (fuzz/ target http_request).
+        for (method, path) in [
+            ("GEV", "/"),
+            ("POST", "/healthz"),
+            ("PUT", "/metrics"),
+            ("GET", "/whep/cam/00000000000000ff/layer"),
+        ] {
+            let req = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap();
+            let res = router.clone().oneshot(req).await.unwrap();
+            assert_eq!(
+                res.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            let body = axum::body::to_bytes(res.into_body(), 4096).await.unwrap();
+            let text = String::from_utf8(body.to_vec()).unwrap();
+            assert!(
+                !text.trim().is_empty() && text.trim_end().lines().count() == 1,
+                "{method} {path}: {text:?}"
+            );
+        }
+        app.dataplane.shutdown();
+    }
 }

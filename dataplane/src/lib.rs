@@ -5,10 +5,17 @@
 //! plane, the bench and the tests use is re-exported here; the modules are
 //! private.
 
+// `fuzzing` re-exports crate-private items that were never documented as an API.
+#![cfg_attr(feature = "fuzzing", allow(missing_docs))]
+
 mod codec;
 mod dtls;
 mod extensions;
 mod fanout;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod fuzzing;
 mod ids;
 #[allow(unsafe_code)]
 mod io;

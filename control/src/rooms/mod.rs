@@ -7,6 +7,9 @@
 // them. `socket` (the WebSocket), `peer` (requests) and `sync` (consumers) act on these
 // tables through `App`.
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod peer;
 pub mod protocol;
 pub mod socket;

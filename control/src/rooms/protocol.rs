@@ -58,7 +58,7 @@ pub enum RoomError {
 
     // The request does not fit the participant's state.
     /// 409: a request other than join before join.
-    #[error("{0} before join: send join first")]
+    #[error("{} before join: send join first", .0.escape_debug())]
     NotJoined(String),
     /// 409: a second join.
     #[error("already joined")]
@@ -227,6 +227,22 @@ mod tests {
             Incoming::parse("{"),
             Err((0, RoomError::MalformedJson(_)))
         ));
+    }
+
+    #[test]
+    fn a_method_name_with_a_line_break_stays_one_line_in_the_reason() {
+        // Found by fuzzing (fuzz/ target room_messages): a request before join
+        // whose method spans lines.
+        let text = r#"{"request":true,"id":1,"method":"chat\r\na=sendonly"}"#;
+        let Ok(Some(Incoming::Request { method, .. })) = Incoming::parse(text) else {
+            panic!("request not read");
+        };
+        let reason = RoomError::NotJoined(method).to_string();
+        assert!(!reason.contains('\n') && !reason.contains('\r'), "{reason}");
+        assert_eq!(
+            RoomError::NotJoined("chat".into()).to_string(),
+            "chat before join: send join first"
+        );
     }
 
     #[test]
