@@ -1,0 +1,91 @@
+//! Datagrams from the socket: which session each belongs to, the binding
+//! of a new address only after the session answered its authenticated ICE
+//! check, and the publisher SSRC check before str0m sees the datagram.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::net::{Protocol, Receive};
+use str0m::Input;
+
+use super::{ingest, Shard};
+use crate::ids::Role;
+use crate::packet::{is_rtcp, is_rtp};
+use crate::stun;
+
+impl Shard {
+    /// One datagram from the socket.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        self.counters.rx_packets += 1;
+        self.counters.rx_bytes += data.len() as u64;
+        let Some((key, bound)) = self.sessions.key_for_flow(source, data) else {
+            if stun::is_stun(data) {
+                self.counters.drop_unknown_flow += 1;
+            } else if Receive::new(Protocol::Udp, source, self.cfg.local_addr, data).is_err() {
+                self.counters.drop_malformed += 1;
+            } else {
+                self.counters.drop_unknown_flow += 1;
+            }
+            return;
+        };
+        let receive = match Receive::new(Protocol::Udp, source, self.cfg.local_addr, data) {
+            Ok(r) => r,
+            Err(_) => {
+                self.counters.drop_malformed += 1;
+                return;
+            }
+        };
+        if !bound {
+            self.handle_new_flow(key, now, source, receive);
+            return;
+        }
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if session.role == Role::Publisher && is_rtp(data) && !ingest::admit_rtp(session, now, data)
+        {
+            self.counters.drop_rogue_ssrc += 1;
+            return;
+        }
+        session.last_rx = now;
+        if let (Some(d), true) = (session.sender.as_mut(), is_rtcp(data)) {
+            // NACKs and reception reports for what the SRTP sender sent;
+            // str0m reads the same datagram for the rest.
+            let dest = session.peer.unwrap_or(source);
+            d.handle_rtcp(now, data, dest, &mut self.transmits, &mut self.counters);
+        }
+        if !self.input(key, now, Input::Receive(now, receive)) {
+            self.counters.drop_session_error += 1;
+        }
+    }
+
+    /// A binding request naming a session's ufrag from an address not bound
+    /// to it: str0m checks its MESSAGE-INTEGRITY. Only when str0m answers it
+    /// with a success response is the address bound; otherwise whatever
+    /// str0m would send there is withheld, so the sender learns nothing.
+    fn handle_new_flow(&mut self, key: u32, now: Instant, source: SocketAddr, receive: Receive) {
+        let first = self.transmits.len();
+        self.input(key, now, Input::Receive(now, receive));
+        let answered = self.transmits[first..]
+            .iter()
+            .any(|t| t.destination == source && stun::is_binding_success(&t.contents));
+        if answered {
+            if let Some(s) = self.sessions.get_mut(key) {
+                s.last_rx = now;
+            }
+            if self.sessions.bind(key, source) {
+                self.counters.session_addrs_evicted += 1;
+            }
+            return;
+        }
+        self.counters.drop_stun_unauthenticated += 1;
+        let mut i = first;
+        while i < self.transmits.len() {
+            if self.transmits[i].destination == source {
+                self.transmits.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
