@@ -162,10 +162,10 @@ struct TokenArgs {
     /// The server's secret.
     #[arg(long, env = "SLUICE_SECRET", hide_env_values = true)]
     secret: String,
-    /// Stream the token is for (default: any).
+    /// Stream the token grants for WHIP/WHEP ("*" = any stream).
     #[arg(long)]
     stream: Option<String>,
-    /// Room the token is for (default: any).
+    /// Room the token grants for joining ("*" = any room).
     #[arg(long)]
     room: Option<String>,
     /// Grant publishing.
@@ -211,6 +211,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::Token(t) => {
             if !t.publish && !t.subscribe {
                 anyhow::bail!("grant at least one of --publish, --subscribe");
+            }
+            // A token without a scope grants nothing; say so rather than mint a useless one.
+            if t.stream.is_none() && t.room.is_none() {
+                anyhow::bail!(
+                    "name what the token is for: --stream NAME and/or --room NAME (\"*\" = any)"
+                );
             }
             let claims = Claims {
                 exp: unix_now() + t.ttl,
