@@ -69,6 +69,9 @@ pub enum ApiError {
     /// 403: the admin API was called with another token.
     #[error("wrong admin token")]
     AdminTokenWrong,
+    /// 403: a valid token for the stream that did not create this session.
+    #[error("this token did not create the session; use the token that did, or the admin token")]
+    NotOwner,
     /// 403: tokens are on but no admin token is configured.
     #[error("admin API disabled: set admin_token to enable it")]
     AdminDisabled,
@@ -114,7 +117,7 @@ impl ApiError {
             MethodNotAllowed | TrickleNotSupported => StatusCode::METHOD_NOT_ALLOWED,
             Auth(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
             Auth(_) | AdminTokenMissing => StatusCode::UNAUTHORIZED,
-            AdminTokenWrong | AdminDisabled => StatusCode::FORBIDDEN,
+            AdminTokenWrong | AdminDisabled | NotOwner => StatusCode::FORBIDDEN,
             AlreadyPublished(_) | PeerIdInUse => StatusCode::CONFLICT,
             Draining | RoomsDraining | AtCapacity | NoShard | ShardStopped => {
                 StatusCode::SERVICE_UNAVAILABLE

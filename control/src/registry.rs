@@ -23,6 +23,24 @@ pub struct SessionEntry {
     pub created: SystemTime,
     /// Whether DTLS has connected.
     pub connected: bool,
+    /// What the session's resource URL must carry, and which token created it.
+    pub capability: Capability,
+}
+
+/// The secret half of a WHIP/WHEP resource URL and the credential that made it.
+/// Never shown: `Debug` prints neither.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Capability {
+    /// 64 bits from the OS RNG, appended to the session id in the resource URL.
+    pub key: u64,
+    /// SHA-256 of the bearer token that created the session (when a secret is set).
+    pub owner: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Capability(..)")
+    }
 }
 
 /// One named stream.
@@ -335,6 +353,7 @@ mod tests {
             shard: ShardId(0),
             created: SystemTime::now(),
             connected: false,
+            capability: Capability::default(),
         }
     }
 

@@ -9,7 +9,7 @@ use sluice_dataplane::{Command, NewSession, Role, SessionId, ShardId, StreamShar
 
 use crate::app::App;
 use crate::negotiate::NegotiateError;
-use crate::registry::{RegisterError, SessionEntry};
+use crate::registry::{Capability, RegisterError, SessionEntry};
 
 /// Why a session could not be placed.
 #[derive(Debug, thiserror::Error)]
@@ -47,12 +47,19 @@ pub struct Placed {
     pub id: SessionId,
     /// The shard it is placed on.
     pub shard: ShardId,
+    /// The random half of its resource URL (see [`Placed::resource_name`]).
+    pub key: u64,
     /// The stream's shared state; `None` for a session of no single stream.
     pub stream: Option<Arc<StreamShared>>,
     session: Box<NewSession>,
 }
 
 impl Placed {
+    /// The last segment of the session's resource URL: its id and its key, 32 hex digits.
+    pub fn resource_name(&self) -> String {
+        format!("{}{:016x}", self.id, self.key)
+    }
+
     /// Hand the session to its shard, capped at simulcast layer `max_layer`.
     /// When the shard has stopped, the registration is undone.
     pub fn start(mut self, app: &App, max_layer: Option<u8>) -> Result<(), PlaceError> {
@@ -74,12 +81,14 @@ impl Placed {
     }
 }
 
-/// Place a session of `stream` in `role` that answers `offer`; returns it with the answer.
+/// Place a session of `stream` in `role` that answers `offer`, created by the
+/// token whose digest is `owner`; returns it with the answer.
 pub fn answer(
     app: &App,
     stream: &str,
     role: Role,
     offer: &str,
+    owner: Option<[u8; 32]>,
 ) -> Result<(Placed, String), PlaceError> {
     let max = app.config.max_sessions;
     let (shard, simulcast) = {
@@ -96,10 +105,15 @@ pub fn answer(
         .negotiator
         .answer_with(offer, publish, simulcast, handle.addr)?;
     let id = SessionId(app.negotiator.random_u64());
+    let capability = Capability {
+        key: app.negotiator.random_u64(),
+        owner,
+    };
+    let key = capability.key;
     // Registering re-checks under the lock: a racing publisher is refused here.
     let shared = app
         .registry()
-        .register(entry(id, role, stream, shard), max)
+        .register(entry(id, role, stream, shard, capability), max)
         .map_err(|e| PlaceError::registering(e, stream))?;
     let session = Box::new(NewSession {
         id,
@@ -113,6 +127,7 @@ pub fn answer(
     let placed = Placed {
         id,
         shard,
+        key,
         stream: Some(shared),
         session,
     };
@@ -133,7 +148,10 @@ pub fn offer(
     let offered = app.negotiator.offer(kinds, handle.addr)?;
     let id = SessionId(app.negotiator.random_u64());
     app.registry()
-        .register_unindexed(entry(id, Role::Viewer, &label, shard), max)
+        .register_unindexed(
+            entry(id, Role::Viewer, &label, shard, Capability::default()),
+            max,
+        )
         .map_err(|e| PlaceError::registering(e, &label))?;
     let session = Box::new(NewSession {
         id,
@@ -147,13 +165,20 @@ pub fn offer(
     let placed = Placed {
         id,
         shard,
+        key: 0,
         stream: None,
         session,
     };
     Ok((placed, offered.sdp, offered.mids))
 }
 
-fn entry(id: SessionId, role: Role, stream: &str, shard: ShardId) -> SessionEntry {
+fn entry(
+    id: SessionId,
+    role: Role,
+    stream: &str,
+    shard: ShardId,
+    capability: Capability,
+) -> SessionEntry {
     SessionEntry {
         id,
         role,
@@ -161,6 +186,7 @@ fn entry(id: SessionId, role: Role, stream: &str, shard: ShardId) -> SessionEntr
         shard,
         created: SystemTime::now(),
         connected: false,
+        capability,
     }
 }
 

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use sluice_dataplane::{Command, Role, SessionId};
 
 use crate::app::App;
-use crate::authz::authorize;
+use crate::authz::{self, authorize};
 use crate::error::ApiError;
 use crate::registry::SessionEntry;
 use crate::sessions;
@@ -64,15 +64,16 @@ fn create_session(
         return Err(ApiError::Draining);
     }
     let offer = std::str::from_utf8(body).map_err(|_| ApiError::OfferNotUtf8)?;
-    let (placed, answer) = sessions::answer(app, stream, role, offer)?;
-    let (id, shard) = (placed.id, placed.shard);
+    let owner = authz::owner_of(app, headers);
+    let (placed, answer) = sessions::answer(app, stream, role, offer, owner)?;
+    let (id, shard, name) = (placed.id, placed.shard, placed.resource_name());
     placed.start(app, max_layer)?;
     let kind = if role == Role::Publisher {
         "whip"
     } else {
         "whep"
     };
-    let location = format!("/{kind}/{stream}/{id}");
+    let location = format!("/{kind}/{stream}/{name}");
     tracing::info!(session = %id, role = role.as_str(), stream, shard = %shard, "session created");
     Ok((
         StatusCode::CREATED,
@@ -94,31 +95,63 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-fn parse_session_id(id: &str) -> Option<SessionId> {
-    if id.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(id, 16).ok().map(SessionId)
+fn parse_hex16(s: &str) -> Option<u64> {
+    // from_str_radix alone would take a leading '+'.
+    (s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u64::from_str_radix(s, 16).ok())
+        .flatten()
 }
 
-/// The session a resource URL names, checking the stream matches.
-fn resource(app: &App, stream: &str, id: &str) -> Result<SessionEntry, ApiError> {
-    let id = parse_session_id(id).ok_or(ApiError::NoSuchSession)?;
-    let reg = app.registry();
-    match reg.session(id) {
-        Some(entry) if entry.stream == stream => Ok(entry.clone()),
-        _ => Err(ApiError::NoSuchSession),
+/// A resource URL's last segment: the session id then its key, 16 hex digits each.
+fn parse_resource_name(name: &str) -> Option<(SessionId, u64)> {
+    if name.len() != 32 || !name.is_ascii() {
+        return None;
     }
+    let (id, key) = name.split_at(16);
+    Some((SessionId(parse_hex16(id)?), parse_hex16(key)?))
+}
+
+/// The session a resource URL names (stream and key must match, the key compared in
+/// constant time), for a caller allowed to act on it. A layer change (`viewer_only`)
+/// on a publisher is a 400 before the grant is looked at.
+fn resource(
+    app: &App,
+    headers: &HeaderMap,
+    stream: &str,
+    name: &str,
+    viewer_only: bool,
+) -> Result<SessionEntry, ApiError> {
+    let caller = authz::resource_caller(app, headers)?;
+    let (id, key) = parse_resource_name(name).ok_or(ApiError::NoSuchSession)?;
+    let entry = {
+        let reg = app.registry();
+        match reg.session(id) {
+            Some(e)
+                if e.stream == stream
+                    && authz::constant_time_eq(
+                        &e.capability.key.to_be_bytes(),
+                        &key.to_be_bytes(),
+                    ) =>
+            {
+                e.clone()
+            }
+            _ => return Err(ApiError::NoSuchSession),
+        }
+    };
+    if viewer_only && entry.role != Role::Viewer {
+        return Err(ApiError::LayerNotForPublisher);
+    }
+    caller.may_act_on(&entry)?;
+    Ok(entry)
 }
 
 /// `DELETE /whip|whep/{stream}/{id}`: end the session.
 pub async fn resource_delete(
     State(app): State<Arc<App>>,
-    Path((stream, id)): Path<(String, String)>,
+    Path((stream, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
-    let entry = resource(&app, &stream, &id)?;
+    let entry = resource(&app, &headers, &stream, &name, false)?;
     sessions::end(&app, entry.id, entry.shard);
     Ok((StatusCode::OK, "session ended\n").into_response())
 }
@@ -126,13 +159,10 @@ pub async fn resource_delete(
 /// `PATCH /whip|whep/{stream}/{id}`: 405 for an existing session.
 pub async fn resource_patch(
     State(app): State<Arc<App>>,
-    Path((stream, id)): Path<(String, String)>,
+    Path((stream, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiError {
-    if let Err(e) = authorize(&app, &headers) {
-        return e.into();
-    }
-    if let Err(e) = resource(&app, &stream, &id) {
+    if let Err(e) = resource(&app, &headers, &stream, &name, false) {
         return e;
     }
     // The server is ICE-lite with its one candidate in the answer; trickle and
@@ -144,15 +174,11 @@ pub async fn resource_patch(
 /// simulcast cap during the session; the switch happens at the next keyframe.
 pub async fn whep_layer(
     State(app): State<Arc<App>>,
-    Path((stream, id)): Path<(String, String)>,
+    Path((stream, name)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
-    let entry = resource(&app, &stream, &id)?;
-    if entry.role != Role::Viewer {
-        return Err(ApiError::LayerNotForPublisher);
-    }
+    let entry = resource(&app, &headers, &stream, &name, true)?;
     let max = parse_layer(q.get("max").map(String::as_str))?;
     if let Some(h) = app.dataplane.shard(entry.shard) {
         h.send(Command::SetMaxLayer {
@@ -179,10 +205,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn session_ids_are_sixteen_hex_digits() {
-        assert_eq!(parse_session_id("00000000000000ff"), Some(SessionId(0xff)));
-        assert_eq!(parse_session_id("ff"), None);
-        assert_eq!(parse_session_id("zz000000000000ff"), None);
+    fn resource_names_are_an_id_and_a_key_of_sixteen_hex_digits_each() {
+        assert_eq!(
+            parse_resource_name("00000000000000ff0123456789abcdef"),
+            Some((SessionId(0xff), 0x0123_4567_89ab_cdef))
+        );
+        assert_eq!(parse_resource_name("00000000000000ff"), None);
+        assert_eq!(
+            parse_resource_name("zz000000000000ff0123456789abcdef"),
+            None
+        );
+        assert_eq!(
+            parse_resource_name("+0000000000000ff0123456789abcdef"),
+            None
+        );
+        assert_eq!(
+            parse_resource_name("00000000000000ff0123456789abcdef0"),
+            None
+        );
     }
 
     #[test]

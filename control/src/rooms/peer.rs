@@ -165,8 +165,8 @@ impl PeerSession {
         let sdp = field(data, "sdp", "data.sdp (the offer)")?;
         let app = &self.app;
         let stream_name = format!("room:{}:{}", self.room, self.peer);
-        let (placed, answer) =
-            sessions::answer(app, &stream_name, Role::Publisher, sdp).map_err(|e| match e {
+        let (placed, answer) = sessions::answer(app, &stream_name, Role::Publisher, sdp, None)
+            .map_err(|e| match e {
                 PlaceError::NoShard => RoomError::NoShard,
                 PlaceError::Negotiate(e) => RoomError::Negotiate(e),
                 PlaceError::AlreadyPublished(_)
