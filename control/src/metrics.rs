@@ -162,6 +162,22 @@ pub fn render(app: &App, sessions: bool) -> String {
     if sessions {
         session_metrics(&mut out, app);
     }
+    family(
+        &mut out,
+        "sluice_refused_total",
+        "counter",
+        "Connections, requests and room participants refused or closed over a limit, by reason.",
+    );
+    for (reason, n) in app.limits.refused() {
+        let _ = writeln!(out, "sluice_refused_total{{reason=\"{reason}\"}} {n}");
+    }
+    family(
+        &mut out,
+        "sluice_http_connections",
+        "gauge",
+        "Open HTTPS connections.",
+    );
+    let _ = writeln!(out, "sluice_http_connections {}", app.limits.connections());
     let _ = writeln!(out, "# HELP sluice_draining 1 while the server drains.");
     let _ = writeln!(out, "# TYPE sluice_draining gauge");
     let _ = writeln!(out, "sluice_draining {}", app.is_draining() as u8);
