@@ -124,7 +124,7 @@ impl Default for Config {
             ws_ping_secs: 10.0,
             ws_timeout_secs: 30.0,
             ws_max_message: 64 * 1024,
-            ws_rate: 50.0,
+            ws_rate: 5000.0,
             ws_queue: 256,
         }
     }

@@ -162,6 +162,7 @@ impl From<PlaceError> for ApiError {
         match e {
             PlaceError::AlreadyPublished(stream) => ApiError::AlreadyPublished(stream),
             PlaceError::AtCapacity => ApiError::AtCapacity,
+            PlaceError::SessionsPerIp => ApiError::SessionsPerIp,
             PlaceError::NoShard => ApiError::NoShard,
             PlaceError::Negotiate(e) => ApiError::Negotiate(e),
             PlaceError::ShardStopped => ApiError::ShardStopped,

@@ -1,6 +1,7 @@
 //! Placing and ending sessions for WHIP/WHEP, rooms and admin: place = capacity check →
 //! least-loaded shard → negotiate → register → AddSession; end = unregister + RemoveSession.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -9,7 +10,7 @@ use sluice_dataplane::{Command, NewSession, Role, SessionId, ShardId, StreamShar
 
 use crate::app::App;
 use crate::negotiate::NegotiateError;
-use crate::registry::{Capability, RegisterError, SessionEntry};
+use crate::registry::{Capability, Max, RegisterError, SessionEntry};
 
 /// Why a session could not be placed.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,9 @@ pub enum PlaceError {
     /// `max_sessions` reached.
     #[error("server at capacity")]
     AtCapacity,
+    /// `max_sessions_per_ip` reached for the source address.
+    #[error("too many sessions from this address")]
+    SessionsPerIp,
     /// The chosen shard does not exist (the dataplane has none).
     #[error("no shard")]
     NoShard,
@@ -36,6 +40,7 @@ impl PlaceError {
         match e {
             RegisterError::AlreadyPublished => PlaceError::AlreadyPublished(stream.to_string()),
             RegisterError::AtCapacity => PlaceError::AtCapacity,
+            RegisterError::SessionsPerIp => PlaceError::SessionsPerIp,
         }
     }
 }
@@ -82,18 +87,22 @@ impl Placed {
 }
 
 /// Place a session of `stream` in `role` that answers `offer`, created by the
-/// token whose digest is `owner`; returns it with the answer.
+/// token whose digest is `owner` from `source`; returns it with the answer.
 pub fn answer(
     app: &App,
     stream: &str,
     role: Role,
     offer: &str,
     owner: Option<[u8; 32]>,
+    source: Option<IpAddr>,
 ) -> Result<(Placed, String), PlaceError> {
-    let max = app.config.max_sessions;
+    let max = Max {
+        sessions: app.config.max_sessions,
+        per_source: app.config.max_sessions_per_ip,
+    };
     let (shard, simulcast) = {
         let reg = app.registry();
-        reg.check(stream, role, max)
+        reg.check(stream, role, source, max)
             .map_err(|e| PlaceError::registering(e, stream))?;
         // Estimation costs CPU and pacing; only simulcast viewers need it.
         let simulcast = role == Role::Viewer && reg.stream_has_layers(stream);
@@ -113,7 +122,7 @@ pub fn answer(
     // Registering re-checks under the lock: a racing publisher is refused here.
     let shared = app
         .registry()
-        .register(entry(id, role, stream, shard, capability), max)
+        .register(entry(id, role, stream, shard, capability, source), max)
         .map_err(|e| PlaceError::registering(e, stream))?;
     let session = Box::new(NewSession {
         id,
@@ -142,14 +151,17 @@ pub fn offer(
     label: String,
     kinds: &[MediaKind],
 ) -> Result<(Placed, String, Vec<Mid>), PlaceError> {
-    let max = app.config.max_sessions;
+    let max = Max {
+        sessions: app.config.max_sessions,
+        per_source: 0,
+    };
     let shard = app.registry().least_loaded(app.dataplane.shards.len());
     let handle = app.dataplane.shard(shard).ok_or(PlaceError::NoShard)?;
     let offered = app.negotiator.offer(kinds, handle.addr)?;
     let id = SessionId(app.negotiator.random_u64());
     app.registry()
         .register_unindexed(
-            entry(id, Role::Viewer, &label, shard, Capability::default()),
+            entry(id, Role::Viewer, &label, shard, Capability::default(), None),
             max,
         )
         .map_err(|e| PlaceError::registering(e, &label))?;
@@ -178,6 +190,7 @@ fn entry(
     stream: &str,
     shard: ShardId,
     capability: Capability,
+    source: Option<IpAddr>,
 ) -> SessionEntry {
     SessionEntry {
         id,
@@ -187,6 +200,7 @@ fn entry(
         created: SystemTime::now(),
         connected: false,
         capability,
+        source,
     }
 }
 

@@ -2,10 +2,12 @@
 //! (`DELETE`), refuse trickle (`PATCH`), change a viewer's simulcast cap.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sluice_dataplane::{Command, Role, SessionId};
@@ -16,30 +18,56 @@ use crate::error::ApiError;
 use crate::registry::SessionEntry;
 use crate::sessions;
 
+/// Take one WHIP/WHEP POST or room join of `source` from its rate budget: 429 over it.
+pub fn take_signal(app: &App, source: SocketAddr) -> Result<(), ApiError> {
+    app.limits
+        .take_signal(source.ip(), Instant::now())
+        .map_err(|wait| ApiError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u32))
+}
+
 /// `POST /whip/{stream}`: publish.
 pub async fn whip_post(
     State(app): State<Arc<App>>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    create_session(&app, &stream, Role::Publisher, &headers, &body, None)
+    create_session(
+        &app,
+        source,
+        &stream,
+        Role::Publisher,
+        &headers,
+        &body,
+        None,
+    )
 }
 
 /// `POST /whep/{stream}`: watch. `?layer=low|mid|high` (or 0, 1, 2) caps the simulcast layer.
 pub async fn whep_post(
     State(app): State<Arc<App>>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let max_layer = parse_layer(q.get("layer").map(String::as_str))?;
-    create_session(&app, &stream, Role::Viewer, &headers, &body, max_layer)
+    create_session(
+        &app,
+        source,
+        &stream,
+        Role::Viewer,
+        &headers,
+        &body,
+        max_layer,
+    )
 }
 
 fn create_session(
     app: &App,
+    source: SocketAddr,
     stream: &str,
     role: Role,
     headers: &HeaderMap,
@@ -63,9 +91,16 @@ fn create_session(
     if app.is_draining() {
         return Err(ApiError::Draining);
     }
+    take_signal(app, source)?;
     let offer = std::str::from_utf8(body).map_err(|_| ApiError::OfferNotUtf8)?;
     let owner = authz::owner_of(app, headers);
-    let (placed, answer) = sessions::answer(app, stream, role, offer, owner)?;
+    let (placed, answer) = sessions::answer(app, stream, role, offer, owner, Some(source.ip()))
+        .map_err(|e| {
+            if matches!(e, sessions::PlaceError::SessionsPerIp) {
+                app.limits.refuse(crate::limits::Refusal::SessionsPerIp);
+            }
+            e
+        })?;
     let (id, shard, name) = (placed.id, placed.shard, placed.resource_name());
     placed.start(app, max_layer)?;
     let kind = if role == Role::Publisher {

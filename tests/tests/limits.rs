@@ -126,3 +126,62 @@ async fn a_body_over_max_body_gets_the_servers_reason_and_cors_headers() {
     assert_eq!(body, "request body too large (over max_body)\n");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_over_the_per_address_rate_get_429_with_retry_after() {
+    let server = start(1, |c| {
+        c.signal_rate = 0.2;
+        c.signal_burst = 2.0;
+    })
+    .await;
+    let http = client::http_client(true);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        // A body that is no SDP: refused after the rate check, so no session is made.
+        let res = http
+            .post(format!("{}/whep/r", server.url()))
+            .header("content-type", "application/sdp")
+            .body("v=0\r\n")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+        if res.status().as_u16() == 429 {
+            let wait: u64 = res.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=5).contains(&wait), "Retry-After {wait}");
+            assert_eq!(res.text().await.unwrap().lines().count(), 1);
+        }
+    }
+    assert_eq!(statuses[2], 429, "{statuses:?}");
+    assert_ne!(statuses[0], 429, "{statuses:?}");
+    let (_, text) = get_metrics(&http, &server, None).await;
+    assert_eq!(refused(&text, "rate"), 1.0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_room_refuses_one_more_participant_with_503() {
+    use sluice_tests::room::Participant;
+    let server = start(1, |c| c.max_room_peers = 2).await;
+    let base = server.url();
+    let (a, _) = Participant::join(&base, "small", "a", false).await;
+    let (b, _) = Participant::join(&base, "small", "b", false).await;
+    let third = sluice_tests::room::connect_ws(&base, "roomId=small&peerId=c").await;
+    assert_eq!(third.err(), Some(503));
+    // Another room is not affected.
+    assert!(
+        sluice_tests::room::connect_ws(&base, "roomId=other&peerId=c")
+            .await
+            .is_ok()
+    );
+    let http = client::http_client(true);
+    let (_, text) = get_metrics(&http, &server, None).await;
+    assert_eq!(refused(&text, "room_full"), 1.0);
+    a.leave().await;
+    b.leave().await;
+    server.shutdown().await;
+}
