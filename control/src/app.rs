@@ -2,7 +2,7 @@
 //! negotiator, tokens), how shard events update it, and the shard/core plan.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use sluice_dataplane::allowed_cpus;
@@ -10,6 +10,7 @@ use sluice_dataplane::{Dataplane, ShardEvent};
 
 use crate::auth::TokenKey;
 use crate::config::Config;
+use crate::limits::Limits;
 use crate::negotiate::Negotiator;
 use crate::registry::{Registry, SessionInfo};
 use crate::rooms::Rooms;
@@ -36,6 +37,8 @@ pub struct App {
     pub started: Instant,
     /// SHA-256 fingerprint of the HTTPS certificate, for logs.
     pub tls_fingerprint: String,
+    /// Per-address limits and refusal counters.
+    pub limits: Arc<Limits>,
 }
 
 impl App {
@@ -47,7 +50,9 @@ impl App {
         tls_fingerprint: String,
     ) -> App {
         let tokens = config.secret.as_ref().map(|s| TokenKey::new(s.as_bytes()));
+        let limits = Arc::new(Limits::new(&config));
         App {
+            limits,
             config,
             dataplane,
             registry: Mutex::new(Registry::default()),

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 pub struct Claims {
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
-    /// Stream the token is for; `None` or `"*"` means any stream.
+    /// Stream the token grants (`"*"` = any stream); `None` grants no stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
-    /// Room the token is for; `None` or `"*"` means any room.
+    /// Room the token grants (`"*"` = any room); `None` grants no room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
     /// May publish (within the stream or room scope).
@@ -114,9 +114,12 @@ impl TokenKey {
     }
 }
 
+/// Does a scope claim cover `name`? An absent claim covers nothing, so a room
+/// grant never passes for a stream grant or the other way round.
 fn matches(scope: &Option<String>, name: &str) -> bool {
     match scope.as_deref() {
-        None | Some("*") => true,
+        None => false,
+        Some("*") => true,
         Some(s) => s == name,
     }
 }
@@ -214,6 +217,45 @@ mod tests {
                 "{t}"
             );
         }
+    }
+
+    #[test]
+    fn an_absent_scope_claim_grants_nothing_of_that_kind() {
+        let room_only = Claims {
+            exp: 2_000,
+            room: Some("r".into()),
+            publish: true,
+            subscribe: true,
+            ..Default::default()
+        };
+        assert!(room_only.allows_room("r").is_ok());
+        assert!(room_only
+            .allows_stream("r", true)
+            .unwrap_err()
+            .is_forbidden());
+        assert!(room_only
+            .allows_stream("r", false)
+            .unwrap_err()
+            .is_forbidden());
+        let stream_only = Claims {
+            room: None,
+            stream: Some("s".into()),
+            ..room_only.clone()
+        };
+        assert!(stream_only.allows_stream("s", true).is_ok());
+        assert!(stream_only.allows_room("s").unwrap_err().is_forbidden());
+        let neither = Claims {
+            stream: None,
+            room: None,
+            ..room_only
+        };
+        assert!(neither.allows_room("r").is_err());
+        let any_room = Claims {
+            room: Some("*".into()),
+            ..neither
+        };
+        assert!(any_room.allows_room("anything").is_ok());
+        assert!(any_room.allows_stream("anything", true).is_err());
     }
 
     #[test]

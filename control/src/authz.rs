@@ -1,11 +1,15 @@
 //! Who may make a request: the bearer token of a request, stream and room
-//! tokens checked against the configured secret, and the admin token.
+//! tokens checked against the configured secret, the admin token, and who may
+//! act on an existing WHIP/WHEP resource.
 
 use axum::http::{header, HeaderMap};
+use ring::digest;
+use sluice_dataplane::Role;
 
 use crate::app::App;
 use crate::auth::{unix_now, AuthError, Claims};
 use crate::error::ApiError;
+use crate::registry::SessionEntry;
 
 /// Bearer token from the Authorization header.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -41,8 +45,69 @@ pub fn admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// Does the request carry the configured admin token?
+pub fn is_admin_token(app: &App, headers: &HeaderMap) -> bool {
+    match (&app.config.admin_token, bearer(headers)) {
+        (Some(t), Some(b)) => constant_time_eq(b.as_bytes(), t.as_bytes()),
+        _ => false,
+    }
+}
+
+/// SHA-256 of a bearer token: what a session remembers of the token that created it.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
+    out
+}
+
+/// The digest of the request's token when tokens are checked, for [`Capability::owner`](crate::registry::Capability).
+pub fn owner_of(app: &App, headers: &HeaderMap) -> Option<[u8; 32]> {
+    app.tokens.as_ref()?;
+    bearer(headers).map(token_digest)
+}
+
+/// Who asks to act on an existing resource (DELETE, PATCH, layer).
+pub enum Caller {
+    /// The admin token: may act on any session.
+    Admin,
+    /// Open dev mode: the resource URL alone is the capability.
+    Open,
+    /// A verified token and its digest.
+    Token(Claims, [u8; 32]),
+}
+
+/// Identify the caller of a resource request: 401 for a missing or invalid token.
+pub fn resource_caller(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    if is_admin_token(app, headers) {
+        return Ok(Caller::Admin);
+    }
+    match authorize(app, headers)? {
+        None => Ok(Caller::Open),
+        Some(claims) => {
+            let digest = token_digest(bearer(headers).unwrap_or(""));
+            Ok(Caller::Token(claims, digest))
+        }
+    }
+}
+
+impl Caller {
+    /// May this caller end or change `entry`? A token must grant the session's
+    /// stream in its role (publish for WHIP, subscribe for WHEP) and be the one
+    /// that created it.
+    pub fn may_act_on(&self, entry: &SessionEntry) -> Result<(), ApiError> {
+        let Caller::Token(claims, digest) = self else {
+            return Ok(());
+        };
+        claims.allows_stream(&entry.stream, entry.role == Role::Publisher)?;
+        match &entry.capability.owner {
+            Some(owner) if constant_time_eq(owner, digest) => Ok(()),
+            _ => Err(ApiError::NotOwner),
+        }
+    }
+}
+
 /// Compare without an early exit, so timing does not reveal the matching prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

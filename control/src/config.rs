@@ -61,6 +61,32 @@ pub struct Config {
     /// Per-session and per-track series in /metrics (one set per session and
     /// track; turn off on boxes with many thousands of sessions).
     pub metrics_sessions: bool,
+    /// Concurrent HTTPS connections from one source address; 0 = no limit.
+    pub max_conns_per_ip: usize,
+    /// Concurrent HTTPS connections in total; 0 = no limit.
+    pub max_conns: usize,
+    /// WHIP/WHEP POSTs and room joins per second from one source address
+    /// (token bucket refill); 0 = no limit.
+    pub signal_rate: f64,
+    /// Burst of WHIP/WHEP POSTs and room joins one source address may make at once.
+    pub signal_burst: f64,
+    /// Sessions (WHIP, WHEP) placed for one source address; 0 = no limit.
+    pub max_sessions_per_ip: usize,
+    /// Participants in one room; 0 = no limit.
+    pub max_room_peers: usize,
+    /// Rooms with participants; 0 = no limit.
+    pub max_rooms: usize,
+    /// Seconds between the server's pings to a room participant.
+    pub ws_ping_secs: f64,
+    /// Seconds a room participant may stay silent (no pong, no message) before it is removed.
+    pub ws_timeout_secs: f64,
+    /// Largest room message (bytes) a participant may send.
+    pub ws_max_message: usize,
+    /// Room messages per second one participant may send (burst: twice as many).
+    pub ws_rate: f64,
+    /// Messages waiting for one room participant to read; a peer that lets more
+    /// pile up is disconnected.
+    pub ws_queue: usize,
 }
 
 impl Default for Config {
@@ -88,6 +114,18 @@ impl Default for Config {
             drain_timeout_secs: 30.0,
             viewer_bwe_bps: 2_500_000,
             metrics_sessions: true,
+            max_conns_per_ip: 64,
+            max_conns: 4096,
+            signal_rate: 20.0,
+            signal_burst: 40.0,
+            max_sessions_per_ip: 200,
+            max_room_peers: 50,
+            max_rooms: 1000,
+            ws_ping_secs: 10.0,
+            ws_timeout_secs: 30.0,
+            ws_max_message: 64 * 1024,
+            ws_rate: 5000.0,
+            ws_queue: 256,
         }
     }
 }
@@ -164,6 +202,8 @@ impl Config {
             ("idle_timeout_secs", self.idle_timeout_secs),
             ("setup_timeout_secs", self.setup_timeout_secs),
             ("drain_timeout_secs", self.drain_timeout_secs),
+            ("ws_ping_secs", self.ws_ping_secs),
+            ("ws_timeout_secs", self.ws_timeout_secs),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(ConfigError::Invalid {
@@ -179,6 +219,31 @@ impl Config {
                     "{} ms is more than a frame interval; use 0 to 100",
                     self.frame_hold_ms
                 ),
+            });
+        }
+        for (key, v) in [
+            ("signal_rate", self.signal_rate),
+            ("signal_burst", self.signal_burst),
+            ("ws_rate", self.ws_rate),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("{v} is not a rate of 0 (no limit) or more"),
+                });
+            }
+        }
+        if self.ws_timeout_secs <= self.ws_ping_secs {
+            return Err(ConfigError::Invalid {
+                key: "ws_timeout_secs",
+                message: "must be longer than ws_ping_secs".into(),
+            });
+        }
+        if self.ws_max_message < 1024 || self.ws_queue < 16 {
+            return Err(ConfigError::Invalid {
+                key: "ws_max_message",
+                message: "ws_max_message must be at least 1024 bytes and ws_queue at least 16"
+                    .into(),
             });
         }
         if self.max_body < 1024 {
@@ -198,6 +263,16 @@ impl Config {
     /// `setup_timeout_secs` as a duration.
     pub fn setup_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.setup_timeout_secs)
+    }
+
+    /// `ws_ping_secs` as a duration.
+    pub fn ws_ping(&self) -> Duration {
+        Duration::from_secs_f64(self.ws_ping_secs)
+    }
+
+    /// `ws_timeout_secs` as a duration.
+    pub fn ws_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.ws_timeout_secs)
     }
 
     /// `drain_timeout_secs` as a duration.

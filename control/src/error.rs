@@ -37,8 +37,11 @@ pub enum ApiError {
     #[error("roomId and peerId must be 1-64 characters of A-Z a-z 0-9 - _ .")]
     RoomQueryInvalid,
     /// 413: a body over `max_body`.
-    #[error("request body too large")]
+    #[error("request body too large (over max_body)")]
     BodyTooLarge,
+    /// 408: a body that did not arrive in time.
+    #[error("request body not received within {0} s")]
+    BodyTimeout(u64),
 
     // The request names something that is not there, or not this way.
     /// 404: no route for the path.
@@ -69,6 +72,9 @@ pub enum ApiError {
     /// 403: the admin API was called with another token.
     #[error("wrong admin token")]
     AdminTokenWrong,
+    /// 403: a valid token for the stream that did not create this session.
+    #[error("this token did not create the session; use the token that did, or the admin token")]
+    NotOwner,
     /// 403: tokens are on but no admin token is configured.
     #[error("admin API disabled: set admin_token to enable it")]
     AdminDisabled,
@@ -81,11 +87,25 @@ pub enum ApiError {
     #[error("peer id already in use in this room")]
     PeerIdInUse,
 
+    // Over a limit on what one source may take.
+    /// 429 with `Retry-After`: WHIP/WHEP POSTs or room joins over `signal_rate`.
+    #[error("too many requests from this address; retry after {0} s")]
+    RateLimited(u32),
+    /// 503 with `Retry-After: 30`: `max_sessions_per_ip` reached.
+    #[error("too many sessions from this address (max_sessions_per_ip)")]
+    SessionsPerIp,
+    /// 503 with `Retry-After: 10`: `max_room_peers` reached.
+    #[error("room is full (max_room_peers)")]
+    RoomFull,
+    /// 503 with `Retry-After: 10`: `max_rooms` reached.
+    #[error("too many rooms (max_rooms)")]
+    TooManyRooms,
+
     // The server cannot take it now.
     /// 503 with `Retry-After: 30`: the node drains; another node should take it.
     #[error("server is draining; try another node")]
     Draining,
-    /// 503 (no `Retry-After`): a room join while the node drains.
+    /// 503 with `Retry-After: 30`: a room join while the node drains.
     #[error("server is draining")]
     RoomsDraining,
     /// 503 with `Retry-After: 5`: `max_sessions` reached.
@@ -110,11 +130,14 @@ impl ApiError {
             Negotiate(NegotiateError::Malformed(_)) => StatusCode::BAD_REQUEST,
             Negotiate(NegotiateError::Unsupported(_)) => StatusCode::UNPROCESSABLE_ENTITY,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            SessionsPerIp | RoomFull | TooManyRooms => StatusCode::SERVICE_UNAVAILABLE,
             NoSuchResource | NoSuchSession | NoSuchStream => StatusCode::NOT_FOUND,
             MethodNotAllowed | TrickleNotSupported => StatusCode::METHOD_NOT_ALLOWED,
             Auth(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
             Auth(_) | AdminTokenMissing => StatusCode::UNAUTHORIZED,
-            AdminTokenWrong | AdminDisabled => StatusCode::FORBIDDEN,
+            AdminTokenWrong | AdminDisabled | NotOwner => StatusCode::FORBIDDEN,
             AlreadyPublished(_) | PeerIdInUse => StatusCode::CONFLICT,
             Draining | RoomsDraining | AtCapacity | NoShard | ShardStopped => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -125,7 +148,9 @@ impl ApiError {
     /// Seconds a client should wait before trying again, for 503s that say so.
     fn retry_after(&self) -> Option<u32> {
         match self {
-            ApiError::Draining => Some(30),
+            ApiError::Draining | ApiError::RoomsDraining | ApiError::SessionsPerIp => Some(30),
+            ApiError::RateLimited(secs) => Some(*secs),
+            ApiError::RoomFull | ApiError::TooManyRooms => Some(10),
             ApiError::AtCapacity | ApiError::NoShard | ApiError::ShardStopped => Some(5),
             _ => None,
         }
@@ -137,6 +162,7 @@ impl From<PlaceError> for ApiError {
         match e {
             PlaceError::AlreadyPublished(stream) => ApiError::AlreadyPublished(stream),
             PlaceError::AtCapacity => ApiError::AtCapacity,
+            PlaceError::SessionsPerIp => ApiError::SessionsPerIp,
             PlaceError::NoShard => ApiError::NoShard,
             PlaceError::Negotiate(e) => ApiError::Negotiate(e),
             PlaceError::ShardStopped => ApiError::ShardStopped,
@@ -153,7 +179,9 @@ impl IntoResponse for ApiError {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         match self {
-            ApiError::Auth(_) if status == StatusCode::UNAUTHORIZED => {
+            ApiError::Auth(_) | ApiError::AdminTokenMissing
+                if status == StatusCode::UNAUTHORIZED =>
+            {
                 h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::TrickleNotSupported => {
@@ -187,10 +215,15 @@ mod tests {
         assert_eq!(res.headers()[header::RETRY_AFTER], "5");
         let res = ApiError::Draining.into_response();
         assert_eq!(res.headers()[header::RETRY_AFTER], "30");
+        let res = ApiError::RoomsDraining.into_response();
+        assert_eq!(res.headers()[header::RETRY_AFTER], "30");
+        let res = ApiError::RateLimited(2).into_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "2");
     }
 
     #[test]
-    fn missing_token_asks_for_a_bearer_and_a_denied_grant_does_not() {
+    fn missing_tokens_ask_for_a_bearer_and_a_denied_grant_does_not() {
         let res = ApiError::Auth(AuthError::Missing).into_response();
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(res.headers()[header::WWW_AUTHENTICATE], "Bearer");
@@ -199,7 +232,7 @@ mod tests {
         assert!(!res.headers().contains_key(header::WWW_AUTHENTICATE));
         let res = ApiError::AdminTokenMissing.into_response();
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-        assert!(!res.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(res.headers()[header::WWW_AUTHENTICATE], "Bearer");
     }
 
     #[test]

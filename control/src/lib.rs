@@ -12,6 +12,7 @@ pub mod authz;
 pub mod config;
 pub mod doctor;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod negotiate;
 pub mod notify;

@@ -118,6 +118,42 @@ struct ServeArgs {
     /// Per-session and per-track series in /metrics (true/false).
     #[arg(long, env = "SLUICE_METRICS_SESSIONS")]
     metrics_sessions: Option<bool>,
+    /// Concurrent HTTPS connections from one source address (0 = no limit).
+    #[arg(long, env = "SLUICE_MAX_CONNS_PER_IP")]
+    max_conns_per_ip: Option<usize>,
+    /// Concurrent HTTPS connections in total (0 = no limit).
+    #[arg(long, env = "SLUICE_MAX_CONNS")]
+    max_conns: Option<usize>,
+    /// WHIP/WHEP POSTs and room joins per second per source address (0 = no limit).
+    #[arg(long, env = "SLUICE_SIGNAL_RATE")]
+    signal_rate: Option<f64>,
+    /// Burst of WHIP/WHEP POSTs and room joins per source address.
+    #[arg(long, env = "SLUICE_SIGNAL_BURST")]
+    signal_burst: Option<f64>,
+    /// Sessions per source address (0 = no limit).
+    #[arg(long, env = "SLUICE_MAX_SESSIONS_PER_IP")]
+    max_sessions_per_ip: Option<usize>,
+    /// Participants per room (0 = no limit).
+    #[arg(long, env = "SLUICE_MAX_ROOM_PEERS")]
+    max_room_peers: Option<usize>,
+    /// Rooms (0 = no limit).
+    #[arg(long, env = "SLUICE_MAX_ROOMS")]
+    max_rooms: Option<usize>,
+    /// Seconds between pings to room participants.
+    #[arg(long, env = "SLUICE_WS_PING_SECS")]
+    ws_ping_secs: Option<f64>,
+    /// Seconds of silence after which a room participant is removed.
+    #[arg(long, env = "SLUICE_WS_TIMEOUT_SECS")]
+    ws_timeout_secs: Option<f64>,
+    /// Largest room message in bytes.
+    #[arg(long, env = "SLUICE_WS_MAX_MESSAGE")]
+    ws_max_message: Option<usize>,
+    /// Room messages per second per participant.
+    #[arg(long, env = "SLUICE_WS_RATE")]
+    ws_rate: Option<f64>,
+    /// Messages queued for a room participant before it is disconnected.
+    #[arg(long, env = "SLUICE_WS_QUEUE")]
+    ws_queue: Option<usize>,
 }
 
 impl ServeArgs {
@@ -147,7 +183,19 @@ impl ServeArgs {
             log_format,
             drain_timeout_secs,
             viewer_bwe_bps,
-            metrics_sessions
+            metrics_sessions,
+            max_conns_per_ip,
+            max_conns,
+            signal_rate,
+            signal_burst,
+            max_sessions_per_ip,
+            max_room_peers,
+            max_rooms,
+            ws_ping_secs,
+            ws_timeout_secs,
+            ws_max_message,
+            ws_rate,
+            ws_queue
         );
         macro_rules! over_opt {
             ($($f:ident),*) => { $(if let Some(v) = self.$f.clone() { c.$f = Some(v); })* };
@@ -163,10 +211,10 @@ struct TokenArgs {
     /// The server's secret.
     #[arg(long, env = "SLUICE_SECRET", hide_env_values = true)]
     secret: String,
-    /// Stream the token is for (default: any).
+    /// Stream the token grants for WHIP/WHEP ("*" = any stream).
     #[arg(long)]
     stream: Option<String>,
-    /// Room the token is for (default: any).
+    /// Room the token grants for joining ("*" = any room).
     #[arg(long)]
     room: Option<String>,
     /// Grant publishing.
@@ -212,6 +260,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::Token(t) => {
             if !t.publish && !t.subscribe {
                 anyhow::bail!("grant at least one of --publish, --subscribe");
+            }
+            // A token without a scope grants nothing; say so rather than mint a useless one.
+            if t.stream.is_none() && t.room.is_none() {
+                anyhow::bail!(
+                    "name what the token is for: --stream NAME and/or --room NAME (\"*\" = any)"
+                );
             }
             let claims = Claims {
                 exp: unix_now() + t.ttl,

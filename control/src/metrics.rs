@@ -1,30 +1,40 @@
-//! Prometheus text exposition of shard counters, sessions and streams.
+//! Prometheus text exposition of shard counters, sessions and streams. Per-session
+//! series (whose labels carry session ids) go only to the admin: see [`shows_sessions`].
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use sluice_dataplane::{Role, ShardHandle};
 
 use crate::app::App;
 
 /// `GET /metrics`: the Prometheus text exposition.
-pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+pub async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let sessions = shows_sessions(&app, &headers);
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&app),
+        render(&app, sessions),
     )
         .into_response()
 }
 
-/// The whole exposition.
-pub fn render(app: &App) -> String {
+/// Per-session and per-track series are shown when `metrics_sessions` is on and
+/// the request passes the admin check: the admin token when one is set, anyone
+/// in open dev mode (no secret, no admin token), no one when a secret is set
+/// without an admin token.
+pub fn shows_sessions(app: &App, headers: &HeaderMap) -> bool {
+    app.config.metrics_sessions && crate::authz::admin(app, headers).is_ok()
+}
+
+/// The whole exposition; `sessions` adds the per-session and per-track series.
+pub fn render(app: &App, sessions: bool) -> String {
     let mut out = String::with_capacity(4096);
     let snaps: Vec<_> = app
         .dataplane
@@ -149,9 +159,25 @@ pub fn render(app: &App) -> String {
             );
         }
     }
-    if app.config.metrics_sessions {
+    if sessions {
         session_metrics(&mut out, app);
     }
+    family(
+        &mut out,
+        "sluice_refused_total",
+        "counter",
+        "Connections, requests and room participants refused or closed over a limit, by reason.",
+    );
+    for (reason, n) in app.limits.refused() {
+        let _ = writeln!(out, "sluice_refused_total{{reason=\"{reason}\"}} {n}");
+    }
+    family(
+        &mut out,
+        "sluice_http_connections",
+        "gauge",
+        "Open HTTPS connections.",
+    );
+    let _ = writeln!(out, "sluice_http_connections {}", app.limits.connections());
     let _ = writeln!(out, "# HELP sluice_draining 1 while the server drains.");
     let _ = writeln!(out, "# TYPE sluice_draining gauge");
     let _ = writeln!(out, "sluice_draining {}", app.is_draining() as u8);

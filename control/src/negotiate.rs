@@ -183,12 +183,22 @@ impl Negotiator {
                 "offer has no audio or video section".into(),
             ));
         }
-        if publish && !media.iter().any(|m| m.kind != "application" && m.sends) {
+        // Port 0 rejects a section (RFC 3264 §8.2): such sections do not count.
+        let live: Vec<&MediaSection> = media
+            .iter()
+            .filter(|m| m.kind != "application" && m.port != "0")
+            .collect();
+        if live.is_empty() {
+            return Err(NegotiateError::Unsupported(
+                "every audio and video section has port 0 (rejected): nothing to negotiate".into(),
+            ));
+        }
+        if publish && !live.iter().any(|m| m.sends) {
             return Err(NegotiateError::Unsupported(
                 "WHIP offer has no sendonly/sendrecv audio or video to publish".into(),
             ));
         }
-        if !publish && !media.iter().any(|m| m.kind != "application" && m.receives) {
+        if !publish && !live.iter().any(|m| m.receives) {
             return Err(NegotiateError::Unsupported(
                 "WHEP offer has no recvonly/sendrecv audio or video to receive".into(),
             ));
@@ -345,6 +355,30 @@ mod tests {
         api.add_media(MediaKind::Audio, dir, None, None, None);
         api.add_media(MediaKind::Video, dir, None, None, None);
         api.apply().unwrap().0.to_sdp_string()
+    }
+
+    #[test]
+    fn an_offer_whose_every_section_has_port_0_is_unsupported() {
+        let n = Negotiator::new().unwrap();
+        let cand: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        for (dir, publish) in [(Direction::SendOnly, true), (Direction::RecvOnly, false)] {
+            let zeroed: String = client_offer(dir)
+                .lines()
+                .map(|l| match l.strip_prefix("m=") {
+                    Some(rest) => {
+                        let mut f: Vec<&str> = rest.split(' ').collect();
+                        f[1] = "0";
+                        format!("m={}\r\n", f.join(" "))
+                    }
+                    None => format!("{l}\r\n"),
+                })
+                .collect();
+            let e = n.answer(&zeroed, publish, cand).err().expect("refused");
+            assert!(
+                matches!(&e, NegotiateError::Unsupported(m) if m.contains("port 0")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

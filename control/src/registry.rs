@@ -2,6 +2,7 @@
 //! session lives. Shards own the sessions themselves; this is the index.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -23,6 +24,44 @@ pub struct SessionEntry {
     pub created: SystemTime,
     /// Whether DTLS has connected.
     pub connected: bool,
+    /// What the session's resource URL must carry, and which token created it.
+    pub capability: Capability,
+    /// The address that asked for it (WHIP/WHEP), for `max_sessions_per_ip`.
+    pub source: Option<IpAddr>,
+}
+
+/// Session limits a registration is checked against; 0 = no limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Max {
+    /// `max_sessions`.
+    pub sessions: usize,
+    /// `max_sessions_per_ip`.
+    pub per_source: usize,
+}
+
+impl From<usize> for Max {
+    fn from(sessions: usize) -> Max {
+        Max {
+            sessions,
+            per_source: 0,
+        }
+    }
+}
+
+/// The secret half of a WHIP/WHEP resource URL and the credential that made it.
+/// Never shown: `Debug` prints neither.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Capability {
+    /// 64 bits from the OS RNG, appended to the session id in the resource URL.
+    pub key: u64,
+    /// SHA-256 of the bearer token that created the session (when a secret is set).
+    pub owner: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Capability(..)")
+    }
 }
 
 /// One named stream.
@@ -43,6 +82,8 @@ pub enum RegisterError {
     AlreadyPublished,
     /// `max_sessions` reached.
     AtCapacity,
+    /// `max_sessions_per_ip` reached for the source address.
+    SessionsPerIp,
 }
 
 /// Streams and sessions of the process, and the load of each shard.
@@ -53,6 +94,8 @@ pub struct Registry {
     next_stream: u32,
     /// Sessions per shard, for placement.
     load: HashMap<ShardId, usize>,
+    /// Sessions per source address (only addresses with sessions: bounded by them).
+    by_source: HashMap<IpAddr, usize>,
 }
 
 /// Summary for the admin API.
@@ -176,10 +219,18 @@ impl Registry {
         &self,
         stream: &str,
         role: Role,
-        max_sessions: usize,
+        source: Option<IpAddr>,
+        max: impl Into<Max>,
     ) -> Result<(), RegisterError> {
-        if max_sessions > 0 && self.sessions.len() >= max_sessions {
+        let max = max.into();
+        if max.sessions > 0 && self.sessions.len() >= max.sessions {
             return Err(RegisterError::AtCapacity);
+        }
+        if let Some(ip) = source {
+            if max.per_source > 0 && self.by_source.get(&ip).copied().unwrap_or(0) >= max.per_source
+            {
+                return Err(RegisterError::SessionsPerIp);
+            }
         }
         if role == Role::Publisher
             && self
@@ -196,9 +247,9 @@ impl Registry {
     pub fn register(
         &mut self,
         entry: SessionEntry,
-        max_sessions: usize,
+        max: impl Into<Max>,
     ) -> Result<Arc<StreamShared>, RegisterError> {
-        self.check(&entry.stream, entry.role, max_sessions)?;
+        self.check(&entry.stream, entry.role, entry.source, max)?;
         let shared = self.stream_shared(&entry.stream);
         let s = self.streams.get_mut(&entry.stream).expect("just made");
         match entry.role {
@@ -208,6 +259,9 @@ impl Registry {
             }
         }
         *self.load.entry(entry.shard).or_insert(0) += 1;
+        if let Some(ip) = entry.source {
+            *self.by_source.entry(ip).or_insert(0) += 1;
+        }
         self.sessions.insert(entry.id, entry);
         Ok(shared)
     }
@@ -224,9 +278,10 @@ impl Registry {
     pub fn register_unindexed(
         &mut self,
         entry: SessionEntry,
-        max_sessions: usize,
+        max: impl Into<Max>,
     ) -> Result<(), RegisterError> {
-        if max_sessions > 0 && self.sessions.len() >= max_sessions {
+        let max = max.into();
+        if max.sessions > 0 && self.sessions.len() >= max.sessions {
             return Err(RegisterError::AtCapacity);
         }
         *self.load.entry(entry.shard).or_insert(0) += 1;
@@ -246,6 +301,14 @@ impl Registry {
         let entry = self.sessions.remove(&id)?;
         if let Some(l) = self.load.get_mut(&entry.shard) {
             *l = l.saturating_sub(1);
+        }
+        if let Some(ip) = entry.source {
+            if let Some(n) = self.by_source.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.by_source.remove(&ip);
+                }
+            }
         }
         if let Some(s) = self.streams.get_mut(&entry.stream) {
             if s.publisher == Some(id) {
@@ -335,7 +398,36 @@ mod tests {
             shard: ShardId(0),
             created: SystemTime::now(),
             connected: false,
+            capability: Capability::default(),
+            source: None,
         }
+    }
+
+    #[test]
+    fn sessions_per_source_address_are_capped_and_freed() {
+        let mut r = Registry::default();
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let max = Max {
+            sessions: 0,
+            per_source: 2,
+        };
+        let from = |id, ip| SessionEntry {
+            source: Some(ip),
+            ..entry(id, Role::Viewer, "s")
+        };
+        r.register(from(1, ip), max).unwrap();
+        r.register(from(2, ip), max).unwrap();
+        assert_eq!(
+            r.register(from(3, ip), max).unwrap_err(),
+            RegisterError::SessionsPerIp
+        );
+        r.register(from(4, [10, 0, 0, 2].into()), max).unwrap();
+        r.remove(SessionId(1));
+        r.register(from(5, ip), max).unwrap();
+        for id in [2, 4, 5] {
+            r.remove(SessionId(id));
+        }
+        assert!(r.by_source.is_empty(), "no entry outlives its sessions");
     }
 
     #[test]

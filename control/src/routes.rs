@@ -2,15 +2,19 @@
 //! every response, preflight answers and the fallbacks.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::limits::Refusal;
 use crate::{admin, metrics, rooms, web, whip};
 
 /// Every route of the HTTPS listener over `app`.
@@ -70,27 +74,50 @@ pub fn router(app: Arc<App>) -> Router {
         // Without it, a method a route does not take gets axum's bodiless 405.
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), read_body))
         .layer(axum::middleware::map_response(cors))
         .with_state(app)
 }
 
-async fn cors(mut res: Response) -> Response {
+/// Longest a request body may take to arrive, whatever its size.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read the whole body (at most `max_body`) within [`BODY_TIMEOUT`] before any
+/// handler runs, so a client that dribbles or stalls a body holds nothing for long.
+async fn read_body(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let read = axum::body::to_bytes(body, app.config.max_body);
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => ApiError::BodyTooLarge.into_response(),
+        Err(_) => {
+            app.limits.refuse(Refusal::BodyTimeout);
+            let mut res = ApiError::BodyTimeout(BODY_TIMEOUT.as_secs()).into_response();
+            // Most of the body is still on the wire: do not keep the connection.
+            res.headers_mut()
+                .insert("connection", HeaderValue::from_static("close"));
+            res
+        }
+    }
+}
+
+async fn cors(res: Response) -> Response {
+    // axum's own body-limit rejection is multi-line-free but vague; say what to do
+    // (before the CORS headers go on, so the replacement has them too).
+    let mut res = if res.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::BodyTooLarge.into_response()
+    } else {
+        res
+    };
     let h = res.headers_mut();
     h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
     h.insert(
         "access-control-expose-headers",
         HeaderValue::from_static("Location, ETag, Link, Accept-Patch, Retry-After"),
     );
-    // axum's own body-limit rejection has a multi-line-free but vague text; make it say what to do.
-    if res.status() == StatusCode::PAYLOAD_TOO_LARGE
-        && res.headers().get(header::CONTENT_TYPE).is_none_or(|v| {
-            v.to_str()
-                .map(|s| !s.starts_with("text/plain; charset=utf-8"))
-                .unwrap_or(true)
-        })
-    {
-        return ApiError::BodyTooLarge.into_response();
-    }
     res
 }
 

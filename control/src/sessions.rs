@@ -1,6 +1,7 @@
 //! Placing and ending sessions for WHIP/WHEP, rooms and admin: place = capacity check →
 //! least-loaded shard → negotiate → register → AddSession; end = unregister + RemoveSession.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -9,7 +10,7 @@ use sluice_dataplane::{Command, NewSession, Role, SessionId, ShardId, StreamShar
 
 use crate::app::App;
 use crate::negotiate::NegotiateError;
-use crate::registry::{RegisterError, SessionEntry};
+use crate::registry::{Capability, Max, RegisterError, SessionEntry};
 
 /// Why a session could not be placed.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,9 @@ pub enum PlaceError {
     /// `max_sessions` reached.
     #[error("server at capacity")]
     AtCapacity,
+    /// `max_sessions_per_ip` reached for the source address.
+    #[error("too many sessions from this address")]
+    SessionsPerIp,
     /// The chosen shard does not exist (the dataplane has none).
     #[error("no shard")]
     NoShard,
@@ -36,6 +40,7 @@ impl PlaceError {
         match e {
             RegisterError::AlreadyPublished => PlaceError::AlreadyPublished(stream.to_string()),
             RegisterError::AtCapacity => PlaceError::AtCapacity,
+            RegisterError::SessionsPerIp => PlaceError::SessionsPerIp,
         }
     }
 }
@@ -47,12 +52,19 @@ pub struct Placed {
     pub id: SessionId,
     /// The shard it is placed on.
     pub shard: ShardId,
+    /// The random half of its resource URL (see [`Placed::resource_name`]).
+    pub key: u64,
     /// The stream's shared state; `None` for a session of no single stream.
     pub stream: Option<Arc<StreamShared>>,
     session: Box<NewSession>,
 }
 
 impl Placed {
+    /// The last segment of the session's resource URL: its id and its key, 32 hex digits.
+    pub fn resource_name(&self) -> String {
+        format!("{}{:016x}", self.id, self.key)
+    }
+
     /// Hand the session to its shard, capped at simulcast layer `max_layer`.
     /// When the shard has stopped, the registration is undone.
     pub fn start(mut self, app: &App, max_layer: Option<u8>) -> Result<(), PlaceError> {
@@ -74,17 +86,23 @@ impl Placed {
     }
 }
 
-/// Place a session of `stream` in `role` that answers `offer`; returns it with the answer.
+/// Place a session of `stream` in `role` that answers `offer`, created by the
+/// token whose digest is `owner` from `source`; returns it with the answer.
 pub fn answer(
     app: &App,
     stream: &str,
     role: Role,
     offer: &str,
+    owner: Option<[u8; 32]>,
+    source: Option<IpAddr>,
 ) -> Result<(Placed, String), PlaceError> {
-    let max = app.config.max_sessions;
+    let max = Max {
+        sessions: app.config.max_sessions,
+        per_source: app.config.max_sessions_per_ip,
+    };
     let (shard, simulcast) = {
         let reg = app.registry();
-        reg.check(stream, role, max)
+        reg.check(stream, role, source, max)
             .map_err(|e| PlaceError::registering(e, stream))?;
         // Estimation costs CPU and pacing; only simulcast viewers need it.
         let simulcast = role == Role::Viewer && reg.stream_has_layers(stream);
@@ -96,10 +114,15 @@ pub fn answer(
         .negotiator
         .answer_with(offer, publish, simulcast, handle.addr)?;
     let id = SessionId(app.negotiator.random_u64());
+    let capability = Capability {
+        key: app.negotiator.random_u64(),
+        owner,
+    };
+    let key = capability.key;
     // Registering re-checks under the lock: a racing publisher is refused here.
     let shared = app
         .registry()
-        .register(entry(id, role, stream, shard), max)
+        .register(entry(id, role, stream, shard, capability, source), max)
         .map_err(|e| PlaceError::registering(e, stream))?;
     let session = Box::new(NewSession {
         id,
@@ -113,6 +136,7 @@ pub fn answer(
     let placed = Placed {
         id,
         shard,
+        key,
         stream: Some(shared),
         session,
     };
@@ -127,13 +151,19 @@ pub fn offer(
     label: String,
     kinds: &[MediaKind],
 ) -> Result<(Placed, String, Vec<Mid>), PlaceError> {
-    let max = app.config.max_sessions;
+    let max = Max {
+        sessions: app.config.max_sessions,
+        per_source: 0,
+    };
     let shard = app.registry().least_loaded(app.dataplane.shards.len());
     let handle = app.dataplane.shard(shard).ok_or(PlaceError::NoShard)?;
     let offered = app.negotiator.offer(kinds, handle.addr)?;
     let id = SessionId(app.negotiator.random_u64());
     app.registry()
-        .register_unindexed(entry(id, Role::Viewer, &label, shard), max)
+        .register_unindexed(
+            entry(id, Role::Viewer, &label, shard, Capability::default(), None),
+            max,
+        )
         .map_err(|e| PlaceError::registering(e, &label))?;
     let session = Box::new(NewSession {
         id,
@@ -147,13 +177,21 @@ pub fn offer(
     let placed = Placed {
         id,
         shard,
+        key: 0,
         stream: None,
         session,
     };
     Ok((placed, offered.sdp, offered.mids))
 }
 
-fn entry(id: SessionId, role: Role, stream: &str, shard: ShardId) -> SessionEntry {
+fn entry(
+    id: SessionId,
+    role: Role,
+    stream: &str,
+    shard: ShardId,
+    capability: Capability,
+    source: Option<IpAddr>,
+) -> SessionEntry {
     SessionEntry {
         id,
         role,
@@ -161,6 +199,8 @@ fn entry(id: SessionId, role: Role, stream: &str, shard: ShardId) -> SessionEntr
         shard,
         created: SystemTime::now(),
         connected: false,
+        capability,
+        source,
     }
 }
 

@@ -2,44 +2,72 @@
 //! (`DELETE`), refuse trickle (`PATCH`), change a viewer's simulcast cap.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sluice_dataplane::{Command, Role, SessionId};
 
 use crate::app::App;
-use crate::authz::authorize;
+use crate::authz::{self, authorize};
 use crate::error::ApiError;
 use crate::registry::SessionEntry;
 use crate::sessions;
 
+/// Take one WHIP/WHEP POST or room join of `source` from its rate budget: 429 over it.
+pub fn take_signal(app: &App, source: SocketAddr) -> Result<(), ApiError> {
+    app.limits
+        .take_signal(source.ip(), Instant::now())
+        .map_err(|wait| ApiError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u32))
+}
+
 /// `POST /whip/{stream}`: publish.
 pub async fn whip_post(
     State(app): State<Arc<App>>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    create_session(&app, &stream, Role::Publisher, &headers, &body, None)
+    create_session(
+        &app,
+        source,
+        &stream,
+        Role::Publisher,
+        &headers,
+        &body,
+        None,
+    )
 }
 
 /// `POST /whep/{stream}`: watch. `?layer=low|mid|high` (or 0, 1, 2) caps the simulcast layer.
 pub async fn whep_post(
     State(app): State<Arc<App>>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let max_layer = parse_layer(q.get("layer").map(String::as_str))?;
-    create_session(&app, &stream, Role::Viewer, &headers, &body, max_layer)
+    create_session(
+        &app,
+        source,
+        &stream,
+        Role::Viewer,
+        &headers,
+        &body,
+        max_layer,
+    )
 }
 
 fn create_session(
     app: &App,
+    source: SocketAddr,
     stream: &str,
     role: Role,
     headers: &HeaderMap,
@@ -63,16 +91,24 @@ fn create_session(
     if app.is_draining() {
         return Err(ApiError::Draining);
     }
+    take_signal(app, source)?;
     let offer = std::str::from_utf8(body).map_err(|_| ApiError::OfferNotUtf8)?;
-    let (placed, answer) = sessions::answer(app, stream, role, offer)?;
-    let (id, shard) = (placed.id, placed.shard);
+    let owner = authz::owner_of(app, headers);
+    let (placed, answer) = sessions::answer(app, stream, role, offer, owner, Some(source.ip()))
+        .map_err(|e| {
+            if matches!(e, sessions::PlaceError::SessionsPerIp) {
+                app.limits.refuse(crate::limits::Refusal::SessionsPerIp);
+            }
+            e
+        })?;
+    let (id, shard, name) = (placed.id, placed.shard, placed.resource_name());
     placed.start(app, max_layer)?;
     let kind = if role == Role::Publisher {
         "whip"
     } else {
         "whep"
     };
-    let location = format!("/{kind}/{stream}/{id}");
+    let location = format!("/{kind}/{stream}/{name}");
     tracing::info!(session = %id, role = role.as_str(), stream, shard = %shard, "session created");
     Ok((
         StatusCode::CREATED,
@@ -94,31 +130,63 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-fn parse_session_id(id: &str) -> Option<SessionId> {
-    if id.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(id, 16).ok().map(SessionId)
+fn parse_hex16(s: &str) -> Option<u64> {
+    // from_str_radix alone would take a leading '+'.
+    (s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u64::from_str_radix(s, 16).ok())
+        .flatten()
 }
 
-/// The session a resource URL names, checking the stream matches.
-fn resource(app: &App, stream: &str, id: &str) -> Result<SessionEntry, ApiError> {
-    let id = parse_session_id(id).ok_or(ApiError::NoSuchSession)?;
-    let reg = app.registry();
-    match reg.session(id) {
-        Some(entry) if entry.stream == stream => Ok(entry.clone()),
-        _ => Err(ApiError::NoSuchSession),
+/// A resource URL's last segment: the session id then its key, 16 hex digits each.
+fn parse_resource_name(name: &str) -> Option<(SessionId, u64)> {
+    if name.len() != 32 || !name.is_ascii() {
+        return None;
     }
+    let (id, key) = name.split_at(16);
+    Some((SessionId(parse_hex16(id)?), parse_hex16(key)?))
+}
+
+/// The session a resource URL names (stream and key must match, the key compared in
+/// constant time), for a caller allowed to act on it. A layer change (`viewer_only`)
+/// on a publisher is a 400 before the grant is looked at.
+fn resource(
+    app: &App,
+    headers: &HeaderMap,
+    stream: &str,
+    name: &str,
+    viewer_only: bool,
+) -> Result<SessionEntry, ApiError> {
+    let caller = authz::resource_caller(app, headers)?;
+    let (id, key) = parse_resource_name(name).ok_or(ApiError::NoSuchSession)?;
+    let entry = {
+        let reg = app.registry();
+        match reg.session(id) {
+            Some(e)
+                if e.stream == stream
+                    && authz::constant_time_eq(
+                        &e.capability.key.to_be_bytes(),
+                        &key.to_be_bytes(),
+                    ) =>
+            {
+                e.clone()
+            }
+            _ => return Err(ApiError::NoSuchSession),
+        }
+    };
+    if viewer_only && entry.role != Role::Viewer {
+        return Err(ApiError::LayerNotForPublisher);
+    }
+    caller.may_act_on(&entry)?;
+    Ok(entry)
 }
 
 /// `DELETE /whip|whep/{stream}/{id}`: end the session.
 pub async fn resource_delete(
     State(app): State<Arc<App>>,
-    Path((stream, id)): Path<(String, String)>,
+    Path((stream, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
-    let entry = resource(&app, &stream, &id)?;
+    let entry = resource(&app, &headers, &stream, &name, false)?;
     sessions::end(&app, entry.id, entry.shard);
     Ok((StatusCode::OK, "session ended\n").into_response())
 }
@@ -126,13 +194,10 @@ pub async fn resource_delete(
 /// `PATCH /whip|whep/{stream}/{id}`: 405 for an existing session.
 pub async fn resource_patch(
     State(app): State<Arc<App>>,
-    Path((stream, id)): Path<(String, String)>,
+    Path((stream, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiError {
-    if let Err(e) = authorize(&app, &headers) {
-        return e.into();
-    }
-    if let Err(e) = resource(&app, &stream, &id) {
+    if let Err(e) = resource(&app, &headers, &stream, &name, false) {
         return e;
     }
     // The server is ICE-lite with its one candidate in the answer; trickle and
@@ -144,15 +209,11 @@ pub async fn resource_patch(
 /// simulcast cap during the session; the switch happens at the next keyframe.
 pub async fn whep_layer(
     State(app): State<Arc<App>>,
-    Path((stream, id)): Path<(String, String)>,
+    Path((stream, name)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
-    let entry = resource(&app, &stream, &id)?;
-    if entry.role != Role::Viewer {
-        return Err(ApiError::LayerNotForPublisher);
-    }
+    let entry = resource(&app, &headers, &stream, &name, true)?;
     let max = parse_layer(q.get("max").map(String::as_str))?;
     if let Some(h) = app.dataplane.shard(entry.shard) {
         h.send(Command::SetMaxLayer {
@@ -179,10 +240,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn session_ids_are_sixteen_hex_digits() {
-        assert_eq!(parse_session_id("00000000000000ff"), Some(SessionId(0xff)));
-        assert_eq!(parse_session_id("ff"), None);
-        assert_eq!(parse_session_id("zz000000000000ff"), None);
+    fn resource_names_are_an_id_and_a_key_of_sixteen_hex_digits_each() {
+        assert_eq!(
+            parse_resource_name("00000000000000ff0123456789abcdef"),
+            Some((SessionId(0xff), 0x0123_4567_89ab_cdef))
+        );
+        assert_eq!(parse_resource_name("00000000000000ff"), None);
+        assert_eq!(
+            parse_resource_name("zz000000000000ff0123456789abcdef"),
+            None
+        );
+        assert_eq!(
+            parse_resource_name("+0000000000000ff0123456789abcdef"),
+            None
+        );
+        assert_eq!(
+            parse_resource_name("00000000000000ff0123456789abcdef0"),
+            None
+        );
     }
 
     #[test]

@@ -149,6 +149,28 @@ fn token_command_mints_a_verifiable_token() {
 }
 
 #[test]
+fn token_command_refuses_a_token_with_neither_stream_nor_room() {
+    let out = sluice()
+        .args(["token", "--secret", "k", "--publish"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--stream") && err.contains("--room"), "{err}");
+    let out = sluice()
+        .args(["token", "--secret", "k", "--room", "*", "--subscribe"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap();
+    let claims = sluice::auth::TokenKey::new(b"k")
+        .verify(token.trim(), sluice::auth::unix_now())
+        .unwrap();
+    assert_eq!(claims.room.as_deref(), Some("*"));
+    assert_eq!(claims.stream, None);
+}
+
+#[test]
 fn sigterm_with_no_sessions_exits_cleanly_and_systemd_hears_ready_then_stopping() {
     let notify_path = temp_file("notify.sock", "");
     std::fs::remove_file(&notify_path).unwrap();

@@ -678,8 +678,8 @@ async fn hostile_http_requests_get_clear_answers_and_hurt_no_one() {
             c.name,
             c.want
         );
-        // Admin answers 401 without a challenge (noted, not pinned here).
-        if status == 401 && !c.path.starts_with("/admin") {
+        // Every 401, admin included, carries the Bearer challenge.
+        if status == 401 {
             assert_eq!(
                 www.as_ref().map(|v| v.to_str().unwrap()),
                 Some("Bearer"),

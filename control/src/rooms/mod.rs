@@ -16,6 +16,7 @@ pub mod socket;
 mod sync;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -28,8 +29,91 @@ use protocol::notification;
 
 const SPEAKER_HOLD: Duration = Duration::from_millis(1500);
 
-/// Messages queued for one participant's socket.
-type Outbox = mpsc::UnboundedSender<String>;
+/// Most bytes queued for one participant's socket.
+const OUTBOX_BYTES: usize = 1024 * 1024;
+
+/// Messages queued for one participant's socket, bounded in count (`ws_queue`)
+/// and bytes ([`OUTBOX_BYTES`]). A participant that lets it fill is not read
+/// for: its socket task hears `full` and disconnects it.
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::Sender<String>,
+    bytes: Arc<AtomicUsize>,
+    full: Arc<Notify>,
+}
+
+/// The socket task's end of an [`Outbox`].
+struct OutboxRx {
+    rx: mpsc::Receiver<String>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// The participant's queue is full or its socket is gone.
+#[derive(Debug)]
+struct NotQueued;
+
+fn outbox(messages: usize) -> (Outbox, OutboxRx, Arc<Notify>) {
+    let (tx, rx) = mpsc::channel(messages.max(1));
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let full = Arc::new(Notify::new());
+    (
+        Outbox {
+            tx,
+            bytes: bytes.clone(),
+            full: full.clone(),
+        },
+        OutboxRx { rx, bytes },
+        full,
+    )
+}
+
+impl Outbox {
+    /// Queue `msg` without waiting; a full queue tells the socket task to disconnect.
+    fn send(&self, msg: String) -> Result<(), NotQueued> {
+        let n = msg.len();
+        if self.bytes.fetch_add(n, Ordering::Relaxed) + n > OUTBOX_BYTES {
+            self.bytes.fetch_sub(n, Ordering::Relaxed);
+            self.full.notify_one();
+            return Err(NotQueued);
+        }
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.bytes.fetch_sub(n, Ordering::Relaxed);
+                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    self.full.notify_one();
+                }
+                Err(NotQueued)
+            }
+        }
+    }
+}
+
+impl Outbox {
+    /// Queue a response to the participant's own request, waiting while the queue
+    /// is over half full: a participant that sends faster than it reads is simply
+    /// read slower, and the other half stays free for what others send it.
+    async fn send_own(&self, msg: String, within: Duration) -> Result<(), NotQueued> {
+        let half = self.tx.max_capacity() / 2;
+        let until = tokio::time::Instant::now() + within;
+        while self.tx.capacity() <= half {
+            if tokio::time::Instant::now() >= until || self.tx.is_closed() {
+                self.full.notify_one();
+                return Err(NotQueued);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        self.send(msg)
+    }
+}
+
+impl OutboxRx {
+    async fn recv(&mut self) -> Option<String> {
+        let m = self.rx.recv().await?;
+        self.bytes.fetch_sub(m.len(), Ordering::Relaxed);
+        Some(m)
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Producer {
@@ -136,6 +220,11 @@ impl Rooms {
     /// Rooms with at least one participant.
     pub fn room_count(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Participants of `room` (0 when it does not exist).
+    pub fn peers_in(&self, room: &str) -> usize {
+        self.lock().get(room).map_or(0, |r| r.peers.len())
     }
 
     /// Is `peer` a participant of `room`?

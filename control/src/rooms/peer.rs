@@ -13,6 +13,7 @@ use super::protocol::{err, kind_str, notification, ok, Incoming, RoomError};
 use super::{sync, Outbox, Peer, Producer, SendTransport};
 use crate::app::App;
 use crate::auth::Claims;
+use crate::limits::Refusal;
 use crate::negotiate::media_sections;
 use crate::sessions::{self, PlaceError};
 
@@ -62,17 +63,19 @@ impl PeerSession {
                 return true;
             }
             Ok(None) => return true,
-            Err((id, e)) => {
-                let _ = self.out.send(err(id, &e));
-                return true;
-            }
+            Err((id, e)) => return self.reply(err(id, &e)).await,
         };
         let reply = match self.handle_request(&method, &data).await {
             Ok(d) => ok(id, d),
             Err(e) => err(id, &e),
         };
-        let _ = self.out.send(reply);
-        method != "leave"
+        self.reply(reply).await && method != "leave"
+    }
+
+    /// Queue a response to the participant; false when it does not read them.
+    pub(super) async fn reply(&self, msg: String) -> bool {
+        let within = self.app.config.ws_timeout();
+        self.out.send_own(msg, within).await.is_ok()
     }
 
     fn handle_response(&mut self, id: u64, result: Result<Value, String>) {
@@ -120,9 +123,21 @@ impl PeerSession {
             .take(64)
             .collect::<String>();
         let mut rooms = self.app.rooms.lock();
+        let (max_rooms, max_peers) = (self.app.config.max_rooms, self.app.config.max_room_peers);
+        if max_rooms > 0 && !rooms.contains_key(&self.room) && rooms.len() >= max_rooms {
+            self.app.limits.refuse(Refusal::Rooms);
+            return Err(RoomError::TooManyRooms);
+        }
         let room = rooms.entry(self.room.clone()).or_default();
         if room.peers.contains_key(&self.peer) {
             return Err(RoomError::PeerIdInUse);
+        }
+        if max_peers > 0 && room.peers.len() >= max_peers {
+            if room.peers.is_empty() {
+                rooms.remove(&self.room);
+            }
+            self.app.limits.refuse(Refusal::RoomFull);
+            return Err(RoomError::RoomFull);
         }
         let peers: Vec<Value> = room
             .peers
@@ -166,12 +181,15 @@ impl PeerSession {
         let app = &self.app;
         let stream_name = format!("room:{}:{}", self.room, self.peer);
         let (placed, answer) =
-            sessions::answer(app, &stream_name, Role::Publisher, sdp).map_err(|e| match e {
-                PlaceError::NoShard => RoomError::NoShard,
-                PlaceError::Negotiate(e) => RoomError::Negotiate(e),
-                PlaceError::AlreadyPublished(_)
-                | PlaceError::AtCapacity
-                | PlaceError::ShardStopped => RoomError::SendTransportRefused,
+            sessions::answer(app, &stream_name, Role::Publisher, sdp, None, None).map_err(|e| {
+                match e {
+                    PlaceError::NoShard => RoomError::NoShard,
+                    PlaceError::Negotiate(e) => RoomError::Negotiate(e),
+                    PlaceError::AlreadyPublished(_)
+                    | PlaceError::AtCapacity
+                    | PlaceError::SessionsPerIp
+                    | PlaceError::ShardStopped => RoomError::SendTransportRefused,
+                }
             })?;
         let mids: Vec<(String, MediaKind)> = media_sections(sdp)
             .into_iter()

@@ -6,9 +6,6 @@ use sluice_dataplane::str0m::media::MediaKind;
 
 use crate::negotiate::NegotiateError;
 
-/// Largest accepted WebSocket message.
-pub const MAX_MESSAGE: usize = 64 * 1024;
-
 /// Why a participant's request (or message) was refused; [`RoomError::code`]
 /// is the HTTP-like `errorCode`, `Display` the one-line `errorReason`.
 #[derive(Debug, thiserror::Error)]
@@ -17,9 +14,9 @@ pub enum RoomError {
     /// 400: binary frames.
     #[error("binary messages are not supported; send JSON text")]
     Binary,
-    /// 413: a message over [`MAX_MESSAGE`].
-    #[error("message over {MAX_MESSAGE} bytes")]
-    TooLarge,
+    /// 413: a message over `ws_max_message` bytes.
+    #[error("message over {0} bytes (ws_max_message)")]
+    TooLarge(usize),
     /// 400: not JSON.
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
@@ -55,6 +52,14 @@ pub enum RoomError {
     /// 400 or 422: the send transport's offer cannot be answered.
     #[error("{}", .0.reason())]
     Negotiate(NegotiateError),
+
+    // Over a limit.
+    /// 503: the room has `max_room_peers` participants.
+    #[error("room is full (max_room_peers)")]
+    RoomFull,
+    /// 503: the server has `max_rooms` rooms.
+    #[error("too many rooms (max_rooms)")]
+    TooManyRooms,
 
     // The request does not fit the participant's state.
     /// 409: a request other than join before join.
@@ -106,12 +111,12 @@ impl RoomError {
             | MidOfOtherKind(..) | BadSpatialLayer | AudioConsumer(_) | ChatTooLong => 400,
             Negotiate(NegotiateError::Malformed(_)) => 400,
             Negotiate(NegotiateError::Unsupported(_)) => 422,
-            TooLarge => 413,
+            TooLarge(_) => 413,
             UnknownMethod(_) | NoProducer(_) | NoConsumer(_) => 404,
             NotJoined(_) | AlreadyJoined | PeerIdInUse | NotInRoom | SendTransportRefused
             | SendTransportExists | NoSendTransport | MidTaken(_) => 409,
             PublishNotGranted => 403,
-            NoShard => 503,
+            NoShard | RoomFull | TooManyRooms => 503,
         }
     }
 }

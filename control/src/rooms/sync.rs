@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::sessions::{self, PlaceError};
 
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+const RETRY_AFTER_REFUSAL: Duration = Duration::from_secs(2);
 
 /// Why a receive transport could not be brought in step (logged, then retried).
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +54,12 @@ pub(super) async fn sync_loop(app: Arc<App>, room: String, peer: String, wake: A
         wake.notified().await;
         if let Err(e) = sync_once(&app, &room, &peer).await {
             tracing::warn!(room = %room, peer = %peer, "receive transport: {e}");
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // A participant that refused or ignored an offer gets the next one later.
+            let wait = match e {
+                SyncError::Refused(_) | SyncError::NoResponse(_) => RETRY_AFTER_REFUSAL,
+                _ => Duration::from_millis(500),
+            };
+            tokio::time::sleep(wait).await;
             wake.notify_one();
         }
     }
@@ -178,6 +184,36 @@ async fn sync_once(app: &Arc<App>, room_name: &str, peer_id: &str) -> Result<(),
         }
     };
     // 3. Ask the client for an answer, apply it on the shard, then bind the mids.
+    if let Err(e) = answer_offer(app, room_name, peer_id, id, shard, sdp).await {
+        // The offer stays pending on the shard, which would refuse every later
+        // one: start over with a new receive transport on the next attempt.
+        reset_receive(app, room_name, peer_id);
+        return Err(e);
+    }
+    let mut rooms = app.rooms.lock();
+    let Some(me) = rooms
+        .get_mut(room_name)
+        .and_then(|r| r.peers.get_mut(peer_id))
+    else {
+        return Ok(());
+    };
+    for (w, mid) in need.into_iter().zip(mids) {
+        bind(app, me, id, shard, mid, w);
+    }
+    // Producers may have changed while we negotiated.
+    me.sync.notify_one();
+    Ok(())
+}
+
+/// Ask the participant to answer `sdp` and apply its answer on the shard.
+async fn answer_offer(
+    app: &App,
+    room_name: &str,
+    peer_id: &str,
+    id: SessionId,
+    shard: ShardId,
+    sdp: String,
+) -> Result<(), SyncError> {
     let answer = ask(app, room_name, peer_id, "receiveOffer", json!({"sdp": sdp})).await?;
     let answer_sdp = answer
         .get("sdp")
@@ -196,20 +232,31 @@ async fn sync_once(app: &Arc<App>, room_name: &str, peer_id: &str) -> Result<(),
     });
     rx.await
         .map_err(|_| SyncError::ShardDropped)?
-        .map_err(SyncError::Shard)?;
+        .map_err(SyncError::Shard)
+}
+
+/// End a participant's receive transport and forget its consumers (telling it),
+/// so the next sync offers everything afresh.
+fn reset_receive(app: &App, room_name: &str, peer_id: &str) {
     let mut rooms = app.rooms.lock();
     let Some(me) = rooms
         .get_mut(room_name)
         .and_then(|r| r.peers.get_mut(peer_id))
     else {
-        return Ok(());
+        return;
     };
-    for (w, mid) in need.into_iter().zip(mids) {
-        bind(app, me, id, shard, mid, w);
+    let recv = me.recv.take();
+    me.free_mids.clear();
+    for c in me.consumers.drain(..) {
+        let _ = me.out.send(notification(
+            "consumerClosed",
+            json!({"consumerId": c.id, "peerId": c.peer, "producerId": c.producer, "mid": c.mid.to_string()}),
+        ));
     }
-    // Producers may have changed while we negotiated.
-    me.sync.notify_one();
-    Ok(())
+    drop(rooms);
+    if let Some((id, shard)) = recv {
+        sessions::end(app, id, shard);
+    }
 }
 
 /// Bind `mid` of the receive session to a producer and tell the client.
