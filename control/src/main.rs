@@ -280,6 +280,13 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// A line on stdout, or nothing when stdout is gone (`println!` would panic).
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+}
+
 fn serve(config: Config) -> anyhow::Result<()> {
     init_logs(&config.log_format);
     let (_, shard_cores) = plan_cores(&config);
@@ -310,21 +317,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut server = Server::start(config, true).await?;
-    println!("sluice listening on {}", server.url());
-    println!(
+    // The banner goes to stdout, which a supervisor may have closed: a failed
+    // write must not stop the server before it reports READY.
+    say(&format!("sluice listening on {}", server.url()));
+    say(&format!(
         "  TLS certificate SHA-256 fingerprint: {}",
         server.app.tls_fingerprint
-    );
+    ));
     for s in &server.app.dataplane.shards {
-        println!(
+        say(&format!(
             "  shard {} media udp {} core {} io {}",
             s.id,
             s.addr,
             s.core.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
             s.io
-        );
+        ));
     }
-    println!("  web client: {}/", server.url());
+    say(&format!("  web client: {}/", server.url()));
     sluice::notify::notify_or_log(&format!(
         "READY=1\nSTATUS=serving on {}, {} shard(s)\nMAINPID={}",
         server.url(),
