@@ -56,6 +56,9 @@ fn serve(extra: &[&str], env: &[(&str, &std::path::Path)]) -> (std::process::Chi
         .unwrap_or_else(|| panic!("banner: {first}"))
         .to_string();
     assert!(url.starts_with("https://127.0.0.1:"), "{first}");
+    // Keep reading: the server prints more after the first line, and a closed
+    // pipe must not be what the test observes.
+    std::thread::spawn(move || lines.for_each(drop));
     (child, url)
 }
 
@@ -197,6 +200,47 @@ fn sigterm_with_no_sessions_exits_cleanly_and_systemd_hears_ready_then_stopping(
     assert!(status.success());
     let stopping = recv();
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
+    exits_cleanly(&mut child, std::time::Duration::from_secs(15), "SIGTERM");
+}
+
+/// A supervisor may close stdout: the banner's failed write must not stop the
+/// server before it tells systemd it is ready (this raced with the first test
+/// above when it dropped the pipe after the first line).
+#[test]
+fn serving_with_stdout_closed_still_reports_ready_and_drains() {
+    let notify_path = temp_file("notify-closed.sock", "");
+    std::fs::remove_file(&notify_path).unwrap();
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    let mut child = sluice()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--media-port",
+            "0",
+            "--shards",
+            "1",
+        ])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut buf = [0u8; 512];
+    let n = notify.recv(&mut buf).expect("READY with stdout closed");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let n = notify.recv(&mut buf).expect("STOPPING");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
     exits_cleanly(&mut child, std::time::Duration::from_secs(15), "SIGTERM");
 }
 
