@@ -18,6 +18,10 @@ pub struct Datagram {
 
 /// Capacity of a pooled datagram buffer: any RTP packet sluice writes.
 pub const BUFFER_CAPACITY: usize = 2048;
+/// The largest publisher RTP datagram the shard forwards: what fits a
+/// 1500-byte path without IP fragmentation, which no WebRTC sender uses.
+/// Larger payloads would not fit str0m's send buffers for viewers on its path.
+pub const MAX_PUBLISHER_RTP: usize = 1500;
 /// Buffers kept per thread for reuse.
 const POOL_LIMIT: usize = 1024;
 

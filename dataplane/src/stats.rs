@@ -68,6 +68,7 @@ counters! {
     drop_stun_unauthenticated: "STUN binding requests naming a session's ufrag from an unbound address that the session did not answer (no valid MESSAGE-INTEGRITY): the address stays unbound",
     session_addrs_evicted: "addresses unbound from a session to keep it within its limit of bound addresses",
     drop_session_error: "datagrams a session rejected",
+    drop_oversized: "publisher RTP dropped: datagram over 1500 bytes (no WebRTC sender fragments)",
     drop_rogue_ssrc: "publisher RTP dropped: a new SSRC claimed a (mid, rid) whose SSRC is still live",
     drop_fanout_full: "fan-out batches dropped: destination shard's queue full",
     drop_fanout_video_shed: "video packets not sent to a shard whose fan-out queue is 3/4 full (audio still is)",

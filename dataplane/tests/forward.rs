@@ -438,3 +438,21 @@ fn a_large_fan_out_goes_out_in_parts_and_later_packets_reach_every_viewer() {
     }
     assert_eq!(h.shard.counters().rtp_forwarded, 40 * 12);
 }
+
+#[test]
+fn oversized_publisher_rtp_is_dropped_and_counted_and_the_stream_goes_on() {
+    let mut h = Harness::new();
+    let publisher = h.add_publisher();
+    let viewer = h.add_viewer();
+    h.connect_all(Duration::from_secs(5));
+    // An RTP header (version 2) and more bytes than any unfragmented path carries.
+    let mut big = vec![0u8; 1600];
+    big[0] = 0x80;
+    big[1] = 96;
+    h.feed(publisher, &[big]);
+    assert_eq!(h.shard.counters().drop_oversized, 1);
+    let d = h.publisher_datagrams(publisher, 10, 1000);
+    h.feed(publisher, &d);
+    h.exchange();
+    assert_eq!(h.peers[viewer].received.len(), 10);
+}

@@ -10,7 +10,7 @@ use str0m::Input;
 
 use super::{ingest, Shard};
 use crate::ids::Role;
-use crate::packet::{is_rtcp, is_rtp};
+use crate::packet::{is_rtcp, is_rtp, MAX_PUBLISHER_RTP};
 use crate::stun;
 
 impl Shard {
@@ -42,10 +42,15 @@ impl Shard {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        if session.role == Role::Publisher && is_rtp(data) && !ingest::admit_rtp(session, now, data)
-        {
-            self.counters.drop_rogue_ssrc += 1;
-            return;
+        if session.role == Role::Publisher && is_rtp(data) {
+            if data.len() > MAX_PUBLISHER_RTP {
+                self.counters.drop_oversized += 1;
+                return;
+            }
+            if !ingest::admit_rtp(session, now, data) {
+                self.counters.drop_rogue_ssrc += 1;
+                return;
+            }
         }
         session.last_rx = now;
         if let (Some(d), true) = (session.sender.as_mut(), is_rtcp(data)) {
