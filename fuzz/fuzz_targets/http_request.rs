@@ -58,6 +58,9 @@ fn request(text: &[u8]) -> Option<Request<Body>> {
         let (name, value) = line.split_once(':')?;
         b = b.header(name.trim(), value.trim_start());
     }
+    // What the server's listener attaches to every request: the peer's address.
+    let peer: std::net::SocketAddr = ([127, 0, 0, 1], 40_000).into();
+    b = b.extension(axum::extract::ConnectInfo(peer));
     b.body(Body::from(body)).ok()
 }
 

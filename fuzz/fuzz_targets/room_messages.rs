@@ -18,7 +18,6 @@ use sluice::app::App;
 use sluice::rooms::fuzzing::Participant;
 use str0m::change::SdpOffer;
 use str0m::RtcConfig;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 struct Env {
     rt: tokio::runtime::Runtime,
@@ -41,7 +40,7 @@ fn env() -> &'static Env {
 
 struct Side {
     p: Participant,
-    rx: UnboundedReceiver<String>,
+    rx: sluice::rooms::fuzzing::Outgoing,
     open: bool,
 }
 

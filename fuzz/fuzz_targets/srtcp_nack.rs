@@ -39,7 +39,7 @@ fn session(active: bool) -> SrtpSession {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut sender = SrtpSender::new(session(false));
+    let mut sender = SrtpSender::new(session(false), 25);
     let mut viewer = session(true);
     let ext = ExtIds {
         mid: 1,

@@ -26,6 +26,10 @@ pub fn app(tokens: bool) -> Arc<App> {
         admin_token: tokens.then(|| ADMIN_TOKEN.into()),
         max_sessions: 64,
         setup_timeout_secs: 1.0,
+        // Every input comes from one address: without this the per-address
+        // limits would answer most of them with 429 and hide the handlers.
+        signal_rate: 0.0,
+        max_sessions_per_ip: 0,
         ..Config::default()
     };
     let dp = DataplaneConfig {
