@@ -262,6 +262,24 @@ impl StreamShared {
         *self.layers.lock().unwrap_or_else(|e| e.into_inner()) = layers;
     }
 
+    /// Record a publisher's measured rate, in total and per simulcast layer
+    /// (layers smoothed: keyframes inflate single windows).
+    pub(crate) fn report_rates(&self, total: u64, layers: Vec<(Rid, u64)>) {
+        self.set_bitrate(total);
+        if layers.is_empty() {
+            return;
+        }
+        let old = self.layers();
+        let smoothed = layers
+            .into_iter()
+            .map(|(rid, bps)| {
+                let prev = old.iter().find(|l| l.0 == rid).map(|l| l.1);
+                (rid, prev.map(|p| (p * 3 + bps) / 4).unwrap_or(bps))
+            })
+            .collect();
+        self.set_layers(smoothed);
+    }
+
     pub(crate) fn source(&self) -> Option<Arc<SourceInfo>> {
         self.source
             .lock()

@@ -20,6 +20,7 @@ mod ids;
 #[allow(unsafe_code)]
 mod io;
 mod packet;
+mod relay;
 mod runtime;
 mod shard;
 mod srtp;
@@ -39,6 +40,7 @@ pub use io::{
     Waker,
 };
 pub use packet::{is_rtcp, is_rtp, recycle, Datagram};
+pub use relay::{RelayDirection, RelayLinkId, RELAY_IDLE, RELAY_KEY_LEN};
 pub use runtime::{Dataplane, DataplaneConfig, ShardHandle};
 pub use shard::{
     CloseReason, Command, CrossShard, ForwardDelay, NewSession, Reply, ServerOffer, Shard,

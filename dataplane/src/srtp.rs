@@ -178,6 +178,35 @@ impl SrtpSession {
         }
     }
 
+    /// Open an SRTP packet from the peer (header of `header_len` bytes, then
+    /// the sealed payload and tag) into `out` (cleared first: header, then
+    /// plaintext payload). `index` is the 48-bit SRTP index the receiver
+    /// estimated. `false` if it does not authenticate.
+    pub fn unprotect_rtp(
+        &self,
+        packet: &[u8],
+        header_len: usize,
+        index: u64,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if packet.len() < header_len + RTP_OVERHEAD || header_len < 12 {
+            return false;
+        }
+        let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+        let nonce = rtp_nonce(&self.rx.rtp_salt, ssrc, index);
+        out.clear();
+        out.extend_from_slice(packet);
+        let (head, body) = out.split_at_mut(header_len);
+        match self.rx.rtp.open_in_place(nonce, Aad::from(&*head), body) {
+            Ok(plain) => {
+                let n = header_len + plain.len();
+                out.truncate(n);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Seal with the peer's keys, as the peer would: for tests.
     #[cfg(test)]
     fn peer_protect_rtcp(&self, buf: &mut Vec<u8>, index: u32) {

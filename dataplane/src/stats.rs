@@ -83,6 +83,21 @@ counters! {
     sessions_removed: "sessions removed from this shard",
     sessions_timed_out: "sessions removed for silence or failed setup",
     loop_turns: "event loop turns",
+    relay_packets_out: "relay datagrams sent to other nodes (media, repairs, feedback, keepalives)",
+    relay_bytes_out: "relay bytes sent to other nodes",
+    relay_packets_in: "relay datagrams from other nodes that authenticated",
+    relay_bytes_in: "relay bytes from other nodes that authenticated",
+    relay_repairs_sent: "relay packets resent on a downstream node's NACK",
+    relay_repair_misses: "packets a downstream node NACKed that the relay no longer had",
+    relay_nacks_sent: "NACKs sent upstream for relay packets that went missing",
+    relay_repaired: "missing relay packets that arrived after a NACK",
+    relay_lost: "missing relay packets given up on",
+    relay_plis_sent: "keyframe requests sent upstream over relays",
+    relay_keyframe_requests_in: "keyframe requests from downstream nodes",
+    drop_relay_unauthenticated: "datagrams from a relay peer's address that did not authenticate with the link's key",
+    drop_relay_replayed: "relay datagrams dropped: already received (replay window)",
+    drop_relay_malformed: "relay datagrams dropped: authentic but malformed, or over the link's track limit",
+    drop_relay_unknown_stream: "relay packets dropped: for a stream the link no longer feeds",
 }
 
 /// One media track of a session as the shard last measured it (about once a second).

@@ -11,6 +11,7 @@ use str0m::Rtc;
 
 use crate::fanout::{FwdPacket, StreamShared};
 use crate::ids::{Role, SessionId, ShardId, StreamId};
+use crate::relay::{RelayDirection, RelayLinkId};
 
 /// Static settings of a shard core.
 #[derive(Debug, Clone)]
@@ -159,6 +160,35 @@ pub enum Command {
         /// Called with the offer.
         reply: Reply<ServerOffer>,
     },
+    /// Open one end of a relay link to another node (see [`crate::relay`]).
+    RelayOpen {
+        /// The control plane's id for the link.
+        link: RelayLinkId,
+        /// The peer node's media address (its shard's socket).
+        peer: SocketAddr,
+        /// The link's key material, [`crate::RELAY_KEY_LEN`] bytes.
+        material: Vec<u8>,
+        /// Which end this shard is.
+        direction: RelayDirection,
+    },
+    /// Carry (sending end) or feed (receiving end) a stream on a link, as `tag`.
+    RelayAddStream {
+        /// The link.
+        link: RelayLinkId,
+        /// The stream's tag on the link, the same at both ends.
+        tag: u32,
+        /// The local stream.
+        stream: Arc<StreamShared>,
+    },
+    /// Stop carrying or feeding the stream of `tag`.
+    RelayRemoveStream {
+        /// The link.
+        link: RelayLinkId,
+        /// The stream's tag on the link.
+        tag: u32,
+    },
+    /// Close a relay link.
+    RelayClose(RelayLinkId),
     /// Complete an offer this side made.
     AcceptAnswer {
         /// The session.
@@ -197,6 +227,12 @@ pub enum ShardEvent {
         id: SessionId,
         /// Why it ended.
         reason: CloseReason,
+    },
+    /// A relay link heard nothing authentic from its peer within
+    /// [`crate::RELAY_IDLE`] and closed.
+    RelayClosed {
+        /// The link.
+        link: RelayLinkId,
     },
     /// A publisher's loudest audio level (RFC 6464, -dBov: 0 loudest, 127 silence)
     /// over the last interval, with voice activity if the sender flags it.

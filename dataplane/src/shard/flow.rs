@@ -18,6 +18,9 @@ impl Shard {
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += data.len() as u64;
+        if self.relays.len() > 0 && self.relay_datagram(now, source, data) {
+            return;
+        }
         let Some((key, bound)) = self.sessions.key_for_flow(source, data) else {
             if stun::is_stun(data) {
                 self.counters.drop_unknown_flow += 1;

@@ -17,6 +17,7 @@ use str0m::{Input, Output};
 use crate::fanout::{FwdPacket, StreamShared};
 use crate::ids::{Role, SessionId, ShardId, StreamId};
 use crate::packet::{is_rtcp, Datagram};
+use crate::relay::{RelayOutput, Relays};
 use crate::srtp::{Exported, SrtpSession};
 use crate::srtp_sender::SrtpSender;
 use crate::stats::{Counters, SessionStats, SessionStatsTable};
@@ -29,6 +30,7 @@ mod events;
 mod flow;
 mod ingest;
 mod keyframe;
+mod relay;
 mod report;
 mod session;
 mod simulcast;
@@ -69,12 +71,16 @@ pub struct Shard {
     session_stats: SessionStatsTable,
     last_stats_publish: Instant,
     last_layer_refresh: Instant,
+    /// Relay links to other nodes held by this shard.
+    relays: Relays,
+    relay_out: Vec<RelayOutput>,
 }
 
 impl Shard {
     /// A shard with no sessions, its clock starting at `now`.
     pub fn new(cfg: ShardConfig, now: Instant) -> Self {
         let shards = cfg.shard_count.max(1);
+        let cfg_id = cfg.id;
         Shard {
             cfg,
             sessions: SessionTable::default(),
@@ -92,6 +98,8 @@ impl Shard {
             session_stats: SessionStatsTable::default(),
             last_stats_publish: now,
             last_layer_refresh: now,
+            relays: Relays::new(cfg_id),
+            relay_out: Vec::new(),
         }
     }
 
@@ -181,6 +189,17 @@ impl Shard {
                 reply(s.add_media(&kinds));
                 self.drive(key, now);
             }
+            Command::RelayOpen {
+                link,
+                peer,
+                material,
+                direction,
+            } => self.relay_open(now, link, peer, &material, direction),
+            Command::RelayAddStream { link, tag, stream } => {
+                self.relay_add_stream(now, link, tag, stream)
+            }
+            Command::RelayRemoveStream { link, tag } => self.relays.remove_stream(link, tag),
+            Command::RelayClose(link) => self.relay_close(link),
             Command::AcceptAnswer { id, answer, reply } => {
                 let Some(key) = self.sessions.key_of(id) else {
                     return reply(Err(ShardError::NoSuchSession));
@@ -288,6 +307,7 @@ impl Shard {
             }
         }
         self.expired = expired;
+        self.relay_timeout(now);
         ingest::release_held(
             &mut self.sessions,
             &mut self.holding,
@@ -368,10 +388,10 @@ impl Shard {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let wheel = self.wheel.next_deadline();
         let hold = ingest::hold_deadline(&self.sessions, &self.holding, &self.cfg);
-        match (wheel, hold) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [wheel, hold, self.relays.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether packets wait for viewers the last turn did not reach.
@@ -621,6 +641,12 @@ impl Shard {
                     if let Some(keys) = self.viewers.get(&stream) {
                         self.egress.fwd_keys.extend_from_slice(keys);
                     }
+                    // Downstream nodes first: their viewers wait one more hop.
+                    self.relays.forward(
+                        &pending[start..end],
+                        &mut self.transmits,
+                        &mut self.counters,
+                    );
                     (end, 0)
                 }
             };
@@ -720,6 +746,15 @@ impl Shard {
     /// PLI to the publisher's video tracks (one layer's, or all).
     fn request_keyframe_local(&mut self, now: Instant, stream: StreamId, rid: Option<Rid>) {
         let Some(&key) = self.publishers.get(&stream) else {
+            // Fed by a relay link: the request goes upstream, throttled per track.
+            self.relays.request_keyframe(
+                now,
+                stream,
+                rid,
+                self.cfg.keyframe_throttle,
+                &mut self.transmits,
+                &mut self.counters,
+            );
             return;
         };
         let Some(s) = self.sessions.get_mut(key) else {

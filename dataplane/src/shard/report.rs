@@ -231,19 +231,7 @@ fn report_layer_rates(s: &mut Session, now: Instant) {
         })
         .collect();
     if let Some(stream) = &s.stream {
-        stream.set_bitrate(total);
-        if !layers.is_empty() {
-            // Smooth (keyframes inflate single windows), keep a stable order.
-            let old = stream.layers();
-            let smoothed = layers
-                .into_iter()
-                .map(|(rid, bps)| {
-                    let prev = old.iter().find(|l| l.0 == rid).map(|l| l.1);
-                    (rid, prev.map(|p| (p * 3 + bps) / 4).unwrap_or(bps))
-                })
-                .collect();
-            stream.set_layers(smoothed);
-        }
+        stream.report_rates(total, layers);
     }
 }
 
