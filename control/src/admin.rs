@@ -141,6 +141,64 @@ pub async fn rooms(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Re
     Ok(json(app.rooms.summary()))
 }
 
+/// `GET /admin/cluster`: this node's id, the live nodes, claimed streams and rooms.
+/// `edges` of a stream lists nodes relaying it; filled by the relay.
+pub async fn cluster(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authz::admin(&app, &headers)?;
+    let Some(c) = &app.cluster else {
+        return Err(ApiError::NotInCluster);
+    };
+    let unreachable = |_| ApiError::RegistryUnavailable("a listing");
+    let reg = c.registry();
+    let nodes: Vec<_> = reg
+        .nodes()
+        .await
+        .map_err(unreachable)?
+        .into_iter()
+        .map(|(n, age)| {
+            serde_json::json!({
+                "id": n.id,
+                "advertise": n.advertise,
+                "load": n.load,
+                "sessions": n.sessions,
+                "viewers": n.viewers,
+                "heartbeat_age_ms": age.as_millis() as u64,
+            })
+        })
+        .collect();
+    let streams: Vec<_> = reg
+        .streams()
+        .await
+        .map_err(unreachable)?
+        .into_iter()
+        .map(|(name, claim)| {
+            serde_json::json!({
+                "name": name,
+                "origin": claim.node_id,
+                "epoch": claim.epoch,
+                "edges": [],
+            })
+        })
+        .collect();
+    let rooms: Vec<_> = reg
+        .rooms()
+        .await
+        .map_err(unreachable)?
+        .into_iter()
+        .map(|(name, claim)| serde_json::json!({"name": name, "node": claim.node_id}))
+        .collect();
+    Ok(json(serde_json::json!({
+        "node_id": c.node_id(),
+        "healthy": c.healthy(),
+        "nodes": nodes,
+        "streams": streams,
+        "rooms": rooms,
+    })))
+}
+
 fn json<T: Serialize>(v: T) -> Response {
     Json(v).into_response()
 }

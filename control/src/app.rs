@@ -9,6 +9,7 @@ use sluice_dataplane::allowed_cpus;
 use sluice_dataplane::{Dataplane, ShardEvent};
 
 use crate::auth::TokenKey;
+use crate::cluster::{Cluster, Local};
 use crate::config::Config;
 use crate::limits::Limits;
 use crate::negotiate::Negotiator;
@@ -39,6 +40,8 @@ pub struct App {
     pub tls_fingerprint: String,
     /// Per-address limits and refusal counters.
     pub limits: Arc<Limits>,
+    /// This node's part in a cluster; `None` for a single node.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl App {
@@ -63,6 +66,45 @@ impl App {
             drain_requested: tokio::sync::Notify::new(),
             started: Instant::now(),
             tls_fingerprint,
+            cluster: None,
+        }
+    }
+
+    /// The same state as a node of `cluster`.
+    pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> App {
+        self.cluster = cluster;
+        self
+    }
+
+    /// What the cluster agent reports and keeps claimed: sessions, viewers, load
+    /// (see [`crate::cluster::NodeRecord::load`]) and the streams published here.
+    pub fn cluster_local(&self) -> Local {
+        let reg = self.registry();
+        let sessions = reg.session_count() as u64;
+        let viewers = reg.count_by_role(sluice_dataplane::Role::Viewer) as u64;
+        let published = reg
+            .streams()
+            .into_iter()
+            .filter(|s| s.publisher.is_some())
+            .map(|s| s.name)
+            .collect();
+        drop(reg);
+        let capacity = match self.config.max_sessions {
+            0 => 1000 * self.dataplane.shards.len().max(1),
+            n => n,
+        };
+        Local {
+            sessions,
+            viewers,
+            load: sessions as f64 / capacity as f64,
+            published,
+        }
+    }
+
+    /// A session has ended: a publisher's end may free its stream's cluster claim.
+    pub fn session_ended(&self, role: sluice_dataplane::Role) {
+        if let (Some(c), sluice_dataplane::Role::Publisher) = (&self.cluster, role) {
+            c.wake();
         }
     }
 
@@ -104,6 +146,7 @@ impl App {
             ShardEvent::Closed { id, reason } => {
                 if let Some(e) = reg.remove(id) {
                     tracing::info!(session = %id, role = e.role.as_str(), stream = %e.stream, ?reason, "session ended");
+                    self.session_ended(e.role);
                 }
             }
             ShardEvent::AudioLevel { .. } => {}

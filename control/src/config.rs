@@ -87,6 +87,58 @@ pub struct Config {
     /// Messages waiting for one room participant to read; a peer that lets more
     /// pile up is disconnected.
     pub ws_queue: usize,
+    /// The `[cluster]` table: nodes sharing a Redis registry. Last, as TOML puts tables
+    /// after plain keys.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: flags `--cluster-<key>`, variables `SLUICE_CLUSTER_<KEY>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Redis URL of the registry (`redis://[:password@]host:port/db` or `rediss://…`);
+    /// unset = a single node with no registry.
+    pub redis_url: Option<String>,
+    /// This node's id in the registry: 1-64 of A-Z a-z 0-9 - _ . (default: host name).
+    pub node_id: String,
+    /// HTTPS base URL other nodes reach this node on, e.g. `https://10.0.0.2:8443`;
+    /// empty = `https://{announce_ip}:{listen port}`.
+    pub advertise: String,
+    /// Shared secret of node-to-node calls; required with `redis_url`.
+    pub secret: Option<String>,
+    /// Lease of node records and claims, ms; a dead node's claims lapse after it.
+    pub lease_ms: u64,
+    /// Answer WHEP with 307 to a less loaded node.
+    pub redirect: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis_url: None,
+            node_id: host_name(),
+            advertise: String::new(),
+            secret: None,
+            lease_ms: 5000,
+            redirect: false,
+        }
+    }
+}
+
+/// The host's name, made a valid node id; `sluice` when unreadable.
+fn host_name() -> String {
+    let name: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "sluice".into()
+    } else {
+        name
+    }
 }
 
 impl Default for Config {
@@ -126,6 +178,7 @@ impl Default for Config {
             ws_max_message: 64 * 1024,
             ws_rate: 5000.0,
             ws_queue: 256,
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -252,7 +305,65 @@ impl Config {
                 message: "must be at least 1024 bytes".into(),
             });
         }
+        self.validate_cluster()
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        let Some(url) = &c.redis_url else {
+            return Ok(());
+        };
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return invalid(
+                "cluster.redis_url",
+                "must start with redis:// or rediss:// (TLS)",
+            );
+        }
+        if c.secret.as_deref().unwrap_or("").len() < 16 {
+            return invalid(
+                "cluster.secret",
+                "required with cluster.redis_url: set the same secret of at least 16 characters on every node",
+            );
+        }
+        let id_ok = !c.node_id.is_empty()
+            && c.node_id.len() <= 64
+            && c.node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !id_ok {
+            return invalid(
+                "cluster.node_id",
+                "must be 1-64 characters of A-Z a-z 0-9 - _ .",
+            );
+        }
+        if !(1000..=600_000).contains(&c.lease_ms) {
+            return invalid("cluster.lease_ms", "use 1000 to 600000 ms");
+        }
+        if !c.advertise.is_empty()
+            && !(c.advertise.starts_with("https://") && !c.advertise.ends_with('/'))
+        {
+            return invalid(
+                "cluster.advertise",
+                "must be an https:// base URL without a trailing slash, e.g. https://10.0.0.2:8443",
+            );
+        }
         Ok(())
+    }
+
+    /// The HTTPS base URL other nodes reach this one on: `cluster.advertise`, or
+    /// the announce address with the listen port.
+    pub fn cluster_advertise(&self) -> String {
+        if !self.cluster.advertise.is_empty() {
+            return self.cluster.advertise.clone();
+        }
+        let addr = std::net::SocketAddr::new(self.announce_ip, self.listen.port());
+        format!("https://{addr}")
     }
 
     /// `idle_timeout_secs` as a duration.
@@ -331,6 +442,32 @@ mod tests {
             e.starts_with("io:") && e.contains("auto, uring, mmsg, std"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_cluster_needs_a_secret_and_a_redis_url_scheme() {
+        let mut c = Config::default();
+        c.cluster.redis_url = Some("redis://127.0.0.1:6379".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("cluster.secret:"), "{e}");
+        c.cluster.secret = Some("0123456789abcdef".into());
+        c.validate().unwrap();
+        c.cluster.redis_url = Some("http://127.0.0.1:6379".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("cluster.redis_url:"), "{e}");
+    }
+
+    #[test]
+    fn the_cluster_table_round_trips_through_toml_and_derives_advertise() {
+        let mut c = Config::default();
+        c.cluster.redis_url = Some("rediss://:pw@127.0.0.1:6380".into());
+        c.cluster.secret = Some("0123456789abcdef".into());
+        c.cluster.node_id = "a".into();
+        let text = c.to_toml();
+        assert!(text.contains("[cluster]"), "{text}");
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(c.cluster_advertise(), "https://127.0.0.1:8443");
     }
 
     #[test]

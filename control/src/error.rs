@@ -50,6 +50,9 @@ pub enum ApiError {
     /// 404: a session id that is unknown (or of another stream).
     #[error("no such session")]
     NoSuchSession,
+    /// 404: `/admin/cluster` on a single node.
+    #[error("not in a cluster (cluster.redis_url is unset)")]
+    NotInCluster,
     /// 404: a stream name that is unknown.
     #[error("no such stream")]
     NoSuchStream,
@@ -83,6 +86,16 @@ pub enum ApiError {
     /// 409: the stream has a publisher already.
     #[error("stream {0:?} is already published")]
     AlreadyPublished(String),
+    /// 421 with `Location`: a room join on a node that is not the room's home.
+    #[error("room {room:?} lives on node {node}; join at {url}")]
+    RoomElsewhere {
+        /// The room.
+        room: String,
+        /// The node hosting it.
+        node: String,
+        /// That node's `/ws` URL for the room.
+        url: String,
+    },
     /// 409: a second WebSocket for a peer id already in the room.
     #[error("peer id already in use in this room")]
     PeerIdInUse,
@@ -114,6 +127,13 @@ pub enum ApiError {
     /// 503 with `Retry-After: 5`: no shard to place the session on.
     #[error("no dataplane shard available")]
     NoShard,
+    /// 503 with `Retry-After: 5`: the cluster registry cannot be asked, so a stream or
+    /// room claim cannot be guaranteed.
+    #[error("cluster registry unreachable; cannot claim {0} now")]
+    RegistryUnavailable(&'static str),
+    /// 503 with `Retry-After: 5`: a room held by a node whose record has expired.
+    #[error("room {0:?} is held by a node that is not answering; retry shortly")]
+    RoomHomeGone(String),
     /// 503 with `Retry-After: 5`: the chosen shard stopped taking commands.
     #[error("dataplane shard stopped")]
     ShardStopped,
@@ -133,15 +153,20 @@ impl ApiError {
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             SessionsPerIp | RoomFull | TooManyRooms => StatusCode::SERVICE_UNAVAILABLE,
-            NoSuchResource | NoSuchSession | NoSuchStream => StatusCode::NOT_FOUND,
+            NoSuchResource | NoSuchSession | NoSuchStream | NotInCluster => StatusCode::NOT_FOUND,
             MethodNotAllowed | TrickleNotSupported => StatusCode::METHOD_NOT_ALLOWED,
             Auth(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
             Auth(_) | AdminTokenMissing => StatusCode::UNAUTHORIZED,
             AdminTokenWrong | AdminDisabled | NotOwner => StatusCode::FORBIDDEN,
             AlreadyPublished(_) | PeerIdInUse => StatusCode::CONFLICT,
-            Draining | RoomsDraining | AtCapacity | NoShard | ShardStopped => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            RoomElsewhere { .. } => StatusCode::MISDIRECTED_REQUEST,
+            Draining
+            | RoomsDraining
+            | AtCapacity
+            | NoShard
+            | ShardStopped
+            | RegistryUnavailable(_)
+            | RoomHomeGone(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -151,7 +176,11 @@ impl ApiError {
             ApiError::Draining | ApiError::RoomsDraining | ApiError::SessionsPerIp => Some(30),
             ApiError::RateLimited(secs) => Some(*secs),
             ApiError::RoomFull | ApiError::TooManyRooms => Some(10),
-            ApiError::AtCapacity | ApiError::NoShard | ApiError::ShardStopped => Some(5),
+            ApiError::AtCapacity
+            | ApiError::NoShard
+            | ApiError::ShardStopped
+            | ApiError::RegistryUnavailable(_)
+            | ApiError::RoomHomeGone(_) => Some(5),
             _ => None,
         }
     }
@@ -177,6 +206,11 @@ impl IntoResponse for ApiError {
         let h = res.headers_mut();
         if let Some(secs) = self.retry_after() {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let ApiError::RoomElsewhere { url, .. } = &self {
+            if let Ok(v) = HeaderValue::from_str(url) {
+                h.insert(header::LOCATION, v);
+            }
         }
         match self {
             ApiError::Auth(_) | ApiError::AdminTokenMissing

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod authz;
+pub mod cluster;
 pub mod config;
 pub mod doctor;
 pub mod error;

@@ -154,6 +154,24 @@ struct ServeArgs {
     /// Messages queued for a room participant before it is disconnected.
     #[arg(long, env = "SLUICE_WS_QUEUE")]
     ws_queue: Option<usize>,
+    /// Redis URL of the cluster registry (redis:// or rediss://); unset = single node.
+    #[arg(long, env = "SLUICE_CLUSTER_REDIS_URL", hide_env_values = true)]
+    cluster_redis_url: Option<String>,
+    /// This node's id in the cluster (default: host name).
+    #[arg(long, env = "SLUICE_CLUSTER_NODE_ID")]
+    cluster_node_id: Option<String>,
+    /// HTTPS base URL other nodes reach this node on.
+    #[arg(long, env = "SLUICE_CLUSTER_ADVERTISE")]
+    cluster_advertise: Option<String>,
+    /// Cluster secret for node-to-node calls (required with a Redis URL).
+    #[arg(long, env = "SLUICE_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+    /// Lease of node records and claims in ms.
+    #[arg(long, env = "SLUICE_CLUSTER_LEASE_MS")]
+    cluster_lease_ms: Option<u64>,
+    /// Redirect WHEP to less loaded nodes (true/false).
+    #[arg(long, env = "SLUICE_CLUSTER_REDIRECT")]
+    cluster_redirect: Option<bool>,
 }
 
 impl ServeArgs {
@@ -201,6 +219,21 @@ impl ServeArgs {
             ($($f:ident),*) => { $(if let Some(v) = self.$f.clone() { c.$f = Some(v); })* };
         }
         over_opt!(cert, key, media_bind, secret, admin_token);
+        let k = &mut c.cluster;
+        macro_rules! over_cluster {
+            ($($f:ident => $k:ident),*) => { $(if let Some(v) = self.$f.clone() { k.$k = v; })* };
+        }
+        over_cluster!(cluster_node_id => node_id, cluster_advertise => advertise,
+            cluster_lease_ms => lease_ms, cluster_redirect => redirect);
+        if let Some(v) = self.cluster_redis_url.clone() {
+            k.redis_url = Some(v);
+        }
+        if let Some(v) = self.cluster_secret.clone() {
+            k.secret = Some(v);
+        }
+        if c.cluster.redis_url.is_some() && c.cluster.advertise.is_empty() {
+            c.cluster.advertise = c.cluster_advertise();
+        }
         c.validate()?;
         Ok(c)
     }

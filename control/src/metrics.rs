@@ -171,6 +171,9 @@ pub fn render(app: &App, sessions: bool) -> String {
     for (reason, n) in app.limits.refused() {
         let _ = writeln!(out, "sluice_refused_total{{reason=\"{reason}\"}} {n}");
     }
+    if let Some(c) = &app.cluster {
+        cluster_metrics(&mut out, c);
+    }
     family(
         &mut out,
         "sluice_http_connections",
@@ -200,6 +203,66 @@ pub fn render(app: &App, sessions: bool) -> String {
         let _ = writeln!(out, "process_resident_memory_bytes {rss}");
     }
     out
+}
+
+/// The registry's calls and this node's view of the cluster.
+fn cluster_metrics(out: &mut String, c: &crate::cluster::Cluster) {
+    let stats = c.registry().stats();
+    let one = |out: &mut String, name: &str, kind: &str, help: &str, v: String| {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    };
+    one(
+        out,
+        "sluice_registry_requests_total",
+        "counter",
+        "Calls to the cluster registry.",
+        stats.requests().to_string(),
+    );
+    one(
+        out,
+        "sluice_registry_errors_total",
+        "counter",
+        "Cluster registry calls that failed or timed out.",
+        stats.errors().to_string(),
+    );
+    family(
+        out,
+        "sluice_registry_latency_seconds",
+        "summary",
+        "Time taken by cluster registry calls.",
+    );
+    let _ = writeln!(
+        out,
+        "sluice_registry_latency_seconds_sum {:.6}",
+        stats.latency_sum_secs()
+    );
+    let _ = writeln!(
+        out,
+        "sluice_registry_latency_seconds_count {}",
+        stats.requests()
+    );
+    one(
+        out,
+        "sluice_cluster_nodes",
+        "gauge",
+        "Live nodes in the cluster at the last heartbeat.",
+        c.nodes_seen().to_string(),
+    );
+    one(
+        out,
+        "sluice_cluster_claims_lost_total",
+        "counter",
+        "Stream and room claims found held by another node at renewal.",
+        c.claims_lost().to_string(),
+    );
+    one(
+        out,
+        "sluice_cluster_registry_healthy",
+        "gauge",
+        "1 while the cluster registry answers.",
+        u8::from(c.healthy()).to_string(),
+    );
 }
 
 /// (CPU seconds, RSS bytes) of this process from /proc.

@@ -70,6 +70,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/admin/drain", post(admin::drain))
         .route("/admin/rooms", get(admin::rooms))
+        .route("/admin/cluster", get(admin::cluster))
         .fallback(not_found)
         // Without it, a method a route does not take gets axum's bodiless 405.
         .method_not_allowed_fallback(method_not_allowed)

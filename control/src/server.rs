@@ -72,12 +72,20 @@ impl Server {
         let dataplane = Dataplane::start(&dp_cfg, ev_tx)?;
         let mut negotiator = Negotiator::new()?;
         negotiator.viewer_bwe = (config.viewer_bwe_bps > 0).then_some(config.viewer_bwe_bps);
-        let app = Arc::new(App::new(
-            config.clone(),
-            dataplane,
-            negotiator,
-            tls.fingerprint.clone(),
-        ));
+        let cluster = crate::cluster::Cluster::from_config(&config)?;
+        let app = Arc::new(
+            App::new(
+                config.clone(),
+                dataplane,
+                negotiator,
+                tls.fingerprint.clone(),
+            )
+            .with_cluster(cluster),
+        );
+        if let Some(c) = &app.cluster {
+            let weak = Arc::downgrade(&app);
+            c.spawn_agent(move || weak.upgrade().map(|app| app.cluster_local()));
+        }
         let weak = Arc::downgrade(&app);
         std::thread::Builder::new()
             .name("shard-events".into())
@@ -160,6 +168,10 @@ impl Server {
     pub async fn shutdown(self) {
         self.handle.graceful_shutdown(Some(Duration::from_secs(1)));
         let _ = tokio::time::timeout(Duration::from_secs(3), self.serve).await;
+        if let Some(c) = &self.app.cluster {
+            // Others may take this node's streams and rooms now rather than after the lease.
+            let _ = tokio::time::timeout(Duration::from_secs(2), c.leave()).await;
+        }
         let app = self.app.clone();
         let _ = tokio::task::spawn_blocking(move || app.dataplane.shutdown()).await;
     }

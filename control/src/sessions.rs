@@ -206,7 +206,9 @@ fn entry(
 
 /// Forget a session now and tell its shard to close it.
 pub fn end(app: &App, id: SessionId, shard: ShardId) {
-    app.registry().remove(id);
+    if let Some(e) = app.registry().remove(id) {
+        app.session_ended(e.role);
+    }
     if let Some(h) = app.dataplane.shard(shard) {
         h.send(Command::RemoveSession(id));
     }

@@ -14,6 +14,7 @@ use sluice_dataplane::{Command, Role, SessionId};
 
 use crate::app::App;
 use crate::authz::{self, authorize};
+use crate::cluster::ClaimError;
 use crate::error::ApiError;
 use crate::registry::SessionEntry;
 use crate::sessions;
@@ -42,6 +43,7 @@ pub async fn whip_post(
         &body,
         None,
     )
+    .await
 }
 
 /// `POST /whep/{stream}`: watch. `?layer=low|mid|high` (or 0, 1, 2) caps the simulcast layer.
@@ -63,9 +65,10 @@ pub async fn whep_post(
         &body,
         max_layer,
     )
+    .await
 }
 
-fn create_session(
+async fn create_session(
     app: &App,
     source: SocketAddr,
     stream: &str,
@@ -94,6 +97,14 @@ fn create_session(
     take_signal(app, source)?;
     let offer = std::str::from_utf8(body).map_err(|_| ApiError::OfferNotUtf8)?;
     let owner = authz::owner_of(app, headers);
+    // On a cluster a publisher first claims the stream; the guard holds it through placement.
+    let _claim = match (&app.cluster, role) {
+        (Some(c), Role::Publisher) => Some(c.claim_stream(stream).await.map_err(|e| match e {
+            ClaimError::Held { .. } => ApiError::AlreadyPublished(stream.to_string()),
+            ClaimError::Registry(_) => ApiError::RegistryUnavailable("the stream"),
+        })?),
+        _ => None,
+    };
     let (placed, answer) = sessions::answer(app, stream, role, offer, owner, Some(source.ip()))
         .map_err(|e| {
             if matches!(e, sessions::PlaceError::SessionsPerIp) {

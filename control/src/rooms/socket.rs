@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
@@ -21,6 +22,7 @@ use super::{outbox, OutboxRx};
 use crate::app::App;
 use crate::auth::Claims;
 use crate::authz;
+use crate::cluster::{ClaimError, ClaimGuard};
 use crate::error::ApiError;
 use crate::limits::{Bucket, Refusal};
 
@@ -44,14 +46,44 @@ pub async fn ws_handler(
     ConnectInfo(source): ConnectInfo<SocketAddr>,
     Query(q): Query<WsQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    match admit(&app, q, &headers, source) {
-        Ok((room, peer, claims)) => ws
+    // A plain GET (no upgrade) gets the same checks, so a browser, which cannot read a
+    // refused upgrade, can learn why and where the room lives.
+    let (room, peer, claims) = match admit(&app, q, &headers, source) {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let home = match home(&app, &room, &peer).await {
+        Ok(guard) => guard,
+        Err(e) => return e.into_response(),
+    };
+    match ws {
+        Ok(ws) => ws
             // Larger frames are cut off by the library; up to this, with a reason.
             .max_message_size(app.config.ws_max_message * 4)
-            .on_upgrade(move |socket| run_peer(app, room, peer, claims, socket)),
-        Err(e) => e.into_response(),
+            .on_upgrade(move |socket| run_peer(app, room, peer, claims, socket, home)),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+/// On a cluster: make this node the room's home for this connection, or say where it lives.
+async fn home(app: &App, room: &str, peer: &str) -> Result<Option<ClaimGuard>, ApiError> {
+    let Some(cluster) = &app.cluster else {
+        return Ok(None);
+    };
+    match cluster.claim_room(room).await {
+        Ok(guard) => Ok(Some(guard)),
+        Err(ClaimError::Registry(_)) => Err(ApiError::RegistryUnavailable("the room")),
+        Err(ClaimError::Held {
+            owner,
+            node: Some(node),
+        }) => Err(ApiError::RoomElsewhere {
+            room: room.to_string(),
+            node: owner,
+            url: format!("{}/ws?roomId={room}&peerId={peer}", node.advertise),
+        }),
+        Err(ClaimError::Held { node: None, .. }) => Err(ApiError::RoomHomeGone(room.to_string())),
     }
 }
 
@@ -107,6 +139,8 @@ async fn run_peer(
     peer: String,
     claims: Option<Claims>,
     socket: WebSocket,
+    // Keeps this node the room's home while the participant is connected.
+    _home: Option<ClaimGuard>,
 ) {
     let cfg = &app.config;
     let (ping_every, timeout, max_message) = (cfg.ws_ping(), cfg.ws_timeout(), cfg.ws_max_message);
