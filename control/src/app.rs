@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::limits::Limits;
 use crate::negotiate::Negotiator;
 use crate::registry::{Registry, SessionInfo};
+use crate::relay::book::RelayBook;
 use crate::rooms::Rooms;
 
 /// Shared state of the control plane.
@@ -42,6 +43,8 @@ pub struct App {
     pub limits: Arc<Limits>,
     /// This node's part in a cluster; `None` for a single node.
     pub cluster: Option<Arc<Cluster>>,
+    /// Relay links to other nodes, pulls and served streams (cluster only).
+    pub relays: RelayBook,
 }
 
 impl App {
@@ -54,6 +57,7 @@ impl App {
     ) -> App {
         let tokens = config.secret.as_ref().map(|s| TokenKey::new(s.as_bytes()));
         let limits = Arc::new(Limits::new(&config));
+        let negotiator_instance = negotiator.random_u64();
         App {
             limits,
             config,
@@ -67,6 +71,7 @@ impl App {
             started: Instant::now(),
             tls_fingerprint,
             cluster: None,
+            relays: RelayBook::new(negotiator_instance),
         }
     }
 
@@ -149,7 +154,7 @@ impl App {
                     self.session_ended(e.role);
                 }
             }
-            ShardEvent::AudioLevel { .. } => {}
+            ShardEvent::AudioLevel { .. } | ShardEvent::RelayClosed { .. } => {}
         }
     }
 }

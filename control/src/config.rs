@@ -110,6 +110,9 @@ pub struct ClusterConfig {
     pub lease_ms: u64,
     /// Answer WHEP with 307 to a less loaded node.
     pub redirect: bool,
+    /// Node id this node pulls remote streams through (a tier of a tree);
+    /// empty = straight from each stream's origin.
+    pub parent: String,
 }
 
 impl Default for ClusterConfig {
@@ -121,6 +124,7 @@ impl Default for ClusterConfig {
             secret: None,
             lease_ms: 5000,
             redirect: false,
+            parent: String::new(),
         }
     }
 }

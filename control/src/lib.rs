@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod negotiate;
 pub mod notify;
 pub mod registry;
+pub mod relay;
 pub mod rooms;
 pub mod routes;
 pub mod server;

@@ -172,6 +172,9 @@ struct ServeArgs {
     /// Redirect WHEP to less loaded nodes (true/false).
     #[arg(long, env = "SLUICE_CLUSTER_REDIRECT")]
     cluster_redirect: Option<bool>,
+    /// Node id to pull remote streams through (empty = from each origin).
+    #[arg(long, env = "SLUICE_CLUSTER_PARENT")]
+    cluster_parent: Option<String>,
 }
 
 impl ServeArgs {
@@ -224,7 +227,8 @@ impl ServeArgs {
             ($($f:ident => $k:ident),*) => { $(if let Some(v) = self.$f.clone() { k.$k = v; })* };
         }
         over_cluster!(cluster_node_id => node_id, cluster_advertise => advertise,
-            cluster_lease_ms => lease_ms, cluster_redirect => redirect);
+            cluster_lease_ms => lease_ms, cluster_redirect => redirect,
+            cluster_parent => parent);
         if let Some(v) = self.cluster_redis_url.clone() {
             k.redis_url = Some(v);
         }

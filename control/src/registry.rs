@@ -73,6 +73,8 @@ pub struct StreamEntry {
     pub publisher: Option<SessionId>,
     /// The viewing sessions.
     pub viewers: HashSet<SessionId>,
+    /// Relay links that feed or carry the stream: it stays while any does.
+    pub holds: u32,
 }
 
 /// Why a session could not be registered.
@@ -196,6 +198,52 @@ impl Registry {
         )
     }
 
+    /// Keep `name` (created if new) while a relay link feeds or carries it;
+    /// returns its shared state. Undone by [`Registry::unhold`].
+    pub fn hold(&mut self, name: &str) -> Arc<StreamShared> {
+        let shared = self.stream_shared(name);
+        if let Some(s) = self.streams.get_mut(name) {
+            s.holds += 1;
+        }
+        shared
+    }
+
+    /// Drop one hold of `name` taken on `shared` (a stream since replaced is
+    /// left alone); the stream goes when nothing else keeps it.
+    pub fn unhold(&mut self, name: &str, shared: &Arc<StreamShared>) {
+        let Some(s) = self.streams.get_mut(name) else {
+            return;
+        };
+        if !Arc::ptr_eq(&s.shared, shared) {
+            return;
+        }
+        s.holds = s.holds.saturating_sub(1);
+        if s.holds == 0 && s.publisher.is_none() && s.viewers.is_empty() {
+            self.streams.remove(name);
+        }
+    }
+
+    /// Streams with viewers here and no publisher here: a cluster node pulls them.
+    pub fn streams_waiting(&self) -> Vec<String> {
+        self.streams
+            .iter()
+            .filter(|(_, s)| s.publisher.is_none() && !s.viewers.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Viewers of `name` on this node.
+    pub fn viewer_count(&self, name: &str) -> usize {
+        self.streams.get(name).map_or(0, |s| s.viewers.len())
+    }
+
+    /// Whether `name` has a publisher on this node.
+    pub fn has_publisher(&self, name: &str) -> bool {
+        self.streams
+            .get(name)
+            .is_some_and(|s| s.publisher.is_some())
+    }
+
     /// The shared state of `name`, created if new.
     pub fn stream_shared(&mut self, name: &str) -> Arc<StreamShared> {
         if let Some(s) = self.streams.get(name) {
@@ -209,6 +257,7 @@ impl Registry {
                 shared: shared.clone(),
                 publisher: None,
                 viewers: HashSet::new(),
+                holds: 0,
             },
         );
         shared
@@ -315,7 +364,7 @@ impl Registry {
                 s.publisher = None;
             }
             s.viewers.remove(&id);
-            if s.publisher.is_none() && s.viewers.is_empty() {
+            if s.publisher.is_none() && s.viewers.is_empty() && s.holds == 0 {
                 self.streams.remove(&entry.stream);
             }
         }

@@ -15,7 +15,7 @@ use axum::Router;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::limits::Refusal;
-use crate::{admin, metrics, rooms, web, whip};
+use crate::{admin, metrics, relay, rooms, web, whip};
 
 /// Every route of the HTTPS listener over `app`.
 pub fn router(app: Arc<App>) -> Router {
@@ -70,6 +70,8 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/admin/drain", post(admin::drain))
         .route("/admin/rooms", get(admin::rooms))
+        .route(relay::call::PULL_PATH, post(relay::http::pull))
+        .route(relay::call::RELEASE_PATH, post(relay::http::release))
         .route("/admin/cluster", get(admin::cluster))
         .fallback(not_found)
         // Without it, a method a route does not take gets axum's bodiless 405.

@@ -85,6 +85,7 @@ impl Server {
         if let Some(c) = &app.cluster {
             let weak = Arc::downgrade(&app);
             c.spawn_agent(move || weak.upgrade().map(|app| app.cluster_local()));
+            tokio::spawn(crate::relay::run(app.clone()));
         }
         let weak = Arc::downgrade(&app);
         std::thread::Builder::new()
@@ -93,6 +94,10 @@ impl Server {
                 // Ends when every shard has dropped its sender, or the app is gone.
                 while let Ok((_shard, ev)) = ev_rx.recv() {
                     let Some(app) = weak.upgrade() else { break };
+                    if let ShardEvent::RelayClosed { link } = ev {
+                        crate::relay::link_closed(&app, link);
+                        continue;
+                    }
                     app.handle_shard_event(ev);
                 }
             })?;

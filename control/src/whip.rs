@@ -105,6 +105,9 @@ async fn create_session(
         })?),
         _ => None,
     };
+    if role == Role::Viewer {
+        admit_remote_viewer(app, stream)?;
+    }
     let (placed, answer) = sessions::answer(app, stream, role, offer, owner, Some(source.ip()))
         .map_err(|e| {
             if matches!(e, sessions::PlaceError::SessionsPerIp) {
@@ -114,6 +117,10 @@ async fn create_session(
         })?;
     let (id, shard, name) = (placed.id, placed.shard, placed.resource_name());
     placed.start(app, max_layer)?;
+    if role == Role::Viewer && app.cluster.is_some() {
+        // The relay task pulls the stream from its origin now, not at its next tick.
+        app.relays.wake.notify_one();
+    }
     let kind = if role == Role::Publisher {
         "whip"
     } else {
@@ -244,6 +251,18 @@ fn parse_layer(v: Option<&str>) -> Result<Option<u8>, ApiError> {
         Some("high" | "f" | "2") => Ok(Some(2)),
         Some(other) => Err(ApiError::BadLayer(other.to_string())),
     }
+}
+
+/// On a cluster, a viewer of a stream neither published nor pulled here needs
+/// a new cross-node pull, which needs the registry: refused while it is away.
+fn admit_remote_viewer(app: &App, stream: &str) -> Result<(), ApiError> {
+    let Some(c) = &app.cluster else {
+        return Ok(());
+    };
+    if c.healthy() || app.registry().has_publisher(stream) || app.relays.pulls(stream) {
+        return Ok(());
+    }
+    Err(ApiError::RegistryUnavailable("a relay for the stream"))
 }
 
 #[cfg(test)]
