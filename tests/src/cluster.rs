@@ -41,12 +41,21 @@ impl RedisServer {
         self.stop();
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}): install Debian's redis-server (tests/run does)")
+                panic!(
+                    "cannot run redis-server ({e}): install Debian's redis-server (tests/run does)"
+                )
             });
         self.child = Some(child);
         let until = Instant::now() + Duration::from_secs(10);
@@ -56,7 +65,10 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not listen on port {} within 10 s", self.port);
+        panic!(
+            "redis-server did not listen on port {} within 10 s",
+            self.port
+        );
     }
 
     /// Kill it (SIGKILL): the registry becomes unreachable and loses every key.
@@ -126,7 +138,12 @@ impl Node {
         let url = line
             .trim()
             .strip_prefix("sluice listening on ")
-            .unwrap_or_else(|| panic!("no banner from sluice on {ip}: {line:?}; log {}", log.display()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no banner from sluice on {ip}: {line:?}; log {}",
+                    log.display()
+                )
+            })
             .to_string();
         Node { url, log, child }
     }

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use sluice::cluster::{ClaimOutcome, NodeRecord, Registry, RegistryError};
 use sluice_bench::client::{self, ClientError, Endpoint, MediaSpec};
 use sluice_tests::cluster::{Node, RedisServer};
-use sluice_tests::wait_until;
 
 const LEASE: Duration = Duration::from_millis(300);
 
@@ -39,7 +38,10 @@ async fn streams_claim_and_fence(reg: &Registry) {
         ClaimOutcome::Held { owner: "a".into() }
     );
     // Ours already: extended, same epoch.
-    assert_eq!(epoch(reg.claim_stream("cam", "a", LEASE).await.unwrap()), e1);
+    assert_eq!(
+        epoch(reg.claim_stream("cam", "a", LEASE).await.unwrap()),
+        e1
+    );
     let origin = reg.stream_origin("cam").await.unwrap().unwrap();
     assert_eq!((origin.node_id.as_str(), origin.epoch), ("a", e1));
     assert!(reg.renew_stream("cam", "a", e1, LEASE).await.unwrap());
@@ -70,7 +72,10 @@ async fn streams_claim_and_fence(reg: &Registry) {
     assert!(!reg.renew_stream("cam", "b", e2, LEASE).await.unwrap());
     assert!(reg.streams().await.unwrap().is_empty());
     let e4 = epoch(reg.claim_stream("cam", "a", LEASE).await.unwrap());
-    assert!(e4 > e2, "after expiry the epoch still rises: {e2} then {e4}");
+    assert!(
+        e4 > e2,
+        "after expiry the epoch still rises: {e2} then {e4}"
+    );
     assert!(!reg.renew_stream("cam", "b", e2, LEASE).await.unwrap());
 }
 
@@ -180,4 +185,250 @@ async fn redis_registry_down_answers_an_error_within_the_timeout_and_recovers() 
     }
     let e2 = again.expect("the registry answers again after the restart");
     assert!(e2 > e1, "epoch after a restart {e2} > {e1}");
+}
+
+const SECRET: &str = "cluster-secret-for-tests";
+
+fn node(ip: &str, id: &str, redis: &RedisServer) -> Node {
+    Node::start(
+        ip,
+        &[
+            "--cluster-redis-url",
+            &redis.url(),
+            "--cluster-secret",
+            SECRET,
+            "--cluster-node-id",
+            id,
+            "--cluster-lease-ms",
+            "1000",
+        ],
+    )
+}
+
+fn endpoint(node: &Node, kind: &str, stream: &str) -> Endpoint {
+    Endpoint {
+        url: format!("{}/{kind}/{stream}", node.url),
+        token: None,
+        insecure: true,
+    }
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    let text = http.get(url).send().await.unwrap().text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"))
+}
+
+/// Poll `/admin/cluster` of `node` until `f` holds (10 s at most); returns the last listing.
+async fn cluster_until(
+    http: &reqwest::Client,
+    node: &Node,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = http.get(format!("{}/admin/cluster", node.url)).send().await;
+        let v = match res {
+            Ok(r) if r.status() == 200 => {
+                serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default()
+            }
+            _ => serde_json::Value::Null,
+        };
+        if f(&v) || Instant::now() > until {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ids(v: &serde_json::Value, list: &str, key: &str) -> Vec<String> {
+    v[list]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n[key].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A publisher's SDP offer, for requests whose headers the test reads.
+fn offer() -> String {
+    use str0m::media::{Direction, MediaKind};
+    let mut rtc = str0m::Rtc::new(Instant::now());
+    let cand = str0m::Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap();
+    rtc.add_local_candidate(cand);
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    api.apply().unwrap().0.to_sdp_string()
+}
+
+fn refused_with(r: Result<impl Sized, ClientError>) -> Option<(u16, String)> {
+    match r {
+        Err(ClientError::Status { status, reason }) => Some((status, reason)),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn two_nodes_share_stream_claims_and_survive_a_registry_restart() {
+    let mut redis = RedisServer::start();
+    let a = node("127.0.0.1", "node-a", &redis);
+    let b = node("127.0.0.2", "node-b", &redis);
+    let http = client::http_client(true);
+
+    let listing = cluster_until(&http, &a, |v| ids(v, "nodes", "id").len() == 2).await;
+    assert_eq!(
+        ids(&listing, "nodes", "id"),
+        ["node-a", "node-b"],
+        "{listing}"
+    );
+    assert_eq!(listing["node_id"], "node-a");
+    let advertised: Vec<_> = ids(&listing, "nodes", "advertise");
+    assert_eq!(advertised, [a.url.clone(), b.url.clone()]);
+
+    // A publishes; the same stream on B is refused as a second publisher on one node is.
+    let on_a = client::publish(&http, &endpoint(&a, "whip", "cam"), MediaSpec::default())
+        .await
+        .expect("publish on A");
+    let (status, reason) = refused_with(
+        client::publish(&http, &endpoint(&b, "whip", "cam"), MediaSpec::default()).await,
+    )
+    .expect("B refuses");
+    assert_eq!(
+        (status, reason.as_str()),
+        (409, "stream \"cam\" is already published")
+    );
+    let listing = cluster_until(&http, &b, |v| ids(v, "streams", "origin") == ["node-a"]).await;
+    assert_eq!(ids(&listing, "streams", "name"), ["cam"], "{listing}");
+    assert_eq!(listing["streams"][0]["edges"], serde_json::json!([]));
+
+    // kill -9 A: its claim holds until the lease lapses, then B may publish.
+    a.kill();
+    let killed = Instant::now();
+    let first = client::publish(&http, &endpoint(&b, "whip", "cam"), MediaSpec::default()).await;
+    assert_eq!(
+        refused_with(first).map(|r| r.0),
+        Some(409),
+        "claim held within the lease"
+    );
+    let mut on_b = None;
+    while on_b.is_none() && killed.elapsed() < Duration::from_secs(8) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        on_b = client::publish(&http, &endpoint(&b, "whip", "cam"), MediaSpec::default())
+            .await
+            .ok();
+    }
+    let on_b = on_b.expect("B publishes once A's lease has lapsed");
+    assert!(
+        killed.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        killed.elapsed()
+    );
+    drop(on_a);
+
+    // Redis down: a new publish cannot be claimed (503 + Retry-After); B keeps its publisher.
+    redis.stop();
+    let res = http
+        .post(format!("{}/whip/cam2", b.url))
+        .header("content-type", "application/sdp")
+        .body(offer())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "5");
+    let body = res.text().await.unwrap();
+    assert!(body.contains("registry unreachable"), "{body}");
+    let cam_on_b = || async {
+        let streams = get_json(&http, &format!("{}/admin/streams", b.url)).await;
+        let cam = streams
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "cam")
+            .cloned();
+        cam.unwrap_or_else(|| panic!("B dropped its stream while Redis was down: {streams}"))
+    };
+    let before = cam_on_b().await["bytes_in"].as_u64().unwrap();
+    // Past the lease: nothing B serves depends on the registry answering.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let cam = cam_on_b().await;
+    assert!(cam["publisher"].is_string(), "{cam}");
+    assert!(cam["bytes_in"].as_u64().unwrap() > before, "{cam}");
+    assert!(!on_b.is_finished());
+
+    // Redis back, empty: B registers again, takes its stream again, and publishing works.
+    redis.restart();
+    let listing = cluster_until(&http, &b, |v| {
+        ids(v, "nodes", "id") == ["node-b"] && ids(v, "streams", "origin") == ["node-b"]
+    })
+    .await;
+    assert_eq!(ids(&listing, "nodes", "id"), ["node-b"], "{listing}");
+    assert_eq!(ids(&listing, "streams", "name"), ["cam"], "{listing}");
+    let cam2 = client::publish(&http, &endpoint(&b, "whip", "cam2"), MediaSpec::default())
+        .await
+        .expect("publishing works again");
+    let metrics = http
+        .get(format!("{}/metrics", b.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let errors = sluice_tests::attack::metric_sum(&metrics, "sluice_registry_errors_total");
+    assert!(errors >= 1.0, "registry errors counted: {errors}");
+    assert_eq!(
+        sluice_tests::attack::metric_sum(&metrics, "sluice_cluster_nodes"),
+        1.0
+    );
+
+    // A publisher that ends frees its claim at once, not after the lease.
+    cam2.close().await.unwrap();
+    let listing = cluster_until(&http, &b, |v| ids(v, "streams", "name") == ["cam"]).await;
+    assert_eq!(
+        ids(&listing, "streams", "name"),
+        ["cam"],
+        "{listing}; log {}",
+        b.log.display()
+    );
+    let _ = b.log_text();
+}
+
+#[tokio::test]
+async fn a_room_join_on_another_node_is_told_where_the_room_lives() {
+    let redis = RedisServer::start();
+    let a = node("127.0.0.1", "node-a", &redis);
+    let b = node("127.0.0.2", "node-b", &redis);
+    let http = client::http_client(true);
+    cluster_until(&http, &b, |v| ids(v, "nodes", "id").len() == 2).await;
+
+    let on_a = sluice_tests::room::connect_ws(&a.url, "roomId=lobby&peerId=p1")
+        .await
+        .expect("join on A");
+    assert_eq!(
+        sluice_tests::room::connect_ws(&b.url, "roomId=lobby&peerId=p2")
+            .await
+            .err(),
+        Some(421)
+    );
+    // Without an upgrade, the same refusal with its reason and where to go.
+    let res = http
+        .get(format!("{}/ws?roomId=lobby&peerId=p2", b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 421);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(location, format!("{}/ws?roomId=lobby&peerId=p2", a.url));
+    let body = res.text().await.unwrap();
+    assert!(body.contains("node-a") && body.contains(&a.url), "{body}");
+    let listing = cluster_until(&http, &b, |v| ids(v, "rooms", "node") == ["node-a"]).await;
+    assert_eq!(ids(&listing, "rooms", "name"), ["lobby"], "{listing}");
+
+    // The last participant leaves A: the room is free for any node.
+    drop(on_a);
+    cluster_until(&http, &b, |v| ids(v, "rooms", "name").is_empty()).await;
+    let on_b = sluice_tests::room::connect_ws(&b.url, "roomId=lobby&peerId=p2").await;
+    assert!(on_b.is_ok(), "join on B once the room left A");
 }

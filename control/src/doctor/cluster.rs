@@ -47,7 +47,9 @@ fn resolve(url: &str) -> Result<Vec<SocketAddr>, String> {
         .strip_prefix("https://")
         .ok_or_else(|| format!("{url:?} is not an https:// URL"))?;
     let hostport = rest.split('/').next().unwrap_or(rest);
-    let with_port = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    let with_port = if hostport
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
         && !hostport.ends_with(']')
     {
         hostport.to_string()
