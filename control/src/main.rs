@@ -31,8 +31,9 @@ enum Cmd {
     Serve(ServeArgs),
     /// Mint an HS256 token for WHIP/WHEP or rooms.
     Token(TokenArgs),
-    /// Check this host's settings for running sluice and say what to change.
-    Doctor,
+    /// Check this host's settings for running sluice and say what to change
+    /// (with a cluster configured, also that Redis answers and the advertised address).
+    Doctor(ServeArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -235,7 +236,7 @@ impl ServeArgs {
         if let Some(v) = self.cluster_secret.clone() {
             k.secret = Some(v);
         }
-        if c.cluster.redis_url.is_some() && c.cluster.advertise.is_empty() {
+        if c.cluster.redis_url.is_some() && c.cluster.advertise.is_empty() && c.listen.port() != 0 {
             c.cluster.advertise = c.cluster_advertise();
         }
         c.validate()?;
@@ -293,7 +294,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", args.resolve()?.to_toml());
             Ok(())
         }
-        Cmd::Doctor => std::process::exit(sluice::doctor::run()),
+        Cmd::Doctor(args) => std::process::exit(sluice::doctor::run_with(&args.resolve()?)),
         Cmd::Token(t) => {
             if !t.publish && !t.subscribe {
                 anyhow::bail!("grant at least one of --publish, --subscribe");

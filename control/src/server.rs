@@ -82,11 +82,6 @@ impl Server {
             )
             .with_cluster(cluster),
         );
-        if let Some(c) = &app.cluster {
-            let weak = Arc::downgrade(&app);
-            c.spawn_agent(move || weak.upgrade().map(|app| app.cluster_local()));
-            tokio::spawn(crate::relay::run(app.clone()));
-        }
         let weak = Arc::downgrade(&app);
         std::thread::Builder::new()
             .name("shard-events".into())
@@ -134,6 +129,15 @@ impl Server {
             .listening()
             .await
             .ok_or_else(|| anyhow::anyhow!("could not listen on {}", config.listen))?;
+        if let Some(c) = &app.cluster {
+            if config.cluster.advertise.is_empty() {
+                let addr = SocketAddr::new(config.announce_ip, https_addr.port());
+                c.set_advertise(format!("https://{addr}"));
+            }
+            let weak = Arc::downgrade(&app);
+            c.spawn_agent(move || weak.upgrade().map(|app| app.cluster_local()));
+            tokio::spawn(crate::relay::run(app.clone()));
+        }
         for s in &app.dataplane.shards {
             tracing::info!(shard = %s.id, addr = %s.addr, core = ?s.core, io = s.io, "shard started");
         }

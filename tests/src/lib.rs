@@ -6,6 +6,7 @@
 #![allow(missing_docs)]
 
 pub mod attack;
+pub mod cluster;
 pub mod room;
 pub mod tls;
 

@@ -71,7 +71,7 @@ pub struct Cluster {
     registry: Registry,
     node_id: String,
     secret: Vec<u8>,
-    advertise: String,
+    advertise: Mutex<String>,
     media_ip: IpAddr,
     lease: Duration,
     redirect: bool,
@@ -100,7 +100,7 @@ impl Cluster {
             registry,
             node_id: c.node_id.clone(),
             secret: c.secret.clone().unwrap_or_default().into_bytes(),
-            advertise: config.cluster_advertise(),
+            advertise: Mutex::new(config.cluster_advertise()),
             media_ip: config.announce_ip,
             lease: Duration::from_millis(c.lease_ms),
             redirect: c.redirect,
@@ -123,8 +123,16 @@ impl Cluster {
     }
 
     /// This node's HTTPS base URL as other nodes reach it.
-    pub fn advertise(&self) -> &str {
-        &self.advertise
+    pub fn advertise(&self) -> String {
+        self.advertise
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Set the advertised URL once the listener's port is known (listen port 0).
+    pub fn set_advertise(&self, url: String) {
+        *self.advertise.lock().unwrap_or_else(|e| e.into_inner()) = url;
     }
 
     /// Whether WHEP may be redirected to a less loaded node (`cluster.redirect`).
@@ -278,7 +286,7 @@ impl Cluster {
     async fn turn(&self, local: &Local) -> bool {
         let rec = NodeRecord {
             id: self.node_id.clone(),
-            advertise: self.advertise.clone(),
+            advertise: self.advertise(),
             media_ip: self.media_ip,
             sessions: local.sessions,
             viewers: local.viewers,

@@ -5,6 +5,7 @@
 // text. Kernel probes that need `unsafe` live in the dataplane (`sluice_dataplane::probe`).
 
 mod check;
+mod cluster;
 mod cpu;
 mod host;
 mod nic;
@@ -25,7 +26,13 @@ pub use nic::{parse_interrupts, Interrupts, IrqLine};
 /// Run every check against this host, print one line each, and return the
 /// exit status: 1 if any check failed outright, else 0.
 pub fn run() -> i32 {
-    let checks = collect();
+    run_with(&crate::Config::default())
+}
+
+/// [`run`] plus the checks `config` calls for (the cluster's, with `cluster.redis_url`).
+pub fn run_with(config: &crate::Config) -> i32 {
+    let mut checks = collect();
+    checks.extend(cluster::cluster_checks(config));
     for c in &checks {
         println!("{c}");
     }
