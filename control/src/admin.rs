@@ -153,11 +153,23 @@ pub async fn cluster(
     };
     let unreachable = |_| ApiError::RegistryUnavailable("a listing");
     let reg = c.registry();
-    let nodes: Vec<_> = reg
-        .nodes()
-        .await
-        .map_err(unreachable)?
-        .into_iter()
+    let live = reg.nodes().await.map_err(unreachable)?;
+    // Each node's record lists what it pulls and from whom: the relay tree.
+    let edges_of = |stream: &str| -> Vec<serde_json::Value> {
+        let mut v: Vec<serde_json::Value> = live
+            .iter()
+            .flat_map(|(n, _)| {
+                n.pulls
+                    .iter()
+                    .filter(|(s, _)| s == stream)
+                    .map(|(_, up)| serde_json::json!({"node": n.id, "upstream": up}))
+            })
+            .collect();
+        v.sort_by_key(|e| e["node"].as_str().unwrap_or_default().to_string());
+        v
+    };
+    let nodes: Vec<_> = live
+        .iter()
         .map(|(n, age)| {
             serde_json::json!({
                 "id": n.id,
@@ -179,7 +191,7 @@ pub async fn cluster(
                 "name": name,
                 "origin": claim.node_id,
                 "epoch": claim.epoch,
-                "edges": [],
+                "edges": edges_of(&name),
             })
         })
         .collect();

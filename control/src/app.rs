@@ -103,6 +103,16 @@ impl App {
             viewers,
             load: sessions as f64 / capacity as f64,
             published,
+            pulls: {
+                let b = self.relays.lock();
+                let mut v: Vec<(String, String)> = b
+                    .pulls
+                    .iter()
+                    .map(|(n, p)| (n.clone(), p.upstream.clone()))
+                    .collect();
+                v.sort();
+                v
+            },
         }
     }
 

@@ -173,6 +173,7 @@ pub fn render(app: &App, sessions: bool) -> String {
     }
     if let Some(c) = &app.cluster {
         cluster_metrics(&mut out, c);
+        relay_metrics(&mut out, app.relays.counts());
     }
     family(
         &mut out,
@@ -263,6 +264,36 @@ fn cluster_metrics(out: &mut String, c: &crate::cluster::Cluster) {
         "1 while the cluster registry answers.",
         u8::from(c.healthy()).to_string(),
     );
+}
+
+/// The relay's links and streams; its packets are the shards' `relay_*` counters.
+fn relay_metrics(out: &mut String, c: crate::relay::book::RelayCounts) {
+    family(
+        out,
+        "sluice_relay_links",
+        "gauge",
+        "Relay links to other nodes, by direction.",
+    );
+    let _ = writeln!(out, "sluice_relay_links{{direction=\"in\"}} {}", c.links_in);
+    let _ = writeln!(
+        out,
+        "sluice_relay_links{{direction=\"out\"}} {}",
+        c.links_out
+    );
+    family(
+        out,
+        "sluice_relay_pulls",
+        "gauge",
+        "Streams this node pulls from an upstream node.",
+    );
+    let _ = writeln!(out, "sluice_relay_pulls {}", c.pulls);
+    family(
+        out,
+        "sluice_relay_served",
+        "gauge",
+        "(stream, downstream node) pairs this node relays to.",
+    );
+    let _ = writeln!(out, "sluice_relay_served {}", c.served);
 }
 
 /// (CPU seconds, RSS bytes) of this process from /proc.

@@ -16,7 +16,7 @@ use sluice::{Config, Server};
 use std::sync::atomic::Ordering;
 
 use sluice_bench::client::{
-    self, Endpoint, MediaSpec, PublisherStats, SessionHandle, ViewerMode, ViewerStats,
+    self, Endpoint, MediaSpec, PublisherStats, Received, SessionHandle, ViewerMode, ViewerStats,
 };
 
 /// Start a server on 127.0.0.1 with ephemeral HTTPS and media ports.
@@ -57,6 +57,22 @@ pub async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     f()
+}
+
+/// [`wait_until`] for a condition that must be awaited (an HTTP call).
+pub async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f().await
 }
 
 /// Sessions the server's registry and its shards still hold.
@@ -119,4 +135,42 @@ pub async fn publish_and_view(
         self::packets(&viewer)
     );
     (publisher, viewer)
+}
+
+/// Counters of one track must be contiguous and increasing: in order, no loss.
+pub fn assert_contiguous(r: &Received, track: u8, min: usize, who: &str) {
+    let c: Vec<u32> = r
+        .stamps
+        .iter()
+        .filter(|(t, _)| *t == track)
+        .map(|(_, c)| *c)
+        .collect();
+    assert!(
+        c.len() >= min,
+        "{who}: track {track} got {} packets, want >= {min}",
+        c.len()
+    );
+    for w in c.windows(2) {
+        assert_eq!(
+            w[1],
+            w[0] + 1,
+            "{who}: track {track} jumps {} -> {}",
+            w[0],
+            w[1]
+        );
+    }
+}
+
+/// An SDP offer of audio and video in direction `dir` from a str0m peer, for
+/// requests whose answers a test reads itself.
+pub fn sdp_offer(dir: sluice_dataplane::str0m::media::Direction) -> String {
+    use sluice_dataplane::str0m::media::MediaKind;
+    let mut rtc = sluice_dataplane::str0m::Rtc::new(Instant::now());
+    let cand =
+        sluice_dataplane::str0m::Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap();
+    rtc.add_local_candidate(cand);
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, dir, None, None, None);
+    api.add_media(MediaKind::Video, dir, None, None, None);
+    api.apply().unwrap().0.to_sdp_string()
 }

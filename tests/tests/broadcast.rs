@@ -4,35 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use sluice_bench::client::{
-    self, MediaSpec, Received, VideoCodec, ViewerMode, TRACK_AUDIO, TRACK_VIDEO,
-};
+use sluice_bench::client::{self, MediaSpec, VideoCodec, ViewerMode, TRACK_AUDIO, TRACK_VIDEO};
 use sluice_dataplane::Role;
-use sluice_tests::{session_counts, start, wait_until, whep, whip};
-
-/// Counters of one track must be contiguous and increasing: in order, no loss.
-fn assert_contiguous(r: &Received, track: u8, min: usize, who: &str) {
-    let c: Vec<u32> = r
-        .stamps
-        .iter()
-        .filter(|(t, _)| *t == track)
-        .map(|(_, c)| *c)
-        .collect();
-    assert!(
-        c.len() >= min,
-        "{who}: track {track} got {} packets, want >= {min}",
-        c.len()
-    );
-    for w in c.windows(2) {
-        assert_eq!(
-            w[1],
-            w[0] + 1,
-            "{who}: track {track} jumps {} -> {}",
-            w[0],
-            w[1]
-        );
-    }
-}
+use sluice_tests::{assert_contiguous, session_counts, start, wait_until, whep, whip};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_fans_out_to_viewers_on_every_shard_byte_exact() {

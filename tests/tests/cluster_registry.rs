@@ -20,6 +20,7 @@ fn record(id: &str) -> NodeRecord {
         load: 0.25,
         version: "test".into(),
         lease_ms: LEASE.as_millis() as u64,
+        pulls: Vec::new(),
     }
 }
 
@@ -251,17 +252,6 @@ fn ids(v: &serde_json::Value, list: &str, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A publisher's SDP offer, for requests whose headers the test reads.
-fn offer() -> String {
-    use str0m::media::{Direction, MediaKind};
-    let mut rtc = str0m::Rtc::new(Instant::now());
-    let cand = str0m::Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap();
-    rtc.add_local_candidate(cand);
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    api.apply().unwrap().0.to_sdp_string()
-}
-
 fn refused_with(r: Result<impl Sized, ClientError>) -> Option<(u16, String)> {
     match r {
         Err(ClientError::Status { status, reason }) => Some((status, reason)),
@@ -331,7 +321,7 @@ async fn two_nodes_share_stream_claims_and_survive_a_registry_restart() {
     let res = http
         .post(format!("{}/whip/cam2", b.url))
         .header("content-type", "application/sdp")
-        .body(offer())
+        .body(sluice_tests::sdp_offer(str0m::media::Direction::SendOnly))
         .send()
         .await
         .unwrap();

@@ -28,6 +28,8 @@ pub struct Local {
     pub load: f64,
     /// Streams with a local publisher.
     pub published: HashSet<String>,
+    /// Streams pulled over a relay: (stream, upstream node id).
+    pub pulls: Vec<(String, String)>,
 }
 
 /// Why a claim was not granted.
@@ -293,6 +295,7 @@ impl Cluster {
             load: local.load,
             version: env!("CARGO_PKG_VERSION").to_string(),
             lease_ms: self.lease.as_millis() as u64,
+            pulls: local.pulls.clone(),
         };
         let mut ok = match self.registry.register_node(&rec, self.lease).await {
             Ok(()) => {

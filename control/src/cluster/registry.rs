@@ -46,6 +46,9 @@ pub struct NodeRecord {
     pub version: String,
     /// The lease its record was written with, ms (for the heartbeat's age).
     pub lease_ms: u64,
+    /// Streams it pulls over relays, with the node each comes from.
+    #[serde(default)]
+    pub pulls: Vec<(String, String)>,
 }
 
 /// Who holds a stream (or a room) and with which fencing epoch.

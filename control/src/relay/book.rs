@@ -44,6 +44,8 @@ pub struct Pull {
     pub idle_since: Option<Instant>,
     /// When the pull started.
     pub since: Instant,
+    /// Origin checks in a row that found no claim.
+    pub origin_misses: u8,
 }
 
 /// The sending end of a link to one downstream node.

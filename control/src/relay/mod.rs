@@ -30,6 +30,9 @@ const TICK: Duration = Duration::from_millis(250);
 pub const LINGER: Duration = Duration::from_secs(5);
 /// How often a pull from the origin checks that the origin still holds the stream.
 const ORIGIN_CHECK: Duration = Duration::from_secs(1);
+/// Checks in a row that must find no claim before a pull lets its origin go
+/// (a registry that restarted empty is re-claimed by the origin meanwhile).
+const ORIGIN_MISSES: u8 = 3;
 /// A node-to-node call that takes longer fails.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -148,14 +151,28 @@ async fn follow_origins(app: &Arc<App>) {
         .filter_map(|(n, p)| p.origin.clone().map(|o| (n.clone(), o)))
         .collect();
     for (name, origin) in direct {
-        match cluster.stream_origin(&name).await {
-            Ok(Some(rec)) if rec.id == origin => {}
-            Ok(_) => {
-                tracing::info!(stream = %name, %origin, "origin no longer holds the stream; following");
-                release_pull(app, &name);
+        let gone = match cluster.stream_origin(&name).await {
+            Ok(Some(rec)) if rec.id == origin => {
+                if let Some(p) = app.relays.lock().pulls.get_mut(&name) {
+                    p.origin_misses = 0;
+                }
+                false
+            }
+            Ok(Some(_)) => true,
+            Ok(None) => {
+                let mut b = app.relays.lock();
+                let Some(p) = b.pulls.get_mut(&name) else {
+                    continue;
+                };
+                p.origin_misses += 1;
+                p.origin_misses >= ORIGIN_MISSES
             }
             // Registry away: keep what we serve.
-            Err(_) => {}
+            Err(_) => false,
+        };
+        if gone {
+            tracing::info!(stream = %name, %origin, "origin no longer holds the stream; following");
+            release_pull(app, &name);
         }
     }
 }
@@ -307,6 +324,7 @@ async fn pull_from_upstream(
             tag,
             idle_since: None,
             since: Instant::now(),
+            origin_misses: 0,
         },
     );
     tracing::info!(stream = %name, upstream = %upstream.id, hops, "relay pull started");
