@@ -349,9 +349,8 @@ impl Config {
         if !(1000..=600_000).contains(&c.lease_ms) {
             return invalid("cluster.lease_ms", "use 1000 to 600000 ms");
         }
-        if !c.advertise.is_empty()
-            && !(c.advertise.starts_with("https://") && !c.advertise.ends_with('/'))
-        {
+        let bad_url = !c.advertise.starts_with("https://") || c.advertise.ends_with('/');
+        if !c.advertise.is_empty() && bad_url {
             return invalid(
                 "cluster.advertise",
                 "must be an https:// base URL without a trailing slash, e.g. https://10.0.0.2:8443",

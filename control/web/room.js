@@ -116,6 +116,25 @@ class RequestError extends Error {
   }
 }
 
+// Why this node refused the room's WebSocket, asked with a plain GET (a browser cannot read
+// a refused upgrade): the wss:// origin of the node where the room lives (421 + Location), or
+// null; any other refusal is thrown with the server's one-line reason.
+async function roomHome(q) {
+  let res;
+  try {
+    res = await fetch(`/ws?${q}`, { cache: 'no-store' });
+  } catch {
+    return null;
+  }
+  if (res.status === 421 && res.headers.get('Location')) {
+    const there = new URL(res.headers.get('Location'), location.href);
+    return `${there.protocol === 'https:' ? 'wss:' : 'ws:'}//${there.host}`;
+  }
+  const reason = (await res.text()).trim();
+  if (!res.ok && res.status !== 426 && reason) throw new Error(`cannot join the room: ${reason}`);
+  return null;
+}
+
 // A protoo-style JSON request/response/notification channel over one WebSocket.
 class Signaling {
   constructor(url, { onRequest, onNotification, onClose }) {
@@ -519,12 +538,23 @@ class RoomSession {
     const q = new URLSearchParams({ roomId: this.roomId, peerId: this.peerId });
     if (this.token) q.set('token', this.token);
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    this.signaling = new Signaling(`${scheme}//${location.host}/ws?${q}`, {
+    const connect = (origin) => new Signaling(`${origin}/ws?${q}`, {
       onRequest: (method, data) => this.handleRequest(method, data),
       onNotification: (method, data) => this.handleNotification(method, data),
       onClose: (why) => this.fail(new Error(why)),
     });
-    await this.signaling.open();
+    this.signaling = connect(`${scheme}//${location.host}`);
+    try {
+      await this.signaling.open();
+    } catch (err) {
+      // On a cluster the room may live on another node: ask, and follow it there.
+      const home = await roomHome(q);
+      if (!home) throw err;
+      if (this.closed) return;
+      setConn('connecting', `room lives on ${new URL(home).host}…`);
+      this.signaling = connect(home);
+      await this.signaling.open();
+    }
     if (this.closed) return;
 
     const joined = await this.signaling.request('join', { displayName: this.displayName });

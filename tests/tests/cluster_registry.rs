@@ -419,6 +419,12 @@ async fn a_room_join_on_another_node_is_told_where_the_room_lives() {
     // The last participant leaves A: the room is free for any node.
     drop(on_a);
     cluster_until(&http, &b, |v| ids(v, "rooms", "name").is_empty()).await;
+    let res = http
+        .get(format!("{}/ws?roomId=lobby&peerId=p2", b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 426, "a plain GET B would admit");
     let on_b = sluice_tests::room::connect_ws(&b.url, "roomId=lobby&peerId=p2").await;
     assert!(on_b.is_ok(), "join on B once the room left A");
 }

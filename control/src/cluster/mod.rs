@@ -266,8 +266,7 @@ impl Cluster {
         tokio::spawn(async move {
             let period = me.lease / 4;
             let mut backoff = Duration::from_millis(100);
-            loop {
-                let Some(now) = local() else { break };
+            while let Some(now) = local() {
                 let wait = if me.turn(&now).await {
                     backoff = Duration::from_millis(100);
                     period

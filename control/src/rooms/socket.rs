@@ -63,7 +63,11 @@ pub async fn ws_handler(
             // Larger frames are cut off by the library; up to this, with a reason.
             .max_message_size(app.config.ws_max_message * 4)
             .on_upgrade(move |socket| run_peer(app, room, peer, claims, socket, home)),
-        Err(rejection) => rejection.into_response(),
+        // Whatever the protocol version made of the missing upgrade: one clear answer.
+        Err(_) => crate::error::plain(
+            axum::http::StatusCode::UPGRADE_REQUIRED,
+            "the join would be accepted; open this URL as a WebSocket",
+        ),
     }
 }
 
