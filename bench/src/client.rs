@@ -286,11 +286,14 @@ async fn signal(
     }
     let res = req.send().await?;
     let status = res.status();
+    // Against the URL that answered: a redirected POST (307) made the
+    // session on another node.
+    let answered = res.url().to_string();
     let location = res
         .headers()
         .get("location")
         .and_then(|v| v.to_str().ok())
-        .map(|l| resolve_location(&ep.url, l));
+        .map(|l| resolve_location(&answered, l));
     let body = res.text().await?;
     if status.as_u16() != 201 && !status.is_success() {
         return Err(ClientError::Status {

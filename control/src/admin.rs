@@ -178,6 +178,7 @@ pub async fn cluster(
                 "sessions": n.sessions,
                 "viewers": n.viewers,
                 "heartbeat_age_ms": age.as_millis() as u64,
+                "lease_ms": n.lease_ms,
             })
         })
         .collect();

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sluice_dataplane::{Command, Role, SessionId};
 
@@ -52,10 +52,21 @@ pub async fn whep_post(
     ConnectInfo(source): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let max_layer = parse_layer(q.get("layer").map(String::as_str))?;
+    if let Some(to) = redirect_target(&app).await {
+        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let location = format!("{to}/whep/{stream}{query}");
+        tracing::info!(stream, %location, "WHEP redirected to a less loaded node");
+        let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        return Ok(r);
+    }
     create_session(
         &app,
         source,
@@ -264,6 +275,26 @@ fn admit_remote_viewer(app: &App, stream: &str) -> Result<(), ApiError> {
     }
     Err(ApiError::RegistryUnavailable("a relay for the stream"))
 }
+
+/// With `cluster.redirect`, the base URL of a node to send a WHEP viewer to:
+/// the least loaded live node, when this node's load exceeds it by more than
+/// [`REDIRECT_MARGIN`]. Load is the nodes' `sessions / capacity` figure
+/// (`cluster::NodeRecord::load`); this node's own is read live, the others'
+/// from their last heartbeat. No redirect when the registry cannot answer.
+async fn redirect_target(app: &App) -> Option<String> {
+    let c = app.cluster.as_ref().filter(|c| c.redirect())?;
+    let own = app.cluster_local().load;
+    let nodes = c.nodes().await.ok()?;
+    let (best, _) = nodes
+        .iter()
+        .filter(|(n, age)| n.id != c.node_id() && age.as_millis() < u128::from(n.lease_ms))
+        .min_by(|a, b| a.0.load.total_cmp(&b.0.load))?;
+    (own > best.load + REDIRECT_MARGIN).then(|| best.advertise.trim_end_matches('/').to_string())
+}
+
+/// How much more loaded (in `load` units: 0.1 = a tenth of a node's
+/// capacity) this node must be than another before WHEP is redirected there.
+const REDIRECT_MARGIN: f64 = 0.1;
 
 #[cfg(test)]
 mod tests {

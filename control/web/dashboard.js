@@ -3,13 +3,18 @@
 /*
  * sluice live dashboard: polls the admin API every second and draws per-shard packet
  * rates (from counter deltas) and sessions for the last two minutes, with tables of
- * shards and streams. If the admin API wants a token, asks for one and sends it as
- * `Authorization: Bearer`; it is kept for this tab only (sessionStorage).
+ * shards and streams, and, when the node is in a cluster, its nodes and relay tree. If
+ * the admin API wants a token, asks for one and sends it as `Authorization: Bearer`; it
+ * is kept for this tab only (sessionStorage).
  */
 
 const POLL_MS = 1000;
 const WINDOW_MS = 120 * 1000;
 const TOKEN_KEY = 'sluice.adminToken';
+// A single node answers /admin/cluster with 404; ask again now and then, not every poll.
+const CLUSTER_RECHECK_MS = 30 * 1000;
+// cluster.lease_ms's default, for a node record that does not say its own lease.
+const DEFAULT_LEASE_MS = 5000;
 
 const PALETTE = ['#3b82f6', '#34c77b', '#e6b341', '#ef5b5b', '#a78bfa', '#22d3ee', '#f472b6', '#a3e635'];
 
@@ -29,6 +34,10 @@ const ui = {
   sessionsStats: $('sessions-stats'),
   shardsBody: $('shards-body'),
   streamsBody: $('streams-body'),
+  clusterPanel: $('cluster-panel'),
+  clusterStats: $('cluster-stats'),
+  clusterNodesBody: $('cluster-nodes-body'),
+  clusterStreamsBody: $('cluster-streams-body'),
 };
 
 const state = {
@@ -39,6 +48,10 @@ const state = {
   last: new Map(),
   shardIds: [],
   timer: null,
+  // When a single node's /admin/cluster is next asked (0: every poll).
+  clusterRecheckAt: 0,
+  // Local time of the last cluster listing shown.
+  clusterTime: '',
 };
 
 /* ---------- formatting ---------- */
@@ -126,6 +139,7 @@ async function poll() {
     schedule(POLL_MS);
     return;
   }
+  const cluster = pollCluster();
   try {
     const [shards, streams] = await Promise.all([getJson('/admin/shards'), getJson('/admin/streams')]);
     ui.tokenPanel.hidden = true;
@@ -145,8 +159,40 @@ async function poll() {
       setStatus('disconnected', `server unreachable (${err.message}); retrying`);
     }
   }
+  await cluster;
   draw();
   schedule(POLL_MS);
+}
+
+/** Show or hide the Cluster panel; `mode` is 'cluster' or 'single' (the tests read it). */
+function setClusterMode(mode) {
+  ui.clusterPanel.dataset.mode = mode;
+  ui.clusterPanel.hidden = mode !== 'cluster';
+}
+
+/** One poll of /admin/cluster; never throws (the other endpoints report errors). */
+async function pollCluster() {
+  if (Date.now() < state.clusterRecheckAt) return;
+  try {
+    const c = await getJson('/admin/cluster');
+    state.clusterRecheckAt = 0;
+    renderCluster(c);
+    setClusterMode('cluster');
+  } catch (err) {
+    if (!(err instanceof HttpError)) return;
+    if (err.status === 404) {
+      state.clusterRecheckAt = Date.now() + CLUSTER_RECHECK_MS;
+      setClusterMode('single');
+    } else if (err.status === 503 && ui.clusterPanel.dataset.mode === 'cluster') {
+      // The registry cannot be read: keep the last tables, say how old they are.
+      ui.clusterStats.textContent = `registry unreachable (${err.message}); tables as of ${state.clusterTime || '—'}`;
+      ui.clusterStats.classList.add('warn');
+    } else if (err.status === 503) {
+      ui.clusterStats.textContent = `registry unreachable (${err.message})`;
+      ui.clusterStats.classList.add('warn');
+      setClusterMode('cluster');
+    }
+  }
 }
 
 /** Turn a poll's counters into per-shard rates and append a sample. */
@@ -249,6 +295,73 @@ function renderStreams(streams) {
       return tr;
     });
   ui.streamsBody.replaceChildren(...rows);
+}
+
+function renderCluster(c) {
+  const nodes = Array.isArray(c.nodes) ? c.nodes : [];
+  const streams = Array.isArray(c.streams) ? c.streams : [];
+  const rooms = Array.isArray(c.rooms) ? c.rooms : [];
+  state.clusterTime = new Date().toLocaleTimeString();
+  const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
+  ui.clusterStats.textContent = [
+    `this node: ${c.node_id}`,
+    c.healthy ? 'registry healthy' : 'registry unreachable',
+    plural(nodes.length, 'node'),
+    plural(streams.length, 'stream'),
+    plural(rooms.length, 'room'),
+  ].join(' · ');
+  ui.clusterStats.classList.toggle('warn', !c.healthy);
+
+  if (!nodes.length) {
+    emptyRow(ui.clusterNodesBody, 7, 'no nodes');
+  } else {
+    const rows = [...nodes]
+      .sort((a, b) => String(a.id).localeCompare(String(b.id)))
+      .map((n) => {
+        const tr = document.createElement('tr');
+        cell(tr, n.id === c.node_id ? `${n.id} (this node)` : String(n.id), false).className = 'name';
+        cell(tr, n.advertise || '—', false).className = 'name';
+        const load = Number(n.load) || 0;
+        const l = cell(tr, load.toFixed(3), true);
+        if (load > 1) l.classList.add('bad');
+        else if (load > 0.8) l.classList.add('warn');
+        cell(tr, intFmt.format(n.sessions || 0), true);
+        cell(tr, intFmt.format(n.viewers || 0), true);
+        const age = Number(n.heartbeat_age_ms);
+        cell(tr, Number.isFinite(age) ? `${(age / 1000).toFixed(1)} s ago` : '—', true);
+        // A record is rewritten every lease/4: older than half the lease, heartbeats were missed.
+        const late = !Number.isFinite(age) || age > (Number(n.lease_ms) || DEFAULT_LEASE_MS) / 2;
+        cell(tr, late ? 'late' : 'yes', false).classList.add(late ? 'warn' : 'ok');
+        return tr;
+      });
+    ui.clusterNodesBody.replaceChildren(...rows);
+  }
+
+  if (!streams.length) {
+    emptyRow(ui.clusterStreamsBody, 4, 'no streams');
+    return;
+  }
+  const live = new Set(nodes.map((n) => n.id));
+  const rows = [...streams]
+    .sort((a, b) => String(a.name).localeCompare(String(b.name)))
+    .map((s) => {
+      const tr = document.createElement('tr');
+      cell(tr, String(s.name), false).className = 'name';
+      const origin = cell(tr, String(s.origin), false);
+      origin.className = 'name';
+      if (!live.has(s.origin)) {
+        origin.classList.add('bad');
+        origin.title = 'no live record of this node';
+      }
+      const edges = (Array.isArray(s.edges) ? s.edges : [])
+        .map((e) => `${e.node} ← ${e.upstream}`)
+        .sort()
+        .join(', ');
+      cell(tr, edges || 'none', false).classList.toggle('muted', !edges);
+      cell(tr, s.epoch === undefined ? '—' : String(s.epoch), true);
+      return tr;
+    });
+  ui.clusterStreamsBody.replaceChildren(...rows);
 }
 
 /* ---------- plots ---------- */

@@ -77,23 +77,38 @@ export function recordConsole(page, name) {
   page.on('crash', () => consoleLines.push(`[${elapsed()}] ${name} CRASHED`));
 }
 
-// A shard counter summed over shards, from the Prometheus text; NaN if unreadable.
-export async function shardCounter(request, name) {
+// The server's /metrics as text; '' if unreadable.
+export async function metricsText(request, base = BASE) {
   try {
-    const resp = await request.get(`${BASE}/metrics`, { timeout: 5_000 });
-    const text = await resp.text();
-    let sum = 0;
-    for (const line of text.split('\n')) {
-      if (line.startsWith(`sluice_shard_${name}_total`)) sum += Number(line.split(/\s+/).pop()) || 0;
-    }
-    return sum;
+    const resp = await request.get(`${base}/metrics`, { timeout: 5_000 });
+    return resp.ok() ? await resp.text() : '';
   } catch {
-    return NaN;
+    return '';
   }
 }
 
-export async function adminSessions(request) {
-  const resp = await request.get(`${BASE}/admin/sessions`, { timeout: 5_000 });
+// The sum of every sample of `series` (a name with or without labels, e.g.
+// 'sluice_relay_links{direction="out"}') in Prometheus text; NaN if there is none.
+export function metricSum(text, series) {
+  let sum = NaN;
+  for (const line of text.split('\n')) {
+    if (line.startsWith(series) && /^[ {]/.test(line.slice(series.length))) {
+      sum = (Number.isNaN(sum) ? 0 : sum) + (Number(line.split(/\s+/).pop()) || 0);
+    }
+  }
+  return sum;
+}
+
+// A shard counter summed over shards, from the Prometheus text; NaN if unreadable.
+export async function shardCounter(request, name, base = BASE) {
+  const text = await metricsText(request, base);
+  if (!text) return NaN;
+  const sum = metricSum(text, `sluice_shard_${name}_total`);
+  return Number.isNaN(sum) ? 0 : sum;
+}
+
+export async function adminSessions(request, base = BASE) {
+  const resp = await request.get(`${base}/admin/sessions`, { timeout: 5_000 });
   const body = await resp.text();
   if (!resp.ok()) throw new CheckFailed(`GET /admin/sessions: ${resp.status()} ${body.trim()}`);
   const list = JSON.parse(body);

@@ -323,7 +323,11 @@ async fn a_killed_edge_leaves_nothing_behind_at_the_origin() {
     )
     .await
     .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || packets(&viewer) > 100).await);
+    assert!(
+        wait_until(Duration::from_secs(10), || packets(&viewer) > 100).await,
+        "no media on b; its log:\n{}",
+        b.log_text()
+    );
     assert_eq!(a.app.relays.counts().links_out, 1);
     let shared = a.app.registry().stream_shared("edge-dies");
     assert_eq!(
@@ -515,4 +519,73 @@ async fn relays_survive_redis_going_away_and_new_pulls_wait_for_it() {
     for s in [a, b, c] {
         s.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_is_redirected_to_a_less_loaded_node_and_plays_there() {
+    let redis = RedisServer::start();
+    let redirecting = |c: &mut Config| {
+        c.cluster.redirect = true;
+        // Load = sessions / 16: the publisher alone is 0.0625, with a
+        // viewer 0.125, past b's 0 by more than the 0.1 margin.
+        c.max_sessions = 16;
+    };
+    let a = node(&redis, "127.0.0.1", "a", redirecting).await;
+    let b = node(&redis, "127.0.0.2", "b", redirecting).await;
+    let http = client::http_client(true);
+    let publisher = client::publish(&http, &whip(&a, "busy"), MediaSpec::default())
+        .await
+        .unwrap();
+    // Below the margin nobody is redirected: a takes its own viewer.
+    let first = client::view(&http, &whep(&a, "busy"), ViewerMode::CountOnly)
+        .await
+        .unwrap();
+    assert_eq!(a.app.registry().viewer_count("busy"), 1);
+    // Now a holds 2 sessions (0.125) and b none: the next WHEP goes to b.
+    let raw = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = raw
+        .post(format!("{}/whep/busy?layer=low", a.url()))
+        .header("content-type", "application/sdp")
+        .body(sluice_tests::sdp_offer(
+            sluice_dataplane::str0m::media::Direction::RecvOnly,
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 307);
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        format!("{}/whep/busy?layer=low", b.url())
+    );
+    // A client that follows it plays from b, over the relay.
+    let moved = client::view(&http, &whep(&a, "busy"), ViewerMode::Full)
+        .await
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || packets(&moved) > 100).await);
+    assert_eq!(b.app.registry().viewer_count("busy"), 1);
+    assert_eq!(a.app.registry().viewer_count("busy"), 1);
+    assert_eq!(moved.stats.received.lock().unwrap().corrupt, 0);
+    // Its resource is on b: ending it there ends the session there.
+    let resource = moved.location.clone().unwrap();
+    assert!(
+        resource.starts_with(&format!("{}/whep/busy/", b.url())),
+        "{resource}"
+    );
+    moved.close().await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || b
+            .app
+            .registry()
+            .viewer_count("busy")
+            == 0)
+        .await
+    );
+    first.close().await.unwrap();
+    publisher.close().await.unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
 }

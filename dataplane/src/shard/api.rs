@@ -160,7 +160,7 @@ pub enum Command {
         /// Called with the offer.
         reply: Reply<ServerOffer>,
     },
-    /// Open one end of a relay link to another node (see [`crate::relay`]).
+    /// Open one end of a relay link to another node (`relay` module).
     RelayOpen {
         /// The control plane's id for the link.
         link: RelayLinkId,

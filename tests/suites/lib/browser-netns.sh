@@ -1,16 +1,22 @@
 # shellcheck shell=bash
-# Shared body of the Chromium suites (browser.sh, rooms.sh, simulcast.sh): install what is
-# missing (chromium, iproute2, util-linux, curl, playwright-core), build the server, then
-# re-run the suite inside a fresh network namespace with only loopback up, where it starts
-# sluice, waits for /healthz, runs one Node client against it and always stops the server.
+# Shared body of the Chromium suites (browser.sh, browser-loss.sh, rooms.sh, simulcast.sh,
+# cascade-browser.sh): install what is missing (chromium, iproute2, util-linux, curl,
+# playwright-core), build the server, then re-run the suite inside a fresh network namespace
+# with only loopback up, where it starts sluice (or the suite's own servers), waits for
+# /healthz, runs one Node client against it and always stops every process it started.
 #
 # Sourced by a suite after it sets:
 #   SELF               the suite's own path (re-run inside the namespace)
 #   SUITE              name used in messages and the pass/fail line
 #   CLIENT             the Node script to run (tests/browser/*.mjs)
-#   SERVER_LOG_NAME    the server log's file name in tests/artifacts
+#   SERVER_LOG_NAME    the default server's log file name in tests/artifacts
 #   E2E_TIMEOUT_SECS   the whole run's limit
-# and optionally defines before_client (run once the server answers). The suite then calls
+# and optionally defines
+#   before_client      run once the servers answer
+#   start_servers      start the servers itself (several nodes, a Redis) instead of the one
+#                      default server, with start_sluice and track_pid below; whatever it
+#                      exports reaches the client
+# The suite then calls
 #   browser_suite "$@"
 # This file lives outside tests/suites/*.sh so that tests/run does not run it as a suite.
 
@@ -20,7 +26,6 @@ ARTIFACTS=$ROOT/tests/artifacts
 CHROMIUM=/usr/bin/chromium
 LISTEN=127.0.0.1:8443
 BASE=https://$LISTEN
-SERVER_LOG=$ARTIFACTS/$SERVER_LOG_NAME
 
 say() { printf '%s: %s\n' "$SUITE" "$*"; }
 die() {
@@ -29,47 +34,80 @@ die() {
     exit 1
 }
 
-# ---- inside the namespace: server + browser, always cleaned up ----
-in_netns() {
-    server=
-    stop_server() {
-        [ -n "$server" ] || return 0
-        # SIGTERM drains: with every session ended by the test, exit should be quick.
-        kill -TERM "$server" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$server" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$server" 2>/dev/null; then
-            say "warning: server still running 5 s after SIGTERM; killing it"
-            kill -KILL "$server" 2>/dev/null || true
-        fi
-        wait "$server" 2>/dev/null || true
-        server=
-    }
-    trap stop_server EXIT
-    trap 'exit 143' TERM INT HUP
+# ---- inside the namespace: servers + browser, always cleaned up ----
+servers=()     # pids of sluice serve processes, stopped first (SIGTERM drains)
+server_logs=() # their logs, shown when the client fails
+helpers=()     # pids of other processes (redis-server), stopped after the servers
 
-    ip link set lo up || die "cannot bring up loopback in the new network namespace"
-    mkdir -p "$ARTIFACTS"
-    RUST_LOG=${RUST_LOG:-info} NO_COLOR=1 target/release/sluice serve \
-        --listen "$LISTEN" --media-port 40000 --shards 2 >"$SERVER_LOG" 2>&1 &
-    server=$!
-
-    up=
+# Start `sluice serve` with ARGS, logging to tests/artifacts/LOG_NAME, and wait until
+# BASE/healthz answers.   start_sluice LOG_NAME BASE ARGS...
+start_sluice() {
+    local log_name=$1 base=$2 pid up=
+    shift 2
+    RUST_LOG=${RUST_LOG:-info} NO_COLOR=1 target/release/sluice serve "$@" \
+        >"$ARTIFACTS/$log_name" 2>&1 &
+    pid=$!
+    servers+=("$pid")
+    server_logs+=("$log_name")
     for _ in $(seq 100); do
-        kill -0 "$server" 2>/dev/null || break
-        if curl -skf --max-time 1 "$BASE/healthz" >/dev/null 2>&1; then
+        kill -0 "$pid" 2>/dev/null || break
+        if curl -skf --max-time 1 "$base/healthz" >/dev/null 2>&1; then
             up=1
             break
         fi
         sleep 0.1
     done
     if [ -z "$up" ]; then
-        tail -n 40 "$SERVER_LOG" | sed 's/^/  sluice| /'
-        die "server did not answer $BASE/healthz within 10 s"
+        tail -n 40 "$ARTIFACTS/$log_name" | sed 's/^/  sluice| /'
+        die "server did not answer $base/healthz within 10 s"
     fi
-    say "server up on $BASE (pid $server)"
+    say "server up on $base (pid $pid)"
+}
+
+# Stop PID (started by the suite) with the servers, after them.
+track_pid() { helpers+=("$1"); }
+
+# SIGTERM to every pid in the arguments, then wait up to 5 s before SIGKILL.
+stop_pids() {
+    [ $# -gt 0 ] || return 0
+    local pid alive
+    kill -TERM "$@" 2>/dev/null || true
+    for _ in $(seq 50); do
+        alive=
+        for pid in "$@"; do
+            if kill -0 "$pid" 2>/dev/null; then alive=1; fi
+        done
+        [ -n "$alive" ] || break
+        sleep 0.1
+    done
+    for pid in "$@"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            say "warning: pid $pid still running 5 s after SIGTERM; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+}
+
+in_netns() {
+    stop_all() {
+        # With every session ended by the test, the servers' drain should be quick; they
+        # go before the helpers (a cluster node releases its claims in Redis on the way out).
+        stop_pids "${servers[@]}"
+        servers=()
+        stop_pids "${helpers[@]}"
+        helpers=()
+    }
+    trap stop_all EXIT
+    trap 'exit 143' TERM INT HUP
+
+    ip link set lo up || die "cannot bring up loopback in the new network namespace"
+    mkdir -p "$ARTIFACTS"
+    if declare -F start_servers >/dev/null; then
+        start_servers
+    else
+        start_sluice "$SERVER_LOG_NAME" "$BASE" --listen "$LISTEN" --media-port 40000 --shards 2
+    fi
     if declare -F before_client >/dev/null; then
         before_client
     fi
@@ -85,8 +123,10 @@ in_netns() {
     rc=0
     wait "$client" || rc=$?
     if [ "$rc" -ne 0 ]; then
-        echo "--- sluice log (last 60 lines; all of it in tests/artifacts/$SERVER_LOG_NAME) ---"
-        tail -n 60 "$SERVER_LOG" | sed 's/^/  sluice| /'
+        for log_name in "${server_logs[@]}"; do
+            echo "--- $log_name (last 60 lines; all of it in tests/artifacts/$log_name) ---"
+            tail -n 60 "$ARTIFACTS/$log_name" | sed 's/^/  sluice| /'
+        done
     fi
     exit "$rc"
 }
