@@ -6,6 +6,7 @@ pub mod client;
 pub mod fanout;
 pub mod gro;
 pub mod plot;
+pub mod repeat;
 pub mod report;
 pub mod stats;
 pub mod udp;

@@ -14,7 +14,7 @@ use sluice_bench::client::{MediaSpec, VideoCodec};
 use sluice_bench::fanout::{self, FanoutConfig, RampConfig, Target, DEFAULT_WHEP, DEFAULT_WHIP};
 use sluice_bench::udp::{self, UdpBenchConfig, UdpMode};
 use sluice_bench::units::{parse_bitrate, parse_duration};
-use sluice_bench::{churn, client, plot, report};
+use sluice_bench::{churn, client, plot, repeat, report};
 
 #[derive(Parser)]
 #[command(
@@ -242,6 +242,10 @@ struct FanoutArgs {
     /// Write the ramp as an SVG plot (viewers vs CPU, loss, latency); needs --ramp.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Run the same measurement this many times (stream `{stream}-run{i}`
+    /// each) and print min / median / max of each figure.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
 }
 
 #[derive(Args)]
@@ -376,7 +380,12 @@ fn fanout(a: &FanoutArgs) -> anyhow::Result<()> {
     raise_nofile(
         a.viewers as u64 + a.streams.min(a.viewers) as u64 + a.setup_concurrency as u64 + 128,
     )?;
-    let cfg = fanout_config(a);
+    if a.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    if a.repeat > 1 && a.ramp {
+        bail!("--repeat measures one window several times; it does not take --ramp");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(a.threads)
         .thread_name("bench-worker")
@@ -384,16 +393,43 @@ fn fanout(a: &FanoutArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     let cancel = Arc::new(AtomicBool::new(false));
-    let report = rt.block_on(async {
+    {
         let on_signal = cancel.clone();
-        tokio::spawn(async move {
+        rt.spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 eprintln!("\ninterrupted: finishing the current phase and closing sessions");
                 on_signal.store(true, Ordering::Relaxed);
             }
         });
-        fanout::run(&cfg, cancel.clone()).await
-    })?;
+    }
+    if a.repeat > 1 {
+        let mut runs = Vec::with_capacity(a.repeat);
+        for i in 1..=a.repeat {
+            let mut cfg = fanout_config(a);
+            cfg.target.stream = format!("{}-run{i}", a.stream);
+            eprintln!("\n--- run {i} of {} ---", a.repeat);
+            let report = rt.block_on(fanout::run(&cfg, cancel.clone()))?;
+            eprint!("{}", report::format_fanout(&report));
+            runs.push(report);
+            if cancel.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        rt.shutdown_timeout(Duration::from_millis(100));
+        let summary = repeat::summarize(runs);
+        if a.json {
+            eprint!("{}", repeat::format_repeat(&summary));
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        } else {
+            print!("{}", repeat::format_repeat(&summary));
+        }
+        if cancel.load(Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+        return Ok(());
+    }
+    let cfg = fanout_config(a);
+    let report = rt.block_on(fanout::run(&cfg, cancel.clone()))?;
     // Sessions are closed; do not wait for the signal task.
     rt.shutdown_timeout(Duration::from_millis(100));
     if let (Some(path), Some(ramp)) = (&a.plot, &report.ramp) {

@@ -456,3 +456,26 @@ fn oversized_publisher_rtp_is_dropped_and_counted_and_the_stream_goes_on() {
     h.exchange();
     assert_eq!(h.peers[viewer].received.len(), 10);
 }
+
+#[test]
+fn dtls_agrees_on_aes_128_gcm_when_the_client_offers_it() {
+    // str0m's client offers AES-256-GCM, AES-128-GCM and AES-CM; the server
+    // picks AES-128-GCM (third_party/README.md) for every session.
+    let mut h = Harness::new();
+    let publisher = h.add_publisher();
+    let viewers: Vec<usize> = (0..2).map(|_| h.add_viewer()).collect();
+    h.connect_all(Duration::from_secs(5));
+    let c = h.shard.counters();
+    assert_eq!(
+        (c.srtp_aes128_gcm, c.srtp_aes256_gcm, c.srtp_aes_cm),
+        (3, 0, 0)
+    );
+    // And media flows on those keys, through sluice's own send path.
+    assert_eq!(c.direct_sessions, 2);
+    let d = h.publisher_datagrams(publisher, 20, 800);
+    h.feed(publisher, &d);
+    h.exchange();
+    for v in viewers {
+        assert_eq!(h.peers[v].received.len(), 20, "viewer {v}");
+    }
+}

@@ -6,6 +6,9 @@
 //! Keys (prefix `sluice:`): `nodes` (set of ids), `node:{id}` (record JSON, PX lease),
 //! `stream:{name}` / `room:{name}` (`"{node}|{epoch}"`, PX lease), `stream-epoch:{name}` /
 //! `room-epoch:{name}` (the epoch counter).
+//!
+//! Over 800 lines: the Redis registry and its in-memory twin stay in one file so that
+//! each operation's two implementations can be read side by side.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use str0m::crypto::dtls::SrtpProfile;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::rtp::Extension;
 use str0m::{Input, Output};
@@ -245,6 +246,11 @@ impl Shard {
     /// DTLS has given a session its SRTP keys: a viewer that estimates no
     /// bandwidth, with a GCM profile, moves to sluice's own SRTP sender.
     fn adopt_keys(&mut self, key: u32, e: &Exported) {
+        match e.profile {
+            SrtpProfile::AEAD_AES_128_GCM => self.counters.srtp_aes128_gcm += 1,
+            SrtpProfile::AEAD_AES_256_GCM => self.counters.srtp_aes256_gcm += 1,
+            _ => self.counters.srtp_aes_cm += 1,
+        }
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
