@@ -42,6 +42,7 @@ pub async fn whip_post(
         &headers,
         &body,
         None,
+        None,
     )
     .await
 }
@@ -57,16 +58,6 @@ pub async fn whep_post(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let max_layer = parse_layer(q.get("layer").map(String::as_str))?;
-    if let Some(to) = redirect_target(&app).await {
-        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-        let location = format!("{to}/whep/{stream}{query}");
-        tracing::info!(stream, %location, "WHEP redirected to a less loaded node");
-        let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
-        if let Ok(v) = HeaderValue::from_str(&location) {
-            r.headers_mut().insert(header::LOCATION, v);
-        }
-        return Ok(r);
-    }
     create_session(
         &app,
         source,
@@ -75,10 +66,15 @@ pub async fn whep_post(
         &headers,
         &body,
         max_layer,
+        Some(uri.query().unwrap_or("")),
     )
     .await
 }
 
+/// Create a session for an offer. `redirect_query` (WHEP: the request's
+/// query) lets a request that passed every check be redirected to a less
+/// loaded node (`cluster.redirect`) instead.
+#[allow(clippy::too_many_arguments)]
 async fn create_session(
     app: &App,
     source: SocketAddr,
@@ -87,6 +83,7 @@ async fn create_session(
     headers: &HeaderMap,
     body: &[u8],
     max_layer: Option<u8>,
+    redirect_query: Option<&str>,
 ) -> Result<Response, ApiError> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
@@ -106,6 +103,12 @@ async fn create_session(
         return Err(ApiError::Draining);
     }
     take_signal(app, source)?;
+    if let Some(r) = match redirect_query {
+        Some(query) => redirect(app, stream, query).await,
+        None => None,
+    } {
+        return Ok(r);
+    }
     let offer = std::str::from_utf8(body).map_err(|_| ApiError::OfferNotUtf8)?;
     let owner = authz::owner_of(app, headers);
     // On a cluster a publisher first claims the stream; the guard holds it through placement.
@@ -290,6 +293,22 @@ async fn redirect_target(app: &App) -> Option<String> {
         .filter(|(n, age)| n.id != c.node_id() && age.as_millis() < u128::from(n.lease_ms))
         .min_by(|a, b| a.0.load.total_cmp(&b.0.load))?;
     (own > best.load + REDIRECT_MARGIN).then(|| best.advertise.trim_end_matches('/').to_string())
+}
+
+/// A 307 to [`redirect_target`] for a WHEP request of `stream` with `query`,
+/// or `None` to serve it here.
+async fn redirect(app: &App, stream: &str, query: &str) -> Option<Response> {
+    let to = redirect_target(app).await?;
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    let location = HeaderValue::from_str(&format!("{to}/whep/{stream}{query}")).ok()?;
+    tracing::info!(stream, location = ?location, "WHEP redirected to a less loaded node");
+    let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
+    r.headers_mut().insert(header::LOCATION, location);
+    Some(r)
 }
 
 /// How much more loaded (in `load` units: 0.1 = a tenth of a node's

@@ -27,28 +27,8 @@ use sluice_tests::cluster::{Node, RedisServer};
 
 const SECRET: &str = "cascade-timing-secret-0123";
 
-fn args(redis: &RedisServer, id: &str) -> Vec<String> {
-    [
-        "--cluster-redis-url",
-        &redis.url(),
-        "--cluster-node-id",
-        id,
-        "--cluster-secret",
-        SECRET,
-        "--cluster-lease-ms",
-        "2000",
-        "--signal-rate",
-        "0",
-        "--max-sessions-per-ip",
-        "0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 fn start(redis: &RedisServer, ip: &str, id: &str) -> Node {
-    let a = args(redis, id);
+    let a = sluice_tests::cluster::node_args(redis, id, SECRET);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     Node::start(ip, &a)
 }

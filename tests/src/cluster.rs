@@ -86,6 +86,28 @@ impl Drop for RedisServer {
     }
 }
 
+/// The arguments that make a `sluice serve` process node `id` of `redis`'s cluster
+/// (lease 2 s, per-address limits off).
+pub fn node_args(redis: &RedisServer, id: &str, secret: &str) -> Vec<String> {
+    [
+        "--cluster-redis-url",
+        &redis.url(),
+        "--cluster-node-id",
+        id,
+        "--cluster-secret",
+        secret,
+        "--cluster-lease-ms",
+        "2000",
+        "--signal-rate",
+        "0",
+        "--max-sessions-per-ip",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// The `sluice` binary next to this test's executable (built by `cargo test --workspace`).
 pub fn sluice_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

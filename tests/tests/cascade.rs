@@ -34,23 +34,7 @@ async fn node(redis: &RedisServer, ip: &str, id: &str, tweak: impl FnOnce(&mut C
 
 /// The arguments that make a `sluice serve` process a node of `redis`'s cluster.
 fn node_args(redis: &RedisServer, id: &str) -> Vec<String> {
-    [
-        "--cluster-redis-url",
-        &redis.url(),
-        "--cluster-node-id",
-        id,
-        "--cluster-secret",
-        SECRET,
-        "--cluster-lease-ms",
-        "2000",
-        "--signal-rate",
-        "0",
-        "--max-sessions-per-ip",
-        "0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    sluice_tests::cluster::node_args(redis, id, SECRET)
 }
 
 fn counter(server: &Server, f: impl Fn(&sluice_dataplane::Counters) -> u64) -> u64 {
@@ -65,6 +49,18 @@ fn counter(server: &Server, f: impl Fn(&sluice_dataplane::Counters) -> u64) -> u
 
 fn connected(v: &SessionHandle<ViewerStats>) -> bool {
     v.stats.connected.load(Ordering::Relaxed)
+}
+
+/// POST a receive-only offer to `url` as it is, answer and all.
+async fn post_offer(http: &reqwest::Client, url: String) -> reqwest::Response {
+    http.post(url)
+        .header("content-type", "application/sdp")
+        .body(sluice_tests::sdp_offer(
+            sluice_dataplane::str0m::media::Direction::RecvOnly,
+        ))
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn admin_cluster(http: &reqwest::Client, base: &str) -> serde_json::Value {
@@ -473,15 +469,7 @@ async fn relays_survive_redis_going_away_and_new_pulls_wait_for_it() {
         "relay kept serving without Redis"
     );
     // A new cross-node pull needs the registry: 503 with Retry-After.
-    let r = http
-        .post(format!("{}/whep/steady", c.url()))
-        .header("content-type", "application/sdp")
-        .body(sluice_tests::sdp_offer(
-            sluice_dataplane::str0m::media::Direction::RecvOnly,
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = post_offer(&http, format!("{}/whep/steady", c.url())).await;
     assert_eq!(r.status().as_u16(), 503);
     assert!(r.headers().contains_key("retry-after"));
     // A stream this node already pulls still takes viewers.
@@ -547,20 +535,16 @@ async fn whep_is_redirected_to_a_less_loaded_node_and_plays_there() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let r = raw
-        .post(format!("{}/whep/busy?layer=low", a.url()))
-        .header("content-type", "application/sdp")
-        .body(sluice_tests::sdp_offer(
-            sluice_dataplane::str0m::media::Direction::RecvOnly,
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = post_offer(&raw, format!("{}/whep/busy?layer=low", a.url())).await;
     assert_eq!(r.status().as_u16(), 307);
     assert_eq!(
         r.headers()["location"].to_str().unwrap(),
         format!("{}/whep/busy?layer=low", b.url())
     );
+    // Only a request that passes this node's checks is sent on: a bad
+    // stream name is refused here.
+    let bad = post_offer(&raw, format!("{}/whep/bad~name", a.url())).await;
+    assert_eq!(bad.status().as_u16(), 400);
     // A client that follows it plays from b, over the relay.
     let moved = client::view(&http, &whep(&a, "busy"), ViewerMode::Full)
         .await
