@@ -134,17 +134,31 @@ else
     printf '%s\n' "$out" | sed 's/^/    /'
 fi
 
-# Every field of `Config` is documented, set or commented out.
-keys=$(awk '/^pub struct Config \{/{on=1; next} on && /^\}/{exit} on' "$ROOT/control/src/config.rs" |
-    sed -n 's/^ *pub \([a-z_][a-z0-9_]*\):.*/\1/p')
+# Every field of `Config` is documented, set or commented out; a field whose
+# type is another `*Config` struct is a table, and its fields are checked too.
+struct_fields() {
+    awk -v s="$1" '$0 ~ "^pub struct "s" \\{" {on=1; next} on && /^\}/{exit} on' \
+        "$ROOT/control/src/config.rs" |
+        sed -n 's/^ *pub \([a-z_][a-z0-9_]*\): *\([A-Za-z]*\).*/\1 \2/p'
+}
 missing=()
-for k in $keys; do
-    grep -qE "^#? ?$k = " "$EXAMPLE" || missing+=("$k")
-done
-if [ -z "$keys" ]; then
+count=0
+while read -r k ty; do
+    count=$((count + 1))
+    if [[ $ty == *Config ]]; then
+        grep -qE "^\[$k\]" "$EXAMPLE" || missing+=("[$k]")
+        while read -r sub _; do
+            count=$((count + 1))
+            grep -qE "^#? ?$sub = " "$EXAMPLE" || missing+=("$k.$sub")
+        done < <(struct_fields "$ty")
+    else
+        grep -qE "^#? ?$k = " "$EXAMPLE" || missing+=("$k")
+    fi
+done < <(struct_fields Config)
+if [ "$count" -eq 0 ]; then
     fail "found no Config fields in control/src/config.rs"
 elif [ ${#missing[@]} -eq 0 ]; then
-    pass "example lists all $(echo "$keys" | wc -l) Config keys"
+    pass "example lists all $count Config keys"
 else
     fail "example lacks keys: ${missing[*]}"
 fi
