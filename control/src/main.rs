@@ -11,6 +11,9 @@ use sluice::auth::{unix_now, Claims, TokenKey};
 use sluice::config::Config;
 use sluice::Server;
 
+/// mimalloc, unless built with `--features system-alloc` (for heap profilers
+/// such as heaptrack that follow the C library's malloc).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

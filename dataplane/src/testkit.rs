@@ -440,9 +440,9 @@ impl Harness {
                     .marker(pos == 3)
                     .ext_vals(ext),
             );
-            out.extend(drain_peer(p));
+            drain_media(p, &mut out);
             let _ = p.rtc.handle_input(Input::Timeout(now));
-            out.extend(drain_peer(p));
+            drain_media(p, &mut out);
         }
         out
     }
@@ -478,9 +478,9 @@ impl Harness {
                 .expect("layer stream");
             tx.write_rtp(RtpWrite::new(pt, seq, frame * 3000, now, payload).marker(i + 1 == n));
         }
-        out.extend(drain_peer(p));
+        drain_media(p, &mut out);
         let _ = p.rtc.handle_input(Input::Timeout(now));
-        out.extend(drain_peer(p));
+        drain_media(p, &mut out);
         out
     }
 
@@ -522,6 +522,18 @@ use sluice_testkit_shard_datagram as shard_datagram;
 use sluice_testkit_shard_timeout as shard_timeout;
 
 /// Drain a peer's output; return its datagrams and record its events.
+/// A publisher's datagrams: RTP to `out`, the rest (its sender reports)
+/// to its outbox, which the next [`Harness::exchange`] delivers.
+fn drain_media(p: &mut Peer, out: &mut Vec<Vec<u8>>) {
+    for d in drain_peer(p) {
+        if crate::packet::is_rtp(&d) {
+            out.push(d);
+        } else {
+            p.outbox.push(d);
+        }
+    }
+}
+
 fn drain_peer(p: &mut Peer) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     loop {

@@ -29,14 +29,15 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 pub async fn connect_ws(base: &str, query: &str) -> Result<Ws, u16> {
     let cfg = crate::tls::any_cert_client();
     let url = format!("{}/ws?{query}", base.replacen("https://", "wss://", 1));
-    match tokio_tungstenite::connect_async_tls_with_config(
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
         url,
         None,
         false,
         Some(tokio_tungstenite::Connector::Rustls(Arc::new(cfg))),
-    )
-    .await
-    {
+    );
+    // A server that never answers fails the test instead of hanging it.
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(15), connect).await;
+    match answered.expect("websocket connect: no answer within 15 s") {
         Ok((ws, _)) => Ok(ws),
         Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
         Err(e) => panic!("websocket connect: {e}"),

@@ -213,7 +213,9 @@ impl Cluster {
             let mut h = self.holds();
             if let Some(hold) = h.rooms.get_mut(room) {
                 hold.users += 1;
-                return Ok(ClaimGuard::new(self, Table::Rooms, room));
+                // The guard is made from the epoch read here: the lock is not
+                // re-entrant, and a second lock in this thread would hang it.
+                return Ok(ClaimGuard::new(self, Table::Rooms, room, hold.epoch));
             }
         }
         let out = self
@@ -242,7 +244,7 @@ impl Cluster {
                 hold.epoch = epoch;
                 hold.users += 1;
                 drop(h);
-                Ok(ClaimGuard::new(self, table, name))
+                Ok(ClaimGuard::new(self, table, name, epoch))
             }
             ClaimOutcome::Held { owner } => {
                 let node = self.registry.node(&owner).await.ok().flatten();
@@ -454,12 +456,9 @@ pub struct ClaimGuard {
 }
 
 impl ClaimGuard {
-    fn new(cluster: &Arc<Cluster>, table: Table, name: &str) -> ClaimGuard {
-        let epoch = table
-            .of(&mut cluster.holds())
-            .get(name)
-            .map(|h| h.epoch)
-            .unwrap_or(0);
+    /// A guard of a claim whose hold the caller has counted (`users`); it
+    /// does not lock `holds`, so a caller may hold the lock.
+    fn new(cluster: &Arc<Cluster>, table: Table, name: &str, epoch: u64) -> ClaimGuard {
         ClaimGuard {
             cluster: cluster.clone(),
             table,
@@ -480,5 +479,37 @@ impl Drop for ClaimGuard {
             h.users = h.users.saturating_sub(1);
         }
         self.cluster.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A room already homed here is joined again: the second claim takes the
+    /// fast path under the `holds` lock. It once locked it a second time and
+    /// hung the control thread.
+    #[test]
+    fn a_second_join_of_a_room_homed_here_does_not_hang() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let c = Arc::new(Cluster::new(Registry::memory(), &Config::default()));
+                let first = c.claim_room("lobby").await.expect("first join");
+                let second = c.claim_room("lobby").await.expect("second join");
+                let users = c.holds().rooms["lobby"].users;
+                let _ = tx.send((first.epoch(), second.epoch(), users));
+            });
+        });
+        let (first, second, users) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the second claim of a room held here hung");
+        assert!(first > 0);
+        assert_eq!(second, first);
+        assert_eq!(users, 2);
     }
 }

@@ -31,12 +31,15 @@ use crate::packet::Datagram;
 use crate::srtp::{SrtpSession, RTCP_OVERHEAD, RTP_OVERHEAD};
 use crate::stats::Counters;
 
+mod cache;
 mod wire;
 
+use cache::{RtxRing, Sent};
 use wire::{be32, ntp_time, write_header, write_sdes};
 
-/// Packets kept per video track for NACK answers: a second of video up to
-/// ~2.5 Mbit/s. Must be a power of two.
+/// Packets str0m keeps per video track for NACK answers on its own send
+/// path: a second of video up to ~2.5 Mbit/s. (sluice's send path sizes its
+/// cache by the stream's rate, see `cache.rs`.)
 pub const RTX_CACHE_PACKETS: usize = 256;
 /// A packet is not resent again within one round trip, this long when no
 /// round trip is known, and never within [`RESEND_GAP_MIN`].
@@ -45,8 +48,6 @@ const RESEND_GAP_MIN: Duration = Duration::from_millis(20);
 /// Retransmission bytes a viewer may use at once beyond its budget's share
 /// of media: one loss burst on a keyframe is repaired in full.
 pub const RTX_BURST_BYTES: u64 = 48 * 1024;
-/// Cached packets older than this are not resent.
-const RESEND_MAX_AGE: Duration = Duration::from_secs(1);
 /// One sender report per track per this interval.
 pub const SR_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -92,22 +93,6 @@ pub struct Packet<'a> {
     pub wallclock: Instant,
 }
 
-#[derive(Debug, Clone)]
-struct Cached {
-    seq: u64,
-    pt: u8,
-    ts: u32,
-    marker: bool,
-    /// What the header carried, so a resend on the same SSRC is the same
-    /// packet byte for byte: the same SRTP index must never seal anything else.
-    with_mid: bool,
-    orientation: Option<u8>,
-    payload: Arc<[u8]>,
-    vp8: Option<Vp8Ids>,
-    at: Instant,
-    resent: Option<Instant>,
-}
-
 #[derive(Debug)]
 struct Track {
     info: TrackInfo,
@@ -123,7 +108,8 @@ struct Track {
     /// Packet counts at the last two reports: a sender that has sent
     /// nothing since the one before last stops reporting (RFC 3550 §6.4).
     reported: [u64; 2],
-    cache: Vec<Option<Cached>>,
+    /// Sent packets for NACK answers; video tracks only.
+    cache: Option<RtxRing>,
     feedback: TrackFeedback,
 }
 
@@ -191,11 +177,7 @@ impl SrtpSender {
         if self.has_track(info.ssrc) {
             return;
         }
-        let cache = if info.video {
-            vec![None; RTX_CACHE_PACKETS]
-        } else {
-            Vec::new()
-        };
+        let cache = info.video.then(RtxRing::default);
         self.tracks.push(Track {
             info,
             acked: false,
@@ -266,20 +248,17 @@ impl SrtpSender {
             // The first report goes out with the first packets.
             t.next_sr = Some(now);
         }
-        if !t.cache.is_empty() {
-            let slot = (p.seq as usize) & (RTX_CACHE_PACKETS - 1);
-            t.cache[slot] = Some(Cached {
+        if let Some(cache) = &mut t.cache {
+            let sent = Sent {
                 seq: p.seq,
                 pt: p.pt,
                 ts: p.ts,
                 marker: p.marker,
                 with_mid: mid.is_some(),
                 orientation: p.video_orientation,
-                payload: p.payload.clone(),
                 vp8: p.vp8,
-                at: now,
-                resent: None,
-            });
+            };
+            cache.insert(now, &sent, p.payload);
         }
         emit(&mut self.bytes, out, dest, buf);
         true
@@ -439,28 +418,26 @@ impl SrtpSender {
         let Some(t) = self.tracks.iter_mut().find(|t| t.info.ssrc == ssrc) else {
             return;
         };
-        let Some(c) = t
-            .cache
-            .get_mut(seq as usize & (RTX_CACHE_PACKETS - 1))
-            .and_then(|c| c.as_mut())
-            .filter(|c| c.seq as u16 == seq)
-            .filter(|c| now.saturating_duration_since(c.at) <= RESEND_MAX_AGE)
-        else {
+        let gap = t.feedback.rtt.unwrap_or(RESEND_GAP).max(RESEND_GAP_MIN);
+        let Some(cache) = &mut t.cache else {
             counters.nack_misses += 1;
             return;
         };
-        let gap = t.feedback.rtt.unwrap_or(RESEND_GAP).max(RESEND_GAP_MIN);
-        if c.resent
-            .is_some_and(|r| now.saturating_duration_since(r) < gap)
-        {
-            return;
-        }
+        let c = match cache.take_for_resend(now, seq, gap) {
+            Ok(c) => c,
+            // Resent within a round trip: the viewer asked again too soon.
+            Err(true) => return,
+            Err(false) => {
+                counters.nack_misses += 1;
+                return;
+            }
+        };
         // What the datagram will take at least; its real size is charged below.
         if self.rtx_tokens < (c.payload.len() + 14 + RTP_OVERHEAD) as u64 * 100 {
             counters.drop_rtx_over_budget += 1;
             return;
         }
-        c.resent = Some(now);
+        cache.mark_resent(now, c.seq);
         let rtx = t
             .info
             .rtx
@@ -477,7 +454,7 @@ impl SrtpSender {
                 write_header(
                     &mut buf,
                     rtx_pt,
-                    c.marker,
+                    c.marker(),
                     index as u16,
                     c.ts,
                     rtx_ssrc,
@@ -489,18 +466,18 @@ impl SrtpSender {
                 (rtx_ssrc, index)
             }
             None => {
-                let mid = c.with_mid.then_some(t.info.mid.as_bytes());
+                let mid = c.with_mid().then_some(t.info.mid.as_bytes());
                 write_header(
                     &mut buf,
                     c.pt,
-                    c.marker,
+                    c.marker(),
                     seq,
                     c.ts,
                     ssrc,
                     &t.info.ext,
                     mid,
                     None,
-                    c.orientation,
+                    c.orientation(),
                 );
                 (ssrc, c.seq)
             }
@@ -509,7 +486,7 @@ impl SrtpSender {
         if rtx.is_some() {
             buf.extend_from_slice(&seq.to_be_bytes());
         }
-        append_payload(&mut buf, &c.payload, c.vp8);
+        append_payload(&mut buf, &c.payload, c.vp8());
         self.srtp.protect_rtp(&mut buf, header_len, out_ssrc, index);
         self.rtx_tokens = self.rtx_tokens.saturating_sub(buf.len() as u64 * 100);
         counters.rtx_sent += 1;
