@@ -27,6 +27,18 @@ use tokio::sync::Notify;
 use crate::gro;
 use crate::stats::{Histogram, SeqTracker};
 
+mod tcp;
+
+/// How a session's media reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// A UDP socket and a UDP host candidate.
+    #[default]
+    Udp,
+    /// ICE over TCP: a connection to the server's passive TCP candidate.
+    Tcp,
+}
+
 /// Where and how to signal.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -51,6 +63,8 @@ pub struct SessionOptions {
     /// On by default; a kernel that refuses it leaves the session without it
     /// ([`SessionHandle::udp_gro`] tells).
     pub udp_gro: bool,
+    /// UDP, or ICE over TCP.
+    pub transport: Transport,
 }
 
 impl Default for SessionOptions {
@@ -59,6 +73,7 @@ impl Default for SessionOptions {
             local_ip: None,
             allowed_media_ips: None,
             udp_gro: true,
+            transport: Transport::Udp,
         }
     }
 }
@@ -262,6 +277,64 @@ fn with_shared_cert(cfg: RtcConfig) -> RtcConfig {
     }
 }
 
+/// A session's way to the server before the answer: its UDP socket (with
+/// whether GRO is on), whose host candidate `rtc` now has; or, for TCP,
+/// nothing yet (the connection goes to a candidate of the answer).
+enum Conn {
+    Udp(UdpSocket, bool),
+    Tcp,
+}
+
+async fn prepare(rtc: &mut Rtc, opts: &SessionOptions) -> Result<Conn, ClientError> {
+    match opts.transport {
+        Transport::Udp => {
+            let (socket, gro) = bind(opts).await?;
+            let local = socket.local_addr()?;
+            rtc.add_local_candidate(
+                Candidate::host(local, "udp").map_err(|e| ClientError::Rtc(e.to_string()))?,
+            );
+            Ok(Conn::Udp(socket, gro))
+        }
+        Transport::Tcp => Ok(Conn::Tcp),
+    }
+}
+
+/// What [`launch`] started.
+struct Launched {
+    task: tokio::task::JoinHandle<Result<(), ClientError>>,
+    local: SocketAddr,
+    udp_gro: bool,
+}
+
+/// Run the session: on its UDP socket, or over a TCP connection to the
+/// answer's passive candidate.
+async fn launch(
+    mut rtc: Rtc,
+    conn: Conn,
+    answer: &str,
+    opts: &SessionOptions,
+    role: Role,
+    stop: Arc<Notify>,
+    paused: Arc<AtomicBool>,
+) -> Result<Launched, ClientError> {
+    match conn {
+        Conn::Udp(socket, udp_gro) => Ok(Launched {
+            local: socket.local_addr()?,
+            task: tokio::spawn(run(rtc, socket, role, stop)),
+            udp_gro,
+        }),
+        Conn::Tcp => {
+            let servers = tcp::passive_candidates(answer, opts);
+            let stream = tcp::connect(&mut rtc, &servers).await?;
+            Ok(Launched {
+                local: stream.local_addr()?,
+                task: tokio::spawn(tcp::run(rtc, stream, role, stop, paused)),
+                udp_gro: false,
+            })
+        }
+    }
+}
+
 /// A session's socket, and whether UDP GRO is on for it.
 async fn bind(opts: &SessionOptions) -> Result<(UdpSocket, bool), ClientError> {
     let ip = opts.local_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -406,6 +479,8 @@ pub struct SessionHandle<S> {
     pub local_addr: SocketAddr,
     /// The socket receives with UDP GRO: asked for and accepted by the kernel.
     pub udp_gro: bool,
+    /// Over TCP: while set, the session reads nothing from its connection.
+    pub paused: Arc<AtomicBool>,
     stop: Arc<Notify>,
     task: tokio::task::JoinHandle<Result<(), ClientError>>,
     http: reqwest::Client,
@@ -458,12 +533,8 @@ pub async fn publish_with(
     spec: MediaSpec,
     opts: &SessionOptions,
 ) -> Result<SessionHandle<PublisherStats>, ClientError> {
-    let (socket, udp_gro) = bind(opts).await?;
-    let local = socket.local_addr()?;
     let mut rtc = rtc_config(spec.video_codec).build(Instant::now());
-    rtc.add_local_candidate(
-        Candidate::host(local, "udp").map_err(|e| ClientError::Rtc(e.to_string()))?,
-    );
+    let conn = prepare(&mut rtc, opts).await?;
     let mut api = rtc.sdp_api();
     let audio_mid = spec
         .audio
@@ -479,8 +550,9 @@ pub async fn publish_with(
         delete_resource(http, ep, location.as_deref()).await;
         return Err(e);
     }
+    let answer_sdp = answer;
     let answer =
-        SdpAnswer::from_sdp_string(&answer).map_err(|e| ClientError::Answer(e.to_string()))?;
+        SdpAnswer::from_sdp_string(&answer_sdp).map_err(|e| ClientError::Answer(e.to_string()))?;
     rtc.sdp_api()
         .accept_answer(pending, answer)
         .map_err(|e| ClientError::Rtc(e.to_string()))?;
@@ -492,14 +564,33 @@ pub async fn publish_with(
         video: video_mid.map(|m| TrackTx::new(m, TRACK_VIDEO)),
         stats: stats.clone(),
     };
-    let task = tokio::spawn(run(rtc, socket, Role::Pub(Box::new(state)), stop.clone()));
+    let paused = Arc::new(AtomicBool::new(false));
+    let role = Role::Pub(Box::new(state));
+    let launched = match launch(
+        rtc,
+        conn,
+        &answer_sdp,
+        opts,
+        role,
+        stop.clone(),
+        paused.clone(),
+    )
+    .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            delete_resource(http, ep, location.as_deref()).await;
+            return Err(e);
+        }
+    };
     Ok(SessionHandle {
         stats,
         location,
-        local_addr: local,
-        udp_gro,
+        local_addr: launched.local,
+        udp_gro: launched.udp_gro,
+        paused,
         stop,
-        task,
+        task: launched.task,
         http: http.clone(),
         endpoint: ep.clone(),
     })
@@ -531,8 +622,6 @@ pub async fn view_with(
     opts: &SessionOptions,
 ) -> Result<SessionHandle<ViewerStats>, ClientError> {
     let started = Instant::now();
-    let (socket, udp_gro) = bind(opts).await?;
-    let local = socket.local_addr()?;
     // Offer both codecs so any publisher can be watched.
     let mut rtc = with_shared_cert(RtcConfig::new())
         .set_rtp_mode(true)
@@ -542,9 +631,7 @@ pub async fn view_with(
         .enable_vp8(true)
         .enable_h264(true)
         .build(Instant::now());
-    rtc.add_local_candidate(
-        Candidate::host(local, "udp").map_err(|e| ClientError::Rtc(e.to_string()))?,
-    );
+    let conn = prepare(&mut rtc, opts).await?;
     let mut api = rtc.sdp_api();
     api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
     api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
@@ -556,8 +643,9 @@ pub async fn view_with(
         delete_resource(http, ep, location.as_deref()).await;
         return Err(e);
     }
+    let answer_sdp = answer;
     let answer =
-        SdpAnswer::from_sdp_string(&answer).map_err(|e| ClientError::Answer(e.to_string()))?;
+        SdpAnswer::from_sdp_string(&answer_sdp).map_err(|e| ClientError::Answer(e.to_string()))?;
     rtc.sdp_api()
         .accept_answer(pending, answer)
         .map_err(|e| ClientError::Rtc(e.to_string()))?;
@@ -568,14 +656,33 @@ pub async fn view_with(
         stats: stats.clone(),
         started,
     };
-    let task = tokio::spawn(run(rtc, socket, Role::View(state), stop.clone()));
+    let paused = Arc::new(AtomicBool::new(false));
+    let role = Role::View(state);
+    let launched = match launch(
+        rtc,
+        conn,
+        &answer_sdp,
+        opts,
+        role,
+        stop.clone(),
+        paused.clone(),
+    )
+    .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            delete_resource(http, ep, location.as_deref()).await;
+            return Err(e);
+        }
+    };
     Ok(SessionHandle {
         stats,
         location,
-        local_addr: local,
-        udp_gro,
+        local_addr: launched.local,
+        udp_gro: launched.udp_gro,
+        paused,
         stop,
-        task,
+        task: launched.task,
         http: http.clone(),
         endpoint: ep.clone(),
     })

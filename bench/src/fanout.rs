@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::client::{
     self, ClientError, Endpoint, MediaSpec, PublisherStats, SessionHandle, SessionOptions,
-    VideoCodec, ViewerMode, ViewerStats,
+    Transport, VideoCodec, ViewerMode, ViewerStats,
 };
 use crate::report::{
     bar, group_digits, BenchCpu, ErrorCount, FanoutReport, Percentiles, RampReport, ServerReport,
@@ -149,6 +149,8 @@ pub struct FanoutConfig {
     pub streams: usize,
     /// Viewers (and publishers) receive with UDP GRO; see [`crate::gro`].
     pub udp_gro: bool,
+    /// How viewers reach the server (publishers always use UDP).
+    pub viewer_transport: Transport,
     /// What each publisher sends.
     pub media: MediaSpec,
     /// Measurement window.
@@ -578,6 +580,7 @@ async fn resolve_target(cfg: &FanoutConfig) -> Result<SessionOptions, FanoutErro
         local_ip,
         allowed_media_ips: Some(allowed),
         udp_gro: cfg.udp_gro,
+        transport: client::Transport::Udp,
     })
 }
 
@@ -739,6 +742,10 @@ async fn run_inner(
             viewers: cfg.viewers,
             streams: cfg.streams,
             udp_gro: cfg.udp_gro && run.gro_refused == 0,
+            transport: match cfg.viewer_transport {
+                Transport::Udp => "udp".into(),
+                Transport::Tcp => "tcp".into(),
+            },
             bitrate: cfg.media.bitrate,
             fps: cfg.media.fps,
             keyframe_interval_seconds: cfg.media.keyframe_interval.as_secs_f64(),
@@ -998,7 +1005,8 @@ impl Run<'_> {
             let sem = sem.clone();
             let http = self.http.clone();
             let ep = self.wheps[stream].clone();
-            let opts = self.opts.clone();
+            let mut opts = self.opts.clone();
+            opts.transport = self.cfg.viewer_transport;
             let cancel = self.cancel.clone();
             let timeout = self.cfg.setup_timeout;
             set.spawn(async move {
@@ -1058,7 +1066,8 @@ impl Run<'_> {
                     match joined {
                         Ok(Ok((viewer, took))) => {
                             ok += 1;
-                            if self.cfg.udp_gro && !viewer.handle.udp_gro {
+                            let udp = self.cfg.viewer_transport == Transport::Udp;
+                            if udp && self.cfg.udp_gro && !viewer.handle.udp_gro {
                                 self.gro_refused += 1;
                             }
                             self.setup.latency.record(took.as_micros() as u64);
@@ -1508,6 +1517,7 @@ mod tests {
             viewers,
             streams: 1,
             udp_gro: true,
+            viewer_transport: Transport::Udp,
             media: MediaSpec::default(),
             duration: Duration::from_secs(1),
             warmup: Duration::ZERO,

@@ -129,6 +129,12 @@ enum Codec {
     H264,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum TransportArg {
+    Udp,
+    Tcp,
+}
+
 #[derive(Args)]
 struct FanoutArgs {
     /// Server base URL, `{base}` in the URL templates (https or http).
@@ -162,6 +168,10 @@ struct FanoutArgs {
     /// sender's core, as before.
     #[arg(long)]
     no_gro: bool,
+    /// How viewers reach the server: udp, or tcp (ICE over TCP to the
+    /// server's passive TCP candidate; publishers stay on UDP).
+    #[arg(long, value_enum, default_value_t = TransportArg::Udp)]
+    transport: TransportArg,
     /// Video bit rate, e.g. 1M, 500k.
     #[arg(long, default_value = "1M", value_parser = parse_bitrate)]
     bitrate: u64,
@@ -336,6 +346,10 @@ fn fanout_config(a: &FanoutArgs) -> FanoutConfig {
         viewers: a.viewers,
         streams: a.streams,
         udp_gro: !a.no_gro,
+        viewer_transport: match a.transport {
+            TransportArg::Udp => client::Transport::Udp,
+            TransportArg::Tcp => client::Transport::Tcp,
+        },
         media: MediaSpec {
             audio: !a.no_audio,
             video: true,

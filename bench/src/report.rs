@@ -201,6 +201,10 @@ pub struct Settings {
     /// before the option were measured without it.
     #[serde(default)]
     pub udp_gro: bool,
+    /// How viewers reached the server: "udp" or "tcp" (ICE over TCP).
+    /// Reports from before the option used UDP.
+    #[serde(default = "udp")]
+    pub transport: String,
     /// Video bit rate of each publisher, in bits per second.
     pub bitrate: u64,
     /// Video frames per second.
@@ -219,6 +223,10 @@ pub struct Settings {
     pub sample_percent: f64,
     /// Worker threads of the bench's async runtime (`--threads`).
     pub worker_threads: usize,
+}
+
+fn udp() -> String {
+    "udp".into()
 }
 
 fn one() -> usize {
@@ -543,7 +551,9 @@ pub fn format_fanout(r: &FanoutReport) -> String {
         if st.audio { " + Opus-like audio 50 pkt/s" } else { "" },
         if st.streams > 1 { " each" } else { "" },
         st.worker_threads,
-        if st.udp_gro {
+        if st.transport == "tcp" {
+            "viewers over ICE-TCP"
+        } else if st.udp_gro {
             "UDP GRO on"
         } else {
             "UDP GRO off"
@@ -706,6 +716,7 @@ mod tests {
                 viewers: 100,
                 streams: 4,
                 udp_gro: true,
+                transport: "udp".into(),
                 bitrate: 1_000_000,
                 fps: 30,
                 keyframe_interval_seconds: 2.0,

@@ -2,6 +2,7 @@
 //! a session, close a stream, drain. Guarded by `admin_token`; open only in dev mode.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -16,32 +17,45 @@ use crate::app::App;
 use crate::authz;
 use crate::error::ApiError;
 use crate::sessions;
+use crate::transports::ShardTransports;
 
 #[derive(Serialize)]
 struct ShardInfo {
     id: u16,
     addr: String,
+    addrs: Vec<SocketAddr>,
+    tcp_addrs: Vec<SocketAddr>,
+    tcp_conns: usize,
     core: Option<usize>,
     io: &'static str,
     publishers: usize,
     viewers: usize,
+    /// Connected sessions by transport and address family.
+    transports: ShardTransports,
     counters: BTreeMap<&'static str, u64>,
 }
 
-/// `GET /admin/shards`: each shard's address, core, io backend, load and counters.
+/// `GET /admin/shards`: each shard's addresses, core, io backend, load (with
+/// connected sessions by transport) and counters.
 pub async fn shards(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
     authz::admin(&app, &headers)?;
+    let transports = crate::transports::by_shard(&app);
     let v: Vec<ShardInfo> = app
         .dataplane
         .shards
         .iter()
-        .map(|s| ShardInfo {
+        .zip(transports)
+        .map(|(s, transports)| ShardInfo {
             id: s.id.0,
             addr: s.addr.to_string(),
+            addrs: s.addrs.clone(),
+            tcp_addrs: s.tcp_addrs.clone(),
+            tcp_conns: s.tcp_conns.load(Ordering::Relaxed),
             core: s.core,
             io: s.io,
             publishers: s.publishers.load(Ordering::Relaxed),
             viewers: s.viewers.load(Ordering::Relaxed),
+            transports,
             counters: s
                 .counters
                 .snapshot()
@@ -82,7 +96,8 @@ pub async fn close_stream(
     ))
 }
 
-/// `GET /admin/sessions`: every session with its latest stats.
+/// `GET /admin/sessions`: every session with its latest stats (transport,
+/// remote address and address changes among them).
 pub async fn sessions(
     State(app): State<Arc<App>>,
     headers: HeaderMap,

@@ -1,11 +1,15 @@
 //! The effective configuration: embedded defaults, overridden by a TOML file,
 //! then `SLUICE_*` environment variables, then command-line flags.
 
+mod addresses;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub use addresses::parse_ip;
 
 /// Everything `sluice serve` can be told. Field names are the TOML keys; the
 /// flag is the name with dashes, the variable `SLUICE_` + upper-case name.
@@ -24,11 +28,17 @@ pub struct Config {
     pub cores: Vec<usize>,
     /// UDP port of shard 0; shard i uses port + i. 0 = ephemeral ports.
     pub media_port: u16,
-    /// Address the media sockets bind to; unset = the announce address, or
-    /// 0.0.0.0 when that is not a local loopback address.
+    /// ICE-TCP port of shard 0; shard i listens on port + i. Unset = the same
+    /// number as `media_port` (ephemeral ports when that is 0); 0 = no ICE-TCP.
+    pub media_tcp_port: Option<u16>,
+    /// Address the media sockets bind to; unset = the announce address when it
+    /// is the only one and loopback, else `::` (dual-stack) when an announced
+    /// address is IPv6, else 0.0.0.0.
     pub media_bind: Option<IpAddr>,
-    /// Address put in ICE candidates.
-    pub announce_ip: IpAddr,
+    /// Addresses put in ICE candidates, the primary one first (it also names
+    /// this node in a cluster); one address or a list.
+    #[serde(with = "addresses::one_or_many")]
+    pub announce_ip: Vec<IpAddr>,
     /// io backend: auto, uring, mmsg, std.
     pub io: String,
     /// HS256 secret for tokens; unset = open dev mode.
@@ -65,6 +75,10 @@ pub struct Config {
     pub max_conns_per_ip: usize,
     /// Concurrent HTTPS connections in total; 0 = no limit.
     pub max_conns: usize,
+    /// Open ICE-TCP connections per shard; over it a new one is closed at once.
+    pub tcp_max_conns_per_shard: usize,
+    /// Open ICE-TCP connections per shard from one source address; 0 = no limit.
+    pub tcp_max_conns_per_ip: usize,
     /// WHIP/WHEP POSTs and room joins per second from one source address
     /// (token bucket refill); 0 = no limit.
     pub signal_rate: f64,
@@ -102,7 +116,7 @@ pub struct ClusterConfig {
     /// This node's id in the registry: 1-64 of A-Z a-z 0-9 - _ . (default: host name).
     pub node_id: String,
     /// HTTPS base URL other nodes reach this node on, e.g. `https://10.0.0.2:8443`;
-    /// empty = `https://{announce_ip}:{listen port}`.
+    /// empty = `https://{first announce_ip}:{listen port}`.
     pub advertise: String,
     /// Shared secret of node-to-node calls; required with `redis_url`.
     pub secret: Option<String>,
@@ -154,8 +168,9 @@ impl Default for Config {
             shards: 0,
             cores: Vec::new(),
             media_port: 40000,
+            media_tcp_port: None,
             media_bind: None,
-            announce_ip: IpAddr::from([127, 0, 0, 1]),
+            announce_ip: vec![IpAddr::from([127, 0, 0, 1])],
             io: "auto".into(),
             secret: None,
             admin_token: None,
@@ -172,6 +187,8 @@ impl Default for Config {
             metrics_sessions: true,
             max_conns_per_ip: 64,
             max_conns: 4096,
+            tcp_max_conns_per_shard: 4096,
+            tcp_max_conns_per_ip: 256,
             signal_rate: 20.0,
             signal_burst: 40.0,
             max_sessions_per_ip: 200,
@@ -303,6 +320,24 @@ impl Config {
                     .into(),
             });
         }
+        addresses::check_announce(&self.announce_ip).map_err(|message| ConfigError::Invalid {
+            key: "announce_ip",
+            message,
+        })?;
+        if let Some(bind) = self.media_bind {
+            addresses::check_bind(bind, &self.announce_ip).map_err(|message| {
+                ConfigError::Invalid {
+                    key: "media_bind",
+                    message,
+                }
+            })?;
+        }
+        if self.tcp_max_conns_per_shard == 0 {
+            return Err(ConfigError::Invalid {
+                key: "tcp_max_conns_per_shard",
+                message: "must be at least 1; to turn ICE-TCP off set media_tcp_port = 0".into(),
+            });
+        }
         if self.max_body < 1024 {
             return Err(ConfigError::Invalid {
                 key: "max_body",
@@ -365,8 +400,37 @@ impl Config {
         if !self.cluster.advertise.is_empty() {
             return self.cluster.advertise.clone();
         }
-        let addr = std::net::SocketAddr::new(self.announce_ip, self.listen.port());
+        let addr = std::net::SocketAddr::new(self.primary_announce_ip(), self.listen.port());
         format!("https://{addr}")
+    }
+
+    /// The first announced address: the one public URLs and the cluster name.
+    pub fn primary_announce_ip(&self) -> IpAddr {
+        self.announce_ip
+            .first()
+            .copied()
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// The ICE-TCP port of shard 0 as the dataplane takes it: `None` = off,
+    /// `Some(0)` = ephemeral ports (`media_tcp_port` unset with `media_port` 0).
+    pub fn media_tcp_base(&self) -> Option<u16> {
+        match self.media_tcp_port {
+            None => Some(self.media_port),
+            Some(0) => None,
+            Some(p) => Some(p),
+        }
+    }
+
+    /// Limits of each shard's ICE-TCP listener; a silent connection is closed
+    /// after `idle_timeout_secs`, as a silent session is.
+    pub fn tcp_limits(&self) -> sluice_dataplane::TcpLimits {
+        sluice_dataplane::TcpLimits {
+            max_conns: self.tcp_max_conns_per_shard,
+            max_per_ip: self.tcp_max_conns_per_ip,
+            idle_timeout: self.idle_timeout(),
+            ..sluice_dataplane::TcpLimits::default()
+        }
     }
 
     /// `idle_timeout_secs` as a duration.
@@ -397,18 +461,25 @@ impl Config {
     /// Where media sockets bind.
     pub fn media_bind_ip(&self) -> IpAddr {
         self.media_bind
-            .unwrap_or(if self.announce_ip.is_loopback() {
-                self.announce_ip
-            } else if self.announce_ip.is_ipv6() {
-                IpAddr::from([0u16; 8])
-            } else {
-                IpAddr::from([0, 0, 0, 0])
-            })
+            .unwrap_or_else(|| addresses::default_bind(&self.announce_ip))
     }
 
-    /// The effective config as TOML.
+    /// The effective config as TOML: `media_tcp_port` shows the port it
+    /// follows, or says in a comment that it follows an ephemeral `media_port`.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+        let mut c = self.clone();
+        if c.media_tcp_port.is_none() && c.media_port != 0 {
+            c.media_tcp_port = Some(c.media_port);
+        }
+        let text = toml::to_string_pretty(&c).unwrap_or_default();
+        if c.media_tcp_port.is_some() {
+            return text;
+        }
+        text.replacen(
+            "media_port = 0\n",
+            "media_port = 0\n# media_tcp_port unset: follows media_port, so ICE-TCP takes ephemeral ports too\n",
+            1,
+        )
     }
 }
 
@@ -469,14 +540,15 @@ mod tests {
         let text = c.to_toml();
         assert!(text.contains("[cluster]"), "{text}");
         let back: Config = toml::from_str(&text).unwrap();
-        assert_eq!(back, c);
+        assert_eq!(back.cluster, c.cluster);
+        assert_eq!(back.to_toml(), text);
         assert_eq!(c.cluster_advertise(), "https://127.0.0.1:8443");
     }
 
     #[test]
     fn public_announce_address_binds_all_interfaces() {
         let c = Config {
-            announce_ip: IpAddr::from([203, 0, 113, 7]),
+            announce_ip: vec![IpAddr::from([203, 0, 113, 7])],
             ..Config::default()
         };
         assert_eq!(c.media_bind_ip(), IpAddr::from([0, 0, 0, 0]));

@@ -42,6 +42,18 @@ pub enum ApiError {
     /// 408: a body that did not arrive in time.
     #[error("request body not received within {0} s")]
     BodyTimeout(u64),
+    /// 415: a WHIP/WHEP PATCH that is not `application/trickle-ice-sdpfrag`.
+    #[error("Content-Type must be application/trickle-ice-sdpfrag, got {0:?}")]
+    NotSdpFrag(String),
+    /// 413: an ICE fragment over [`crate::icefrag::MAX_FRAGMENT`].
+    #[error("ICE fragment too large (over 8 KiB)")]
+    FragmentTooLarge,
+    /// 400: an ICE fragment that cannot be read, or a restart without a password.
+    #[error("{0}")]
+    BadFragment(String),
+    /// 428: a trickle PATCH without `If-Match` (RFC 9725 §4.3.1).
+    #[error("If-Match with the ICE session's ETag is required; an ICE restart sends If-Match: *")]
+    IfMatchMissing,
 
     // The request names something that is not there, or not this way.
     /// 404: no route for the path.
@@ -59,11 +71,13 @@ pub enum ApiError {
     /// 405: a method the route does not serve.
     #[error("method not allowed here")]
     MethodNotAllowed,
-    /// 405: trickle ICE or an ICE restart (RFC 9725 §4.3.1), with `Allow`.
-    #[error(
-        "trickle ICE and ICE restart are not supported; the answer carries the only candidate"
-    )]
+    /// 405: trickle ICE or an ICE restart (RFC 9725 §4.3.1) of a session
+    /// that has no WHIP/WHEP ICE state, with `Allow`.
+    #[error("trickle ICE and ICE restart are not supported for this session")]
     TrickleNotSupported,
+    /// 412: a PATCH whose `If-Match` names another ICE session (RFC 9725 §4.3.1).
+    #[error("If-Match does not name the current ICE session; use the latest ETag, or If-Match: * to restart ICE")]
+    IceSessionChanged,
 
     // Credentials.
     /// 401 (with `WWW-Authenticate: Bearer`) or 403: a stream or room token refused.
@@ -137,6 +151,10 @@ pub enum ApiError {
     /// 503 with `Retry-After: 5`: the chosen shard stopped taking commands.
     #[error("dataplane shard stopped")]
     ShardStopped,
+    /// 503 with `Retry-After: 1`: the shard did not apply an ICE restart; the
+    /// session keeps its ICE credentials (RFC 9725 §4.3.2).
+    #[error("ICE restart not applied ({0}); the session keeps its ICE credentials, retry")]
+    RestartNotApplied(String),
 }
 
 impl ApiError {
@@ -144,12 +162,14 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            NotSdp(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            NotSdp(_) | NotSdpFrag(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BadStreamName | OfferNotUtf8 | BadLayer(_) | LayerNotForPublisher
-            | RoomQueryMissing | RoomQueryInvalid => StatusCode::BAD_REQUEST,
+            | RoomQueryMissing | RoomQueryInvalid | BadFragment(_) => StatusCode::BAD_REQUEST,
             Negotiate(NegotiateError::Malformed(_)) => StatusCode::BAD_REQUEST,
             Negotiate(NegotiateError::Unsupported(_)) => StatusCode::UNPROCESSABLE_ENTITY,
-            BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTooLarge | FragmentTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            IfMatchMissing => StatusCode::PRECONDITION_REQUIRED,
+            IceSessionChanged => StatusCode::PRECONDITION_FAILED,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             SessionsPerIp | RoomFull | TooManyRooms => StatusCode::SERVICE_UNAVAILABLE,
@@ -166,7 +186,8 @@ impl ApiError {
             | NoShard
             | ShardStopped
             | RegistryUnavailable(_)
-            | RoomHomeGone(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | RoomHomeGone(_)
+            | RestartNotApplied(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -175,6 +196,7 @@ impl ApiError {
         match self {
             ApiError::Draining | ApiError::RoomsDraining | ApiError::SessionsPerIp => Some(30),
             ApiError::RateLimited(secs) => Some(*secs),
+            ApiError::RestartNotApplied(_) => Some(1),
             ApiError::RoomFull | ApiError::TooManyRooms => Some(10),
             ApiError::AtCapacity
             | ApiError::NoShard

@@ -74,12 +74,15 @@ struct ServeArgs {
     /// UDP port of shard 0 (shard i uses port+i).
     #[arg(long, env = "SLUICE_MEDIA_PORT")]
     media_port: Option<u16>,
+    /// ICE-TCP port of shard 0 (shard i uses port+i); default: media_port; 0 = off.
+    #[arg(long, env = "SLUICE_MEDIA_TCP_PORT")]
+    media_tcp_port: Option<u16>,
     /// Address media sockets bind to.
     #[arg(long, env = "SLUICE_MEDIA_BIND")]
     media_bind: Option<IpAddr>,
-    /// Address announced in ICE candidates.
-    #[arg(long, env = "SLUICE_ANNOUNCE_IP")]
-    announce_ip: Option<IpAddr>,
+    /// Addresses announced in ICE candidates, primary first, e.g. 203.0.113.7,2001:db8::7.
+    #[arg(long, env = "SLUICE_ANNOUNCE_IP", value_delimiter = ',', value_parser = sluice::config::parse_ip)]
+    announce_ip: Option<Vec<IpAddr>>,
     /// io backend: auto, uring, mmsg, std.
     #[arg(long, env = "SLUICE_IO")]
     io: Option<String>,
@@ -128,6 +131,12 @@ struct ServeArgs {
     /// Concurrent HTTPS connections in total (0 = no limit).
     #[arg(long, env = "SLUICE_MAX_CONNS")]
     max_conns: Option<usize>,
+    /// Open ICE-TCP connections per shard.
+    #[arg(long, env = "SLUICE_TCP_MAX_CONNS_PER_SHARD")]
+    tcp_max_conns_per_shard: Option<usize>,
+    /// Open ICE-TCP connections per shard from one source address (0 = no limit).
+    #[arg(long, env = "SLUICE_TCP_MAX_CONNS_PER_IP")]
+    tcp_max_conns_per_ip: Option<usize>,
     /// WHIP/WHEP POSTs and room joins per second per source address (0 = no limit).
     #[arg(long, env = "SLUICE_SIGNAL_RATE")]
     signal_rate: Option<f64>,
@@ -211,6 +220,8 @@ impl ServeArgs {
             metrics_sessions,
             max_conns_per_ip,
             max_conns,
+            tcp_max_conns_per_shard,
+            tcp_max_conns_per_ip,
             signal_rate,
             signal_burst,
             max_sessions_per_ip,
@@ -225,7 +236,7 @@ impl ServeArgs {
         macro_rules! over_opt {
             ($($f:ident),*) => { $(if let Some(v) = self.$f.clone() { c.$f = Some(v); })* };
         }
-        over_opt!(cert, key, media_bind, secret, admin_token);
+        over_opt!(cert, key, media_tcp_port, media_bind, secret, admin_token);
         let k = &mut c.cluster;
         macro_rules! over_cluster {
             ($($f:ident => $k:ident),*) => { $(if let Some(v) = self.$f.clone() { k.$k = v; })* };
@@ -341,18 +352,27 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// What `serve` prints once it listens: the URL, the certificate's fingerprint
-/// and each shard's media port, core and io backend.
+/// and each shard's media addresses (UDP, and ICE-TCP or "off"), core and io backend.
 fn banner(server: &Server) -> String {
     let mut b = format!(
         "sluice listening on {}\n  TLS certificate SHA-256 fingerprint: {}\n",
         server.url(),
         server.app.tls_fingerprint
     );
+    let list = |addrs: &[SocketAddr]| {
+        let v: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        v.join(",")
+    };
     for s in &server.app.dataplane.shards {
+        let tcp = if s.tcp_addrs.is_empty() {
+            "off".to_string()
+        } else {
+            list(&s.tcp_addrs)
+        };
         b += &format!(
-            "  shard {} media udp {} core {} io {}\n",
+            "  shard {} media udp {} tcp {tcp} core {} io {}\n",
             s.id,
-            s.addr,
+            list(&s.addrs),
             s.core.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
             s.io
         );

@@ -85,6 +85,7 @@ pub fn render(app: &App, sessions: bool) -> String {
         );
     }
     shard_loop_metrics(&mut out, app);
+    transport_metrics(&mut out, app);
     let reg = app.registry();
     let _ = writeln!(out, "# HELP sluice_sessions Registered sessions by role.");
     let _ = writeln!(out, "# TYPE sluice_sessions gauge");
@@ -204,6 +205,61 @@ pub fn render(app: &App, sessions: bool) -> String {
         let _ = writeln!(out, "process_resident_memory_bytes {rss}");
     }
     out
+}
+
+/// Open ICE-TCP connections per shard, and connected sessions by transport
+/// and address family.
+fn transport_metrics(out: &mut String, app: &App) {
+    family(
+        out,
+        "sluice_shard_tcp_connections",
+        "gauge",
+        "Open ICE-TCP connections on each shard (answered or not yet).",
+    );
+    for s in &app.dataplane.shards {
+        let n = s.tcp_conns.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "sluice_shard_tcp_connections{{shard=\"{}\"}} {n}",
+            s.id
+        );
+    }
+    let mut by_role = [crate::transports::Split::default(); 2];
+    for t in crate::transports::by_shard(app) {
+        by_role[0] += t.publishers;
+        by_role[1] += t.viewers;
+    }
+    let roles = [Role::Publisher, Role::Viewer];
+    family(
+        out,
+        "sluice_sessions_by_transport",
+        "gauge",
+        "Sessions with a selected peer address, by role and transport (udp, tcp).",
+    );
+    for (role, s) in roles.iter().zip(&by_role) {
+        for (t, n) in [("udp", s.udp), ("tcp", s.tcp)] {
+            let r = role.as_str();
+            let _ = writeln!(
+                out,
+                "sluice_sessions_by_transport{{role=\"{r}\",transport=\"{t}\"}} {n}"
+            );
+        }
+    }
+    family(
+        out,
+        "sluice_sessions_by_family",
+        "gauge",
+        "Sessions with a selected peer address, by role and the peer's address family.",
+    );
+    for (role, s) in roles.iter().zip(&by_role) {
+        for (f, n) in [("ipv4", s.ipv4), ("ipv6", s.ipv6)] {
+            let r = role.as_str();
+            let _ = writeln!(
+                out,
+                "sluice_sessions_by_family{{role=\"{r}\",family=\"{f}\"}} {n}"
+            );
+        }
+    }
 }
 
 /// The registry's calls and this node's view of the cluster.

@@ -1,7 +1,7 @@
 //! SDP offer/answer for new sessions: a str0m `Rtc` (ICE-lite, RTP mode, the process's
-//! one DTLS certificate) answering with one host candidate, the chosen shard's address.
+//! one DTLS certificate) answering with the chosen shard's host candidates (UDP on
+//! each announced address, then passive TCP ones).
 
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
@@ -118,11 +118,14 @@ impl Negotiator {
             .enable_av1(true)
     }
 
-    /// Make an offer that sends media of `kinds` (a room's receive transport).
+    /// Make an offer that sends media of `kinds` (a room's receive transport),
+    /// with `candidates` (the shard's, [`ShardHandle::candidates`]).
+    ///
+    /// [`ShardHandle::candidates`]: sluice_dataplane::ShardHandle::candidates
     pub fn offer(
         &self,
         kinds: &[MediaKind],
-        candidate: SocketAddr,
+        candidates: &[Candidate],
     ) -> Result<Offered, NegotiateError> {
         let ufrag = self.random_token(8);
         // A room's receive transport runs no bandwidth estimation.
@@ -130,9 +133,7 @@ impl Negotiator {
             .config(&ufrag)
             .set_extension_map(sluice_dataplane::forwarding_extensions())
             .build(Instant::now());
-        let cand = Candidate::host(candidate, "udp")
-            .map_err(|e| NegotiateError::Unsupported(format!("bad candidate address: {e}")))?;
-        rtc.add_local_candidate(cand);
+        add_candidates(&mut rtc, candidates);
         let mut api = rtc.sdp_api();
         let mids = kinds
             .iter()
@@ -150,14 +151,14 @@ impl Negotiator {
         })
     }
 
-    /// Answer `offer`. `publish` says which way media must flow.
+    /// Answer `offer` with `candidates`. `publish` says which way media must flow.
     pub fn answer(
         &self,
         offer: &str,
         publish: bool,
-        candidate: SocketAddr,
+        candidates: &[Candidate],
     ) -> Result<Negotiated, NegotiateError> {
-        self.answer_with(offer, publish, false, candidate)
+        self.answer_with(offer, publish, false, candidates)
     }
 
     /// Answer `offer`; `estimate` turns on TWCC bandwidth estimation (and
@@ -167,7 +168,7 @@ impl Negotiator {
         offer: &str,
         publish: bool,
         estimate: bool,
-        candidate: SocketAddr,
+        candidates: &[Candidate],
     ) -> Result<Negotiated, NegotiateError> {
         let media = media_sections(offer);
         if media.is_empty() {
@@ -216,9 +217,7 @@ impl Negotiator {
             (true, _, _) => {}
         }
         let mut rtc = cfg.build(Instant::now());
-        let cand = Candidate::host(candidate, "udp")
-            .map_err(|e| NegotiateError::Unsupported(format!("bad candidate address: {e}")))?;
-        rtc.add_local_candidate(cand);
+        add_candidates(&mut rtc, candidates);
         // str0m 0.25 panics on some hostile offers ("Pt locked multiple times",
         // format/payload_params.rs:41); such an offer is refused like any other.
         let answer =
@@ -240,6 +239,12 @@ impl Negotiator {
             )));
         }
         Ok(Negotiated { rtc, ufrag, answer })
+    }
+}
+
+fn add_candidates(rtc: &mut Rtc, candidates: &[Candidate]) {
+    for c in candidates {
+        rtc.add_local_candidate(c.clone());
     }
 }
 
@@ -303,7 +308,13 @@ pub(crate) fn media_sections(sdp: &str) -> Vec<MediaSection> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
+
+    fn udp(addr: &str) -> Vec<Candidate> {
+        vec![Candidate::host(addr.parse::<SocketAddr>().unwrap(), "udp").unwrap()]
+    }
 
     #[test]
     fn media_sections_read_kind_port_and_direction() {
@@ -339,10 +350,10 @@ mod tests {
         // panics while accepting it.
         let offer = include_str!("../testdata/offer-pt-locked-twice.sdp");
         let n = Negotiator::new().unwrap();
-        let cand: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let cand = udp("127.0.0.1:40000");
         for (publish, estimate) in [(false, true), (false, false)] {
             assert!(matches!(
-                n.answer_with(offer, publish, estimate, cand),
+                n.answer_with(offer, publish, estimate, &cand),
                 Err(NegotiateError::Unsupported(_))
             ));
         }
@@ -360,7 +371,7 @@ mod tests {
     #[test]
     fn an_offer_whose_every_section_has_port_0_is_unsupported() {
         let n = Negotiator::new().unwrap();
-        let cand: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let cand = udp("127.0.0.1:40000");
         for (dir, publish) in [(Direction::SendOnly, true), (Direction::RecvOnly, false)] {
             let zeroed: String = client_offer(dir)
                 .lines()
@@ -373,7 +384,7 @@ mod tests {
                     None => format!("{l}\r\n"),
                 })
                 .collect();
-            let e = n.answer(&zeroed, publish, cand).err().expect("refused");
+            let e = n.answer(&zeroed, publish, &cand).err().expect("refused");
             assert!(
                 matches!(&e, NegotiateError::Unsupported(m) if m.contains("port 0")),
                 "{e}"
@@ -382,20 +393,66 @@ mod tests {
     }
 
     #[test]
+    fn the_answer_and_the_offer_carry_every_candidate_given() {
+        let n = Negotiator::new().unwrap();
+        let mut cands = udp("127.0.0.1:40000");
+        cands.extend(udp("[::1]:40000"));
+        let tcp = Candidate::builder()
+            .tcp()
+            .host("127.0.0.1:40001".parse().unwrap())
+            .tcptype(str0m::net::TcpType::Passive)
+            .build()
+            .unwrap();
+        cands.push(tcp);
+        // Transport, priority, address, port and type of each distinct candidate.
+        let lines = |sdp: &str| -> Vec<String> {
+            let mut v: Vec<String> = Vec::new();
+            for l in sdp.lines().filter(|l| l.starts_with("a=candidate:")) {
+                let c = l.split(' ').skip(2).collect::<Vec<_>>().join(" ");
+                if !v.contains(&c) {
+                    v.push(c);
+                }
+            }
+            v
+        };
+        let view = n
+            .answer(&client_offer(Direction::RecvOnly), false, &cands)
+            .unwrap();
+        let offered = n.offer(&[MediaKind::Video], &cands).unwrap();
+        for sdp in [&view.answer, &offered.sdp] {
+            let got = lines(sdp);
+            assert_eq!(got.len(), 3, "{sdp}");
+            assert!(
+                got[0].starts_with("udp ") && got[0].contains(" 127.0.0.1 40000 typ host"),
+                "{got:?}"
+            );
+            assert!(
+                got[1].starts_with("udp ") && got[1].contains(" ::1 40000 typ host"),
+                "{got:?}"
+            );
+            assert!(
+                got[2].starts_with("tcp ")
+                    && got[2].contains(" 127.0.0.1 40001 typ host tcptype passive"),
+                "{got:?}"
+            );
+        }
+    }
+
+    #[test]
     fn transport_cc_only_where_someone_estimates_bandwidth() {
         const TWCC: &str = "transport-wide-cc";
         let n = Negotiator::new().unwrap();
-        let cand: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let cand = udp("127.0.0.1:40000");
         let view = client_offer(Direction::RecvOnly);
-        let plain = n.answer_with(&view, false, false, cand).unwrap();
+        let plain = n.answer_with(&view, false, false, &cand).unwrap();
         assert!(!plain.answer.contains(TWCC), "{}", plain.answer);
-        let estimating = n.answer_with(&view, false, true, cand).unwrap();
+        let estimating = n.answer_with(&view, false, true, &cand).unwrap();
         assert!(estimating.answer.contains(TWCC), "{}", estimating.answer);
         let publish = n
-            .answer(&client_offer(Direction::SendOnly), true, cand)
+            .answer(&client_offer(Direction::SendOnly), true, &cand)
             .unwrap();
         assert!(publish.answer.contains(TWCC), "{}", publish.answer);
-        let offered = n.offer(&[MediaKind::Video], cand).unwrap();
+        let offered = n.offer(&[MediaKind::Video], &cand).unwrap();
         assert!(!offered.sdp.contains(TWCC), "{}", offered.sdp);
         // What forwarding needs stays; per-packet extensions nobody reads go.
         for sdp in [&plain.answer, &offered.sdp] {

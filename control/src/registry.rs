@@ -9,6 +9,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 use sluice_dataplane::{Role, SessionId, ShardId, StreamId, StreamShared};
 
+use crate::icefrag::IceSession;
+
 /// One session as the control plane knows it.
 #[derive(Debug, Clone)]
 pub struct SessionEntry {
@@ -28,6 +30,9 @@ pub struct SessionEntry {
     pub capability: Capability,
     /// The address that asked for it (WHIP/WHEP), for `max_sessions_per_ip`.
     pub source: Option<IpAddr>,
+    /// A WHIP/WHEP session's ICE credentials and candidates, for `PATCH`;
+    /// the lock keeps one `PATCH` of a session at a time.
+    pub ice: Option<Arc<tokio::sync::Mutex<IceSession>>>,
 }
 
 /// Session limits a registration is checked against; 0 = no limit.
@@ -449,6 +454,7 @@ mod tests {
             connected: false,
             capability: Capability::default(),
             source: None,
+            ice: None,
         }
     }
 

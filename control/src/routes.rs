@@ -141,6 +141,7 @@ async fn preflight() -> Response {
         StatusCode::NO_CONTENT,
         [
             ("accept-post", "application/sdp"),
+            ("accept-patch", crate::icefrag::SDPFRAG),
             (
                 "access-control-allow-methods",
                 "GET, POST, PATCH, DELETE, OPTIONS",

@@ -57,8 +57,10 @@ impl Server {
         let dp_cfg = DataplaneConfig {
             shards,
             bind_ip: config.media_bind_ip(),
-            announce_ip: config.announce_ip,
+            announce_ips: config.announce_ip.clone(),
             media_port: config.media_port,
+            tcp_port: config.media_tcp_base(),
+            tcp_limits: config.tcp_limits(),
             cores: if pin { cores } else { Vec::new() },
             io: IoKind::parse(&config.io).unwrap_or(IoKind::Auto),
             idle_timeout: config.idle_timeout(),
@@ -131,7 +133,7 @@ impl Server {
             .ok_or_else(|| anyhow::anyhow!("could not listen on {}", config.listen))?;
         if let Some(c) = &app.cluster {
             if config.cluster.advertise.is_empty() {
-                let addr = SocketAddr::new(config.announce_ip, https_addr.port());
+                let addr = SocketAddr::new(config.primary_announce_ip(), https_addr.port());
                 c.set_advertise(format!("https://{addr}"));
             }
             let weak = Arc::downgrade(&app);
@@ -139,7 +141,7 @@ impl Server {
             tokio::spawn(crate::relay::run(app.clone()));
         }
         for s in &app.dataplane.shards {
-            tracing::info!(shard = %s.id, addr = %s.addr, core = ?s.core, io = s.io, "shard started");
+            tracing::info!(shard = %s.id, udp = ?s.addrs, tcp = ?s.tcp_addrs, core = ?s.core, io = s.io, "shard started");
         }
         Ok(Server {
             app,
@@ -154,9 +156,19 @@ impl Server {
         format!("https://{}", self.https_addr)
     }
 
-    /// Media address of each shard.
+    /// Primary (UDP) media address of each shard.
     pub fn shard_addrs(&self) -> Vec<SocketAddr> {
         self.app.dataplane.shards.iter().map(|s| s.addr).collect()
+    }
+
+    /// ICE-TCP addresses of each shard (empty when ICE-TCP is off).
+    pub fn shard_tcp_addrs(&self) -> Vec<Vec<SocketAddr>> {
+        self.app
+            .dataplane
+            .shards
+            .iter()
+            .map(|s| s.tcp_addrs.clone())
+            .collect()
     }
 
     /// Stop placing sessions, wait up to `deadline` for existing ones to end.

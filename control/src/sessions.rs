@@ -7,8 +7,10 @@ use std::time::SystemTime;
 
 use sluice_dataplane::str0m::media::{MediaKind, Mid};
 use sluice_dataplane::{Command, NewSession, Role, SessionId, ShardId, StreamShared};
+use tokio::sync::Mutex;
 
 use crate::app::App;
+use crate::icefrag::{self, IceSession};
 use crate::negotiate::NegotiateError;
 use crate::registry::{Capability, Max, RegisterError, SessionEntry};
 
@@ -65,6 +67,11 @@ impl Placed {
         format!("{}{:016x}", self.id, self.key)
     }
 
+    /// The entity tag of the session's ICE credentials (WHIP/WHEP `ETag`).
+    pub fn etag(&self) -> String {
+        icefrag::etag(&self.session.ice_ufrag)
+    }
+
     /// Hand the session to its shard, capped at simulcast layer `max_layer`.
     /// When the shard has stopped, the registration is undone.
     pub fn start(mut self, app: &App, max_layer: Option<u8>) -> Result<(), PlaceError> {
@@ -112,17 +119,20 @@ pub fn answer(
     let publish = role == Role::Publisher;
     let n = app
         .negotiator
-        .answer_with(offer, publish, simulcast, handle.addr)?;
+        .answer_with(offer, publish, simulcast, &handle.candidates())?;
     let id = SessionId(app.negotiator.random_u64());
     let capability = Capability {
         key: app.negotiator.random_u64(),
         owner,
     };
     let key = capability.key;
+    let ice = IceSession::new(offer, &n.answer, &n.ufrag).map(|i| Arc::new(Mutex::new(i)));
     // Registering re-checks under the lock: a racing publisher is refused here.
+    let mut e = entry(id, role, stream, shard, capability, source);
+    e.ice = ice;
     let shared = app
         .registry()
-        .register(entry(id, role, stream, shard, capability, source), max)
+        .register(e, max)
         .map_err(|e| PlaceError::registering(e, stream))?;
     let session = Box::new(NewSession {
         id,
@@ -157,7 +167,7 @@ pub fn offer(
     };
     let shard = app.registry().least_loaded(app.dataplane.shards.len());
     let handle = app.dataplane.shard(shard).ok_or(PlaceError::NoShard)?;
-    let offered = app.negotiator.offer(kinds, handle.addr)?;
+    let offered = app.negotiator.offer(kinds, &handle.candidates())?;
     let id = SessionId(app.negotiator.random_u64());
     app.registry()
         .register_unindexed(
@@ -201,6 +211,7 @@ fn entry(
         connected: false,
         capability,
         source,
+        ice: None,
     }
 }
 

@@ -1,5 +1,5 @@
 //! WHIP (RFC 9725) and WHEP handlers: create a session from an SDP offer, end it
-//! (`DELETE`), refuse trickle (`PATCH`), change a viewer's simulcast cap.
+//! (`DELETE`), restart its ICE (`PATCH`), change a viewer's simulcast cap.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,12 +10,14 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use sluice_dataplane::{Command, Role, SessionId};
+use sluice_dataplane::str0m::IceCreds;
+use sluice_dataplane::{Command, IceRestart, Role, SessionId, ShardError};
 
 use crate::app::App;
 use crate::authz::{self, authorize};
 use crate::cluster::ClaimError;
 use crate::error::ApiError;
+use crate::icefrag::{self, Fragment, IfMatch};
 use crate::registry::SessionEntry;
 use crate::sessions;
 
@@ -129,7 +131,12 @@ async fn create_session(
             }
             e
         })?;
-    let (id, shard, name) = (placed.id, placed.shard, placed.resource_name());
+    let (id, shard, name, etag) = (
+        placed.id,
+        placed.shard,
+        placed.resource_name(),
+        placed.etag(),
+    );
     placed.start(app, max_layer)?;
     if role == Role::Viewer && app.cluster.is_some() {
         // The relay task pulls the stream from its origin now, not at its next tick.
@@ -147,7 +154,11 @@ async fn create_session(
         [
             (header::CONTENT_TYPE, "application/sdp".to_string()),
             (header::LOCATION, location),
-            (header::ETAG, format!("\"{id}\"")),
+            (header::ETAG, etag),
+            (
+                header::HeaderName::from_static("accept-patch"),
+                icefrag::SDPFRAG.to_string(),
+            ),
         ],
         answer,
     )
@@ -223,18 +234,91 @@ pub async fn resource_delete(
     Ok((StatusCode::OK, "session ended\n").into_response())
 }
 
-/// `PATCH /whip|whep/{stream}/{id}`: 405 for an existing session.
+/// `PATCH /whip|whep/{stream}/{id}` with an ICE fragment (RFC 9725 §4.3):
+/// new client credentials restart ICE (`200`, the server's new ones); a
+/// trickled candidate needs nothing from an ICE-lite server (`204`).
 pub async fn resource_patch(
     State(app): State<Arc<App>>,
     Path((stream, name)): Path<(String, String)>,
     headers: HeaderMap,
-) -> ApiError {
-    if let Err(e) = resource(&app, &headers, &stream, &name, false) {
-        return e;
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let entry = resource(&app, &headers, &stream, &name, false)?;
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ctype
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case(icefrag::SDPFRAG)
+    {
+        return Err(ApiError::NotSdpFrag(ctype.to_string()));
     }
-    // The server is ICE-lite with its one candidate in the answer; trickle and
-    // ICE restarts are not supported, which RFC 9725 §4.3.1 answers with 405.
-    ApiError::TrickleNotSupported
+    if body.len() > icefrag::MAX_FRAGMENT {
+        return Err(ApiError::FragmentTooLarge);
+    }
+    let frag = Fragment::parse(&body).map_err(ApiError::BadFragment)?;
+    let Some(ice) = entry.ice.clone() else {
+        return Err(ApiError::TrickleNotSupported);
+    };
+    // One PATCH of a session at a time, so its ETag follows its shard's credentials.
+    let mut ice = ice.lock().await;
+    let cond = IfMatch::of(&headers);
+    if !cond.matches(&ice.etag()) {
+        return Err(ApiError::IceSessionChanged);
+    }
+    let client_ufrag = match frag.ufrag {
+        Some(u) if u != ice.remote_ufrag => u,
+        _ if cond == IfMatch::Absent => return Err(ApiError::IfMatchMissing),
+        // Candidates only: an ICE-lite server answers whatever checks come.
+        _ => return Ok(StatusCode::NO_CONTENT.into_response()),
+    };
+    let client_pwd = frag.pwd.ok_or_else(|| {
+        ApiError::BadFragment("an ICE restart (a new a=ice-ufrag) needs a=ice-pwd".into())
+    })?;
+    let local = IceCreds {
+        ufrag: app.negotiator.random_token(8),
+        pass: app.negotiator.random_token(24),
+    };
+    let remote = IceCreds {
+        ufrag: client_ufrag.clone(),
+        pass: client_pwd,
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sent = app.dataplane.shard(entry.shard).is_some_and(|h| {
+        h.send(Command::IceRestart(Box::new(IceRestart {
+            id: entry.id,
+            local: local.clone(),
+            remote,
+            reply: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })))
+    });
+    if !sent {
+        return Err(ApiError::ShardStopped);
+    }
+    match rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(ShardError::NoSuchSession)) => return Err(ApiError::NoSuchSession),
+        Ok(Err(e)) => return Err(ApiError::RestartNotApplied(e.to_string())),
+        Err(_) => return Err(ApiError::ShardStopped),
+    }
+    ice.local_ufrag = local.ufrag;
+    ice.remote_ufrag = client_ufrag;
+    tracing::info!(session = %entry.id, stream = %stream, "ICE restarted");
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, icefrag::SDPFRAG.to_string()),
+            (header::ETAG, ice.etag()),
+        ],
+        ice.restart_answer(&local.pass),
+    )
+        .into_response())
 }
 
 /// `POST /whep/{stream}/{id}/layer?max=low|mid|high|auto`: change a viewer's

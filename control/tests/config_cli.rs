@@ -273,3 +273,104 @@ fn admin_drain_makes_the_serving_process_exit() {
         "POST /admin/drain",
     );
 }
+
+#[test]
+fn announce_ip_takes_a_comma_list_from_the_flag_or_the_environment() {
+    let print = |args: &[&str], env: Option<&str>| {
+        let mut c = sluice();
+        c.args(["config", "print"]).args(args);
+        if let Some(v) = env {
+            c.env("SLUICE_ANNOUNCE_IP", v);
+        }
+        c.output().unwrap()
+    };
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let flag = ok(print(
+        &[
+            "--announce-ip",
+            "203.0.113.7,10.0.0.5,2001:db8::7",
+            "--media-bind",
+            "::",
+        ],
+        None,
+    ));
+    assert!(
+        flag.contains(
+            "announce_ip = [\n    \"203.0.113.7\",\n    \"10.0.0.5\",\n    \"2001:db8::7\",\n]"
+        ),
+        "{flag}"
+    );
+    let env = ok(print(&[], Some("203.0.113.7, 10.0.0.5")));
+    assert!(
+        env.contains("\"203.0.113.7\",\n    \"10.0.0.5\",\n]"),
+        "spaces after commas are fine: {env}"
+    );
+    // One address prints as before, and the flag beats the environment.
+    let one = ok(print(&["--announce-ip", "192.0.2.1"], Some("203.0.113.7")));
+    assert_eq!(value(&one, "announce_ip"), "\"192.0.2.1\"");
+
+    for (arg, want) in [
+        ("203.0.113.7,203.0.113.7", "203.0.113.7 is listed twice"),
+        (
+            "203.0.113.7,0.0.0.0",
+            "0.0.0.0 cannot be put in ICE candidates",
+        ),
+        (
+            "203.0.113.7,example.com",
+            "\"example.com\" is not an IP address",
+        ),
+    ] {
+        let out = print(&["--announce-ip", arg], None);
+        assert!(!out.status.success(), "{arg}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("announce") && err.contains(want),
+            "{arg}: {err}"
+        );
+    }
+}
+
+#[test]
+fn media_tcp_port_follows_media_port_until_set_and_0_turns_it_off() {
+    let print = |args: &[&str]| {
+        let out = sluice()
+            .args(["config", "print"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let follows = print(&["--media-port", "41000"]);
+    assert_eq!(value(&follows, "media_tcp_port"), "41000", "{follows}");
+    let own = sluice()
+        .args(["config", "print", "--media-port", "41000"])
+        .env("SLUICE_MEDIA_TCP_PORT", "443")
+        .output()
+        .unwrap();
+    assert_eq!(
+        value(&String::from_utf8(own.stdout).unwrap(), "media_tcp_port"),
+        "443"
+    );
+    let off = print(&["--media-tcp-port", "0"]);
+    assert_eq!(value(&off, "media_tcp_port"), "0");
+    let caps = print(&[
+        "--tcp-max-conns-per-shard",
+        "10",
+        "--tcp-max-conns-per-ip",
+        "0",
+    ]);
+    assert_eq!(value(&caps, "tcp_max_conns_per_shard"), "10");
+    assert_eq!(value(&caps, "tcp_max_conns_per_ip"), "0");
+}

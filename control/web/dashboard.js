@@ -3,7 +3,7 @@
 /*
  * sluice live dashboard: polls the admin API every second and draws per-shard packet
  * rates (from counter deltas) and sessions for the last two minutes, with tables of
- * shards and streams, and, when the node is in a cluster, its nodes and relay tree. If
+ * shards (viewers split by transport: UDP or ICE-TCP) and streams, and, when the node is in a cluster, its nodes and relay tree. If
  * the admin API wants a token, asks for one and sends it as `Authorization: Bearer`; it
  * is kept for this tab only (sessionStorage).
  */
@@ -214,6 +214,7 @@ function ingest(t, shards) {
       fwd: ok ? (now.fwd - prev.fwd) / dt : null,
       drops: ok ? (now.drops - prev.drops) / dt : null,
       sessions: (Number(s.publishers) || 0) + (Number(s.viewers) || 0),
+      viewers: viewersByTransport(s),
     });
     state.last.set(s.id, now);
   }
@@ -245,7 +246,7 @@ function emptyRow(tbody, columns, text) {
 
 function renderShards(shards) {
   if (!shards.length) {
-    emptyRow(ui.shardsBody, 10, 'no shards');
+    emptyRow(ui.shardsBody, 11, 'no shards');
     return;
   }
   const latest = state.history.length ? state.history[state.history.length - 1].shards : new Map();
@@ -259,11 +260,15 @@ function renderShards(shards) {
       sw.className = 'swatch';
       sw.style.background = shardColor(state.shardIds.indexOf(s.id));
       id.append(sw, String(s.id));
-      cell(tr, s.addr || '—', false);
+      const tcp = Array.isArray(s.tcp_addrs) && s.tcp_addrs.length ? s.tcp_addrs : null;
+      const media = cell(tr, (Array.isArray(s.addrs) && s.addrs.length ? s.addrs.join(', ') : s.addr) || '—', false);
+      media.title = tcp ? `ICE-TCP: ${tcp.join(', ')} (${intFmt.format(s.tcp_conns || 0)} open)` : 'ICE-TCP off';
       cell(tr, s.core === null || s.core === undefined ? '—' : String(s.core), true);
       cell(tr, s.io || '—', false);
       cell(tr, intFmt.format(s.publishers || 0), true);
       cell(tr, intFmt.format(s.viewers || 0), true);
+      const v = viewersByTransport(s);
+      cell(tr, `${intFmt.format(v.udp)} / ${intFmt.format(v.tcp)}`, true).title = 'connected viewers over UDP / over ICE-TCP';
       cell(tr, fmtRate(r.rx), true);
       cell(tr, fmtRate(r.tx), true);
       cell(tr, fmtRate(r.fwd), true);
@@ -272,6 +277,12 @@ function renderShards(shards) {
       return tr;
     });
   ui.shardsBody.replaceChildren(...rows);
+}
+
+/** A shard's connected viewers by transport (UDP, ICE-TCP). */
+function viewersByTransport(s) {
+  const v = (s.transports && s.transports.viewers) || {};
+  return { udp: Number(v.udp) || 0, tcp: Number(v.tcp) || 0 };
 }
 
 function renderStreams(streams) {
@@ -527,13 +538,16 @@ function draw() {
   let tx = null;
   let rx = null;
   let sessionsNow = 0;
+  const viewers = { udp: 0, tcp: 0 };
   for (const r of latest.values()) {
     if (r.tx !== null) tx = (tx || 0) + r.tx;
     if (r.rx !== null) rx = (rx || 0) + r.rx;
     sessionsNow += r.sessions;
+    viewers.udp += r.viewers.udp;
+    viewers.tcp += r.viewers.tcp;
   }
   ui.ppsStats.textContent = `all shards: tx ${fmtRate(tx)} pkt/s · rx ${fmtRate(rx)} pkt/s`;
-  ui.sessionsStats.textContent = `all shards: ${intFmt.format(sessionsNow)} sessions`;
+  ui.sessionsStats.textContent = `all shards: ${intFmt.format(sessionsNow)} sessions · viewers connected over UDP ${intFmt.format(viewers.udp)}, over TCP ${intFmt.format(viewers.tcp)}`;
 }
 
 window.addEventListener('resize', draw);

@@ -35,16 +35,17 @@ pub use dtls::crypto_provider;
 pub use extensions::forwarding as forwarding_extensions;
 pub use fanout::{FwdPacket, StreamShared, MAX_SHARDS};
 pub use ids::{Role, SessionId, ShardId, StreamId};
+pub use io::tcp::{TcpLimits, TcpMedia, TcpNotice};
 pub use io::{
     allowed_cpus, bind_udp, make_backend, probe, set_int_option, set_thread_cpus, Backend, IoKind,
     Waker,
 };
-pub use packet::{is_rtcp, is_rtp, recycle, Datagram};
+pub use packet::{is_rtcp, is_rtp, is_tcp_flow, recycle, tcp_flow_addr, Datagram};
 pub use relay::{RelayDirection, RelayLinkId, RELAY_IDLE, RELAY_KEY_LEN};
 pub use runtime::{Dataplane, DataplaneConfig, ShardHandle};
 pub use shard::{
-    CloseReason, Command, CrossShard, ForwardDelay, NewSession, Reply, ServerOffer, Shard,
-    ShardConfig, ShardError, ShardEvent,
+    CloseReason, Command, CrossShard, ForwardDelay, IceRestart, NewSession, Reply, ServerOffer,
+    Shard, ShardConfig, ShardError, ShardEvent,
 };
 pub use stats::{
     ByteTotals, Counters, SessionStats, SessionStatsTable, SharedCounters, TrackStats,

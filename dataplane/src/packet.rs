@@ -52,6 +52,29 @@ pub fn recycle(out: &mut Vec<Datagram>) {
     });
 }
 
+/// The address by which the shard core knows an ICE-TCP connection: an
+/// IPv6 address in `100::/64`, the discard-only prefix (RFC 6666) that no
+/// datagram comes from, holding the shard (16 bits) and a serial number
+/// that is never reused (48 bits), with the peer's real port. The core's
+/// tables, the send path and the relay key everything by address; these
+/// give each TCP connection its own, which no UDP peer (or another TCP
+/// connection from the same NAT address and port) can share. The io layer
+/// frames datagrams sent to one onto its connection.
+pub fn tcp_flow_addr(shard: u16, serial: u64, port: u16) -> SocketAddr {
+    let low = (u64::from(shard) << 48) | (serial & 0xffff_ffff_ffff);
+    let ip = std::net::Ipv6Addr::from((0x0100u128 << 112) | u128::from(low));
+    SocketAddr::new(ip.into(), port)
+}
+
+/// Is `addr` a [`tcp_flow_addr`]?
+#[inline]
+pub fn is_tcp_flow(addr: &SocketAddr) -> bool {
+    match addr {
+        SocketAddr::V6(a) => u128::from(*a.ip()) >> 64 == 0x0100u128 << 48,
+        SocketAddr::V4(_) => false,
+    }
+}
+
 /// Is this datagram RTCP (not RTP, STUN or DTLS)? RFC 7983 + RFC 5761.
 #[inline]
 pub fn is_rtcp(buf: &[u8]) -> bool {
@@ -129,6 +152,23 @@ mod tests {
         assert!(is_rtcp(&rtp));
         assert!(!is_rtp(&[0x16; 20])); // DTLS
         assert!(!is_rtp(&[0x00; 20])); // STUN
+    }
+
+    #[test]
+    fn tcp_flow_addresses_are_unique_and_never_real() {
+        let a = tcp_flow_addr(3, 7, 5000);
+        assert!(is_tcp_flow(&a));
+        assert_eq!(a.to_string(), "[100::3:0:0:7]:5000");
+        assert_ne!(a, tcp_flow_addr(3, 8, 5000));
+        assert_ne!(a, tcp_flow_addr(4, 7, 5000));
+        for real in [
+            "127.0.0.1:5000",
+            "[::1]:5000",
+            "[2001:db8::1]:1",
+            "[101::1]:1",
+        ] {
+            assert!(!is_tcp_flow(&real.parse().unwrap()), "{real}");
+        }
     }
 
     #[test]

@@ -9,9 +9,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
+use str0m::net::TcpType;
+use str0m::Candidate;
 
 use crate::fanout::{FwdPacket, MAX_SHARDS};
 use crate::ids::{Role, ShardId};
+use crate::io::tcp::{TcpLimits, TcpMedia, TcpNotice};
 use crate::io::{bind_udp, make_backend, Backend, IoKind, Waker};
 use crate::shard::{Command, CrossShard, Shard, ShardConfig, ShardEvent};
 use crate::stats::{SessionStatsTable, SharedCounters, TurnHistogram};
@@ -23,10 +26,16 @@ pub struct DataplaneConfig {
     pub shards: usize,
     /// Address the media sockets bind to.
     pub bind_ip: IpAddr,
-    /// Address put in ICE candidates.
-    pub announce_ip: IpAddr,
+    /// Addresses put in ICE candidates, each with the shard's UDP and TCP
+    /// ports; the first is the primary one. Empty means `bind_ip`.
+    pub announce_ips: Vec<IpAddr>,
     /// Shard i binds `media_port + i`; 0 picks ephemeral ports (tests).
     pub media_port: u16,
+    /// ICE-TCP: shard i listens on `tcp_port + i` (0 picks ephemeral
+    /// ports); `None` turns TCP candidates off.
+    pub tcp_port: Option<u16>,
+    /// Limits of each shard's TCP listener.
+    pub tcp_limits: TcpLimits,
     /// CPU for each shard, in order; empty = do not pin.
     pub cores: Vec<usize>,
     /// Which io backend the shards use.
@@ -54,8 +63,10 @@ impl Default for DataplaneConfig {
         DataplaneConfig {
             shards: 1,
             bind_ip: IpAddr::from([127, 0, 0, 1]),
-            announce_ip: IpAddr::from([127, 0, 0, 1]),
+            announce_ips: vec![IpAddr::from([127, 0, 0, 1])],
             media_port: 40000,
+            tcp_port: None,
+            tcp_limits: TcpLimits::default(),
             cores: Vec::new(),
             io: IoKind::Auto,
             idle_timeout: Duration::from_secs(30),
@@ -74,8 +85,14 @@ impl Default for DataplaneConfig {
 pub struct ShardHandle {
     /// The shard's id.
     pub id: ShardId,
-    /// The candidate address sessions on this shard are told.
+    /// The primary candidate address sessions on this shard are told (UDP).
     pub addr: SocketAddr,
+    /// Every UDP candidate address, `addr` first.
+    pub addrs: Vec<SocketAddr>,
+    /// Its ICE-TCP candidate addresses (passive); empty when TCP is off.
+    pub tcp_addrs: Vec<SocketAddr>,
+    /// Open ICE-TCP connections, as last published.
+    pub tcp_conns: Arc<AtomicUsize>,
     /// The core its thread is pinned to, if any.
     pub core: Option<usize>,
     /// The io backend it runs.
@@ -123,6 +140,26 @@ impl ShardHandle {
     pub fn sessions(&self) -> usize {
         self.publishers.load(Ordering::Relaxed) + self.viewers.load(Ordering::Relaxed)
     }
+
+    /// The ICE candidates a session on this shard is told: a UDP host
+    /// candidate per address, then a passive TCP one per address, which
+    /// str0m gives a lower priority (RFC 8445 §5.1.2.2 with libwebrtc's
+    /// type preferences), so a browser uses TCP only when UDP fails.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        let udp = self
+            .addrs
+            .iter()
+            .filter_map(|a| Candidate::host(*a, "udp").ok());
+        let tcp = self.tcp_addrs.iter().filter_map(|a| {
+            Candidate::builder()
+                .tcp()
+                .host(*a)
+                .tcptype(TcpType::Passive)
+                .build()
+                .ok()
+        });
+        udp.chain(tcp).collect()
+    }
 }
 
 /// All shards of the process.
@@ -159,7 +196,26 @@ impl Dataplane {
                 bind_udp(SocketAddr::new(cfg.bind_ip, port), cfg.socket_buffer).map_err(|e| {
                     io::Error::new(e.kind(), format!("binding UDP {}:{port}: {e}", cfg.bind_ip))
                 })?;
-            sockets.push(sock);
+            let tcp = match cfg.tcp_port {
+                None => None,
+                Some(base) => {
+                    let port = if base == 0 {
+                        0
+                    } else {
+                        base.checked_add(i as u16).ok_or_else(|| {
+                            io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                "media TCP port range overflows",
+                            )
+                        })?
+                    };
+                    let at = SocketAddr::new(cfg.bind_ip, port);
+                    let t = TcpMedia::bind(at, i as u16, cfg.tcp_limits.clone())
+                        .map_err(|e| io::Error::new(e.kind(), format!("binding TCP {at}: {e}")))?;
+                    Some(t)
+                }
+            };
+            sockets.push((sock, tcp));
         }
         let mut receivers = Vec::new();
         let mut peers = Vec::new();
@@ -176,11 +232,26 @@ impl Dataplane {
         }
         let peers: Arc<Vec<Peer>> = Arc::new(peers);
         let mut shards = Vec::new();
-        for (i, (sock, (ctl_rx, fan_rx))) in sockets.into_iter().zip(receivers).enumerate() {
+        let ips = if cfg.announce_ips.is_empty() {
+            vec![cfg.bind_ip]
+        } else {
+            cfg.announce_ips.clone()
+        };
+        for (i, ((sock, tcp), (ctl_rx, fan_rx))) in sockets.into_iter().zip(receivers).enumerate() {
             let id = ShardId(i as u16);
             let port = sock.local_addr()?.port();
-            let addr = SocketAddr::new(cfg.announce_ip, port);
+            let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+            let addr = addrs[0];
+            let tcp_addrs: Vec<SocketAddr> = match &tcp {
+                Some(t) => {
+                    let port = t.local_addr()?.port();
+                    ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
+                }
+                None => Vec::new(),
+            };
             let mut scfg = ShardConfig::new(id, n, addr);
+            scfg.local_addrs = addrs.clone();
+            scfg.tcp_addrs = tcp_addrs.clone();
             scfg.idle_timeout = cfg.idle_timeout;
             scfg.setup_timeout = cfg.setup_timeout;
             scfg.keyframe_throttle = cfg.keyframe_throttle;
@@ -194,12 +265,15 @@ impl Dataplane {
             let viewers = Arc::new(AtomicUsize::new(0));
             let turns = Arc::new(TurnHistogram::default());
             let forward_delay = Arc::new(TurnHistogram::default());
+            let tcp_conns = Arc::new(AtomicUsize::new(0));
             let core = cfg.cores.get(i).copied();
             let shard_core = Shard::new(scfg, Instant::now());
             let session_stats = shard_core.session_stats();
             let ctx = ShardThread {
                 core: shard_core,
                 backend,
+                tcp,
+                tcp_conns: tcp_conns.clone(),
                 ctl: ctl_rx,
                 fanout: fan_rx,
                 peers: peers.clone(),
@@ -225,6 +299,9 @@ impl Dataplane {
             shards.push(ShardHandle {
                 id,
                 addr,
+                addrs,
+                tcp_addrs,
+                tcp_conns,
                 core,
                 io: io_name,
                 counters,
@@ -272,6 +349,8 @@ impl Drop for Dataplane {
 struct ShardThread {
     core: Shard,
     backend: Box<dyn Backend>,
+    tcp: Option<TcpMedia>,
+    tcp_conns: Arc<AtomicUsize>,
     ctl: Receiver<Command>,
     fanout: Receiver<Vec<FwdPacket>>,
     peers: Arc<Vec<Peer>>,
@@ -283,6 +362,16 @@ struct ShardThread {
     forward_delay: Arc<TurnHistogram>,
     fanout_capacity: usize,
     stop: Arc<AtomicBool>,
+}
+
+/// Tell the core what the TCP layer saw: closed and congested connections.
+fn apply_notices(tcp: &mut TcpMedia, core: &mut Shard, now: Instant) {
+    while let Some(n) = tcp.poll_notice() {
+        match n {
+            TcpNotice::Closed(flow) => core.tcp_closed(flow),
+            TcpNotice::Congested(flow, on) => core.tcp_congested(now, flow, on),
+        }
+    }
 }
 
 /// When a shard's fan-out queue is three quarters full, it is not keeping
@@ -324,6 +413,12 @@ impl ShardThread {
                 Ok(n) => work += n,
                 Err(e) => tracing::warn!(shard = %id, "recv: {e}"),
             }
+            if let Some(tcp) = self.tcp.as_mut() {
+                work += tcp.poll(now, &mut |flow, real, data| {
+                    core.handle_tcp_frame(now, flow, real, data)
+                });
+                apply_notices(tcp, core, now);
+            }
             while let Ok(batch) = self.fanout.try_recv() {
                 work += 1;
                 self.core.handle_fanout(batch);
@@ -335,7 +430,18 @@ impl ShardThread {
             }
 
             let (transmits, counters) = self.core.io_parts();
+            if let Some(tcp) = self.tcp.as_mut() {
+                tcp.take_sends(transmits, now);
+                tcp.take_counts(counters);
+            }
             self.backend.send(transmits, counters);
+            if let Some(tcp) = self.tcp.as_mut() {
+                apply_notices(tcp, &mut self.core, now);
+                self.tcp_conns.store(tcp.len(), Ordering::Relaxed);
+                if tcp.pending() {
+                    work += 1;
+                }
+            }
             if !self.core.forward_delays().is_empty() {
                 let sent = Instant::now();
                 for f in self.core.forward_delays() {
@@ -376,7 +482,11 @@ impl ShardThread {
                 .map(|t| t.saturating_duration_since(Instant::now()))
                 .unwrap_or(MAX_PARK)
                 .min(MAX_PARK);
-            my_waker.park(self.backend.fd(), timeout);
+            my_waker.park(
+                self.backend.fd(),
+                self.tcp.as_ref().map(TcpMedia::fd),
+                timeout,
+            );
         }
         // Close sessions so peers see a clean end.
         tracing::debug!(shard = %id, "stopping");

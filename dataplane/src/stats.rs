@@ -70,6 +70,7 @@ counters! {
     drop_unknown_flow: "datagrams dropped: from an address no session owns",
     drop_stun_unauthenticated: "STUN binding requests naming a session's ufrag from an unbound address that the session did not answer (no valid MESSAGE-INTEGRITY): the address stays unbound",
     session_addrs_evicted: "addresses unbound from a session to keep it within its limit of bound addresses",
+    ice_restarts: "ICE restarts (WHIP/WHEP PATCH): sessions given new ICE credentials, keeping their DTLS session and SRTP keys",
     drop_session_error: "datagrams a session rejected",
     drop_oversized: "publisher RTP dropped: datagram over 1500 bytes (no WebRTC sender fragments)",
     drop_rogue_ssrc: "publisher RTP dropped: a new SSRC claimed a (mid, rid) whose SSRC is still live",
@@ -101,6 +102,21 @@ counters! {
     drop_relay_replayed: "relay datagrams dropped: already received (replay window)",
     drop_relay_malformed: "relay datagrams dropped: authentic but malformed, or over the link's track limit",
     drop_relay_unknown_stream: "relay packets dropped: for a stream the link no longer feeds",
+    tcp_accepted: "ICE-TCP connections accepted",
+    tcp_refused: "ICE-TCP connections refused: the shard's or the source address's connection cap",
+    tcp_frames_in: "RFC 4571 frames read from ICE-TCP connections",
+    tcp_frames_out: "RFC 4571 frames queued to ICE-TCP connections",
+    tcp_writes: "write syscalls to ICE-TCP connections (each carries every frame queued to one connection in a turn)",
+    tcp_congested: "times an ICE-TCP connection's write queue passed its soft limit (its viewer then gets audio only until it drains)",
+    tcp_drop_queue_full: "frames dropped: an ICE-TCP connection's write queue was at its hard limit",
+    tcp_drop_no_conn: "frames dropped: their ICE-TCP connection had closed",
+    tcp_closed_by_peer: "ICE-TCP connections closed by the peer or a socket error",
+    tcp_closed_unanswered: "ICE-TCP connections closed: no authenticated STUN binding request within the time allowed",
+    tcp_closed_idle: "ICE-TCP connections closed: silent for the idle timeout",
+    tcp_closed_bad_frame: "ICE-TCP connections closed: a frame of length 0, over the limit, or not STUN before the connection was answered",
+    tcp_closed_stalled: "ICE-TCP connections closed: their writes made no progress for the stall timeout",
+    drop_tcp_video_congested: "video packets not sent to a viewer whose ICE-TCP connection is congested (until it drains and a keyframe arrives)",
+    session_addr_changes: "sessions whose peer moved to another address after connecting (network change, NAT rebinding, UDP to TCP)",
 }
 
 /// One media track of a session as the shard last measured it (about once a second).
@@ -162,6 +178,14 @@ pub struct ByteTotals {
 /// A session's transport and media figures, published by its shard.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SessionStats {
+    /// How the peer's selected address reaches it: "udp" or "tcp" (empty
+    /// before the session has one).
+    pub transport: &'static str,
+    /// The peer's selected address (for TCP, the connection's remote end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<std::net::SocketAddr>,
+    /// Times the peer moved to another address after connecting.
+    pub addr_changes: u32,
     /// Datagram bytes from and to the peer.
     pub bytes_in: u64,
     /// Datagram bytes to the peer.

@@ -24,6 +24,9 @@ use crate::fanout::StreamShared;
 use crate::ids::{Role, SessionId, ShardId, StreamId};
 use crate::shard::{Command, NewSession, Shard, ShardConfig};
 
+/// The ICE password of every session the harness places on its shard.
+const SERVER_ICE_PASS: &str = "simulationpassword0123456";
+
 /// Rids of a simulcast publisher's layers, lowest first.
 pub const LAYERS: [&str; 3] = ["l", "m", "h"];
 
@@ -33,10 +36,16 @@ pub struct Peer {
     pub rtc: Rtc,
     /// Its address.
     pub addr: SocketAddr,
+    /// The address the shard sees its datagrams come from and sends to, when
+    /// a NAT in between maps `addr` to another (a rebinding, a network
+    /// change); `None` = `addr`.
+    pub nat: Option<SocketAddr>,
     /// Publisher or viewer.
     pub role: Role,
     /// Its session id on the shard.
     pub id: SessionId,
+    /// The ICE credentials its session on the shard answered with.
+    pub server_ice: IceCreds,
     /// ICE and DTLS are up.
     pub connected: bool,
     /// Its audio media section.
@@ -57,6 +66,8 @@ pub struct Peer {
     pub lost: u64,
     /// RTP packets it received.
     pub received_count: u64,
+    /// When `Some`, every RTP payload it receives, in order.
+    pub payloads: Option<Vec<Vec<u8>>>,
     seq: u64,
     layer_seq: [u64; 3],
     layer_frames: [u32; 3],
@@ -71,6 +82,13 @@ pub struct Peer {
     pub reported_sent: Vec<(Mid, u64)>,
     inbox: VecDeque<Vec<u8>>,
     outbox: Vec<Vec<u8>>,
+}
+
+impl Peer {
+    /// The address the shard knows this peer by.
+    pub fn seen_at(&self) -> SocketAddr {
+        self.nat.unwrap_or(self.addr)
+    }
 }
 
 /// A rate-limited link with a drop-tail queue, from the shard to one peer.
@@ -197,7 +215,7 @@ impl Harness {
             .set_stats_interval(Some(std::time::Duration::from_secs(1)))
             .set_local_ice_credentials(IceCreds {
                 ufrag: ufrag.into(),
-                pass: "simulationpassword0123456".into(),
+                pass: SERVER_ICE_PASS.into(),
             })
             .clear_codecs()
             .enable_opus(true, false)
@@ -247,6 +265,10 @@ impl Harness {
         let video = api.add_media(MediaKind::Video, dir, None, None, sim);
         let (offer, pending) = api.apply().expect("offer");
         let ufrag = format!("u{:07}", self.next_id);
+        let server_ice = IceCreds {
+            ufrag: ufrag.clone(),
+            pass: SERVER_ICE_PASS.into(),
+        };
         let (server, answer) = self.server_rtc(&ufrag, offer, role);
         rtc.sdp_api()
             .accept_answer(pending, answer)
@@ -268,8 +290,10 @@ impl Harness {
         self.peers.push(Peer {
             rtc,
             addr,
+            nat: None,
             role,
             id,
+            server_ice,
             connected: false,
             audio: Some(audio),
             video: Some(video),
@@ -280,6 +304,7 @@ impl Harness {
             link: None,
             lost: 0,
             received_count: 0,
+            payloads: None,
             seq: 1,
             layer_seq: [100, 20_000, 40_000],
             layer_frames: [0; 3],
@@ -312,7 +337,7 @@ impl Harness {
                 out.extend(drain_peer(&mut self.peers[i]));
                 for d in out {
                     moved += 1;
-                    let addr = self.peers[i].addr;
+                    let addr = self.peers[i].seen_at();
                     shard_datagram(&mut self.shard, self.now, addr, &d);
                 }
             }
@@ -336,7 +361,7 @@ impl Harness {
             let r =
                 (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
             let now = self.now;
-            match self.peers.iter_mut().find(|p| p.addr == d.destination) {
+            match self.peers.iter_mut().find(|p| p.seen_at() == d.destination) {
                 Some(p) if r < p.loss => p.lost += 1,
                 Some(p) => match p.link.as_mut() {
                     Some(link) => {
@@ -487,7 +512,7 @@ impl Harness {
     /// Hand datagrams from `peer` to the shard as one receive batch and run
     /// the turn; returns the datagrams the shard produced (left in `transmits`).
     pub fn feed(&mut self, peer: usize, datagrams: &[Vec<u8>]) -> usize {
-        let addr = self.peers[peer].addr;
+        let addr = self.peers[peer].seen_at();
         for d in datagrams {
             shard_datagram(&mut self.shard, self.now, addr, d);
         }
@@ -546,6 +571,9 @@ fn drain_peer(p: &mut Peer) -> Vec<Vec<u8>> {
                     p.received_count += 1;
                     if let Some(o) = pkt.header.ext_vals.video_orientation {
                         p.orientations.push((pkt.header.sequence_number, o));
+                    }
+                    if let Some(v) = p.payloads.as_mut() {
+                        v.push(pkt.payload.to_vec());
                     }
                     if pkt.payload.len() >= 300 && pkt.payload.len() % 300 == 0 {
                         p.layers_seen.push(pkt.payload[9]);

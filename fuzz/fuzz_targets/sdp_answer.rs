@@ -33,10 +33,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let n = negotiator();
-    let cand: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let cand = [str0m::Candidate::host(addr, "udp").expect("candidate")];
     if flags & 4 != 0 {
         let mut offered = n
-            .offer(&[MediaKind::Audio, MediaKind::Video], cand)
+            .offer(&[MediaKind::Audio, MediaKind::Video], &cand)
             .expect("offer");
         if let Ok(answer) = SdpAnswer::from_sdp_string(sdp) {
             let _ = offered.rtc.sdp_api().accept_answer(offered.pending, answer);
@@ -44,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (publish, estimate) = (flags & 1 != 0, flags & 2 != 0);
-    match n.answer_with(sdp, publish, estimate, cand) {
+    match n.answer_with(sdp, publish, estimate, &cand) {
         Ok(neg) => {
             // An accepted offer was SDP, and the answer is SDP str0m reads back.
             assert!(SdpOffer::from_sdp_string(sdp).is_ok());

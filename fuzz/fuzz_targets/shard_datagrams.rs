@@ -7,14 +7,17 @@
 //! bytes[len]]` (DTLS flights exceed 255 bytes); the low
 //! three bits of `op` pick the operation, the rest is its parameter `p`:
 //! - 0: `bytes` as a datagram from peer `p`;
-//! - 1: `bytes` as a datagram from unknown address `p`;
+//! - 1: `bytes` as a datagram from unknown address `p` (for `p >= 16`, as
+//!   an ICE-TCP frame of a connection from that address);
 //! - 2: a STUN binding request naming peer `p`'s ufrag, `bytes` as its
-//!   further attributes, from a new address (a new flow of a known session);
+//!   further attributes, from a new address (a new flow of a known session;
+//!   over ICE-TCP for `p >= 16`);
 //! - 3: the publisher sends an RTP packet with payload `bytes` (VP8 or Opus
 //!   by `p`'s low bit, marker by the next), sealed with its SRTP keys; cut
 //!   to 1100 bytes, as str0m's send path panics past its datagram size;
 //! - 4: the clock moves `len % 256` milliseconds, traffic is exchanged;
-//! - 5: a command: cap a viewer's layer, request a keyframe, or end a session;
+//! - 5: a command: cap a viewer's layer, request a keyframe, or end a
+//!   session; or a TCP connection `p` closes or turns congested or not;
 //! - 6, 7: as 0, from the publisher.
 
 #![no_main]
@@ -25,14 +28,15 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use sluice_dataplane::testkit::Harness;
-use sluice_dataplane::{Command, SessionId};
+use sluice_dataplane::{tcp_flow_addr, Command, SessionId};
 use str0m::format::Codec;
 use str0m::media::{Mid, Pt};
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
 
 /// A connected harness: publisher 0, viewers 1 and 2.
 fn connected() -> Harness {
-    let mut h = Harness::new();
+    let mut h =
+        Harness::with_config(|c| c.tcp_addrs = vec![SocketAddr::from(([10, 0, 0, 1], 40000))]);
     h.add_publisher();
     h.add_viewer();
     h.add_viewer();
@@ -102,14 +106,24 @@ fuzz_target!(|data: &[u8]| {
             }
             1 => {
                 let from = SocketAddr::from(([10, 9, 9, p as u8], 5000));
-                h.shard.handle_datagram(h.now, from, bytes);
+                if p >= 16 {
+                    let flow = tcp_flow_addr(0, p as u64, 5000);
+                    h.shard.handle_tcp_frame(h.now, flow, from, bytes);
+                } else {
+                    h.shard.handle_datagram(h.now, from, bytes);
+                }
                 h.shard.handle_timeout(h.now);
             }
             2 => {
                 let ufrag = format!("u{:07}", 1 + p % h.peers.len());
                 let from = SocketAddr::from(([10, 8, 0, p as u8], 6000 + *runs as u16));
-                h.shard
-                    .handle_datagram(h.now, from, &stun_request(&ufrag, bytes));
+                let stun = stun_request(&ufrag, bytes);
+                if p >= 16 {
+                    let flow = tcp_flow_addr(0, p as u64, from.port());
+                    h.shard.handle_tcp_frame(h.now, flow, from, &stun);
+                } else {
+                    h.shard.handle_datagram(h.now, from, &stun);
+                }
                 h.shard.handle_timeout(h.now);
             }
             3 => {
@@ -145,6 +159,15 @@ fuzz_target!(|data: &[u8]| {
                 h.exchange();
             }
             4 => h.advance(Duration::from_millis(u64::from(len & 0xff))),
+            5 if p >= 24 => {
+                let flow = tcp_flow_addr(0, u64::from(len % 32), 5000);
+                match p % 3 {
+                    0 => h.shard.tcp_closed(flow),
+                    1 => h.shard.tcp_congested(h.now, flow, true),
+                    _ => h.shard.tcp_congested(h.now, flow, false),
+                }
+                h.exchange();
+            }
             5 => {
                 let viewer = h.peers[1 + p % 2].id;
                 let cmd = match p % 5 {

@@ -20,6 +20,8 @@
 //   E2E_DEADLINE_MS  hard limit for the whole script (default 100000)
 //   E2E_LOSS_PERCENT  set by tests/suites/browser-loss.sh, which drops that share of the
 //                     server's datagrams: the viewer must then NACK and sluice resend
+//   E2E_TRANSPORT  "tcp" from tests/suites/browser-tcp.sh, where UDP to the media ports is
+//                  dropped: both pages must reach sluice over ICE-TCP; otherwise over UDP
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -147,6 +149,7 @@ async function run(context) {
   const reports = await shardCounter(request, 'sender_reports', WHEP_BASE);
   check(direct >= 1 && reports >= 2, 'viewer is sent to by sluice\'s own send path',
     `direct sessions ${direct}, sender reports ${reports}`);
+  await checkTransport(request);
   if (CLUSTER) {
     checkRelayCounters(relay0, relay1);
     await checkClusterListing(request);
@@ -179,6 +182,24 @@ async function run(context) {
   check(!afterWatchStop.some(isOurViewer), 'viewer session removed after Stop',
     JSON.stringify(afterWatchStop));
   if (CLUSTER) await checkClusterReleased(request);
+}
+
+/* ---------- transport (E2E_TRANSPORT) ---------- */
+
+// Each page's session reports the transport its media took: TCP where UDP is blocked, UDP
+// (the higher-priority candidate) where it is not.
+async function checkTransport(request) {
+  const want = process.env.E2E_TRANSPORT === 'tcp' ? 'tcp' : 'udp';
+  for (const [base, isOurs, who] of [[WHIP_BASE, isOurPublisher, 'publisher'], [WHEP_BASE, isOurViewer, 'viewer']]) {
+    const list = await adminSessions(request, base);
+    const s = list.find(isOurs);
+    const got = s && s.stats ? s.stats.transport : undefined;
+    check(got === want, `${who} reaches sluice over ${want.toUpperCase()}`, `transport ${got}`);
+  }
+  const accepted = await shardCounter(request, 'tcp_accepted', WHEP_BASE);
+  if (want === 'tcp') {
+    check(accepted >= 1, 'sluice accepted ICE-TCP connections', `tcp_accepted ${accepted}`);
+  }
 }
 
 /* ---------- cluster (E2E_CLUSTER) ---------- */

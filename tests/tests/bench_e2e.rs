@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_bench::client::MediaSpec;
+use sluice_bench::client::{MediaSpec, Transport};
 use sluice_bench::fanout::{self, FanoutConfig, RampConfig, Target, DEFAULT_WHEP, DEFAULT_WHIP};
 use sluice_bench::{plot, report};
 use sluice_tests::{empties_then_stops, start};
@@ -38,6 +38,7 @@ fn config(base: String, stream: &str, viewers: usize) -> FanoutConfig {
         worker_threads: 2,
         spin: false,
         progress: false,
+        viewer_transport: Transport::Udp,
     }
 }
 

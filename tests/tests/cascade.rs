@@ -20,7 +20,7 @@ const SECRET: &str = "cascade-test-secret-0123";
 async fn node(redis: &RedisServer, ip: &str, id: &str, tweak: impl FnOnce(&mut Config)) -> Server {
     start(1, |c| {
         c.listen = format!("{ip}:0").parse().unwrap();
-        c.announce_ip = ip.parse().unwrap();
+        c.announce_ip = vec![ip.parse().unwrap()];
         c.signal_rate = 0.0;
         c.max_sessions_per_ip = 0;
         c.cluster.redis_url = Some(redis.url());

@@ -103,7 +103,7 @@ impl Cluster {
             node_id: c.node_id.clone(),
             secret: c.secret.clone().unwrap_or_default().into_bytes(),
             advertise: Mutex::new(config.cluster_advertise()),
-            media_ip: config.announce_ip,
+            media_ip: config.primary_announce_ip(),
             lease: Duration::from_millis(c.lease_ms),
             redirect: c.redirect,
             healthy: AtomicBool::new(false),

@@ -11,9 +11,6 @@ pub(super) const WANT_NETDEV_BACKLOG: u64 = 5000;
 const WANT_MEMLOCK: u64 = 64 << 20;
 /// First kernel that charges io_uring memory to the cgroup instead of RLIMIT_MEMLOCK.
 const MEMCG_URING_KERNEL: (u32, u32) = (5, 12);
-/// UDP port of shard 0 unless configured otherwise.
-const DEFAULT_MEDIA_PORT: u16 = 40000;
-
 fn fmt_bytes(v: u64) -> String {
     if v == u64::MAX {
         "unlimited".into()
@@ -91,14 +88,19 @@ pub(super) fn check_sysctl_min(key: &str, text: Option<&str>, want: u64) -> Chec
     }
 }
 
-/// Whether the default media ports can be taken by ephemeral UDP sockets first.
+/// Whether the media ports (shard 0 on `first`) can be taken by ephemeral
+/// sockets first.
 pub(super) fn check_media_ports(
     range: Option<&str>,
     reserved: Option<&str>,
+    first: u16,
     shards: usize,
 ) -> Check {
     const NAME: &str = "media ports";
-    let first = DEFAULT_MEDIA_PORT as usize;
+    if first == 0 {
+        return Check::ok(NAME, "ephemeral (media_port is 0)");
+    }
+    let first = first as usize;
     let last = first + shards.max(1) - 1;
     let span = format!("{first}-{last}");
     let Some((lo, hi)) = range.and_then(|r| {
@@ -128,7 +130,7 @@ pub(super) fn check_media_ports(
         Level::Note,
         NAME,
         format!("{span} lie in the ephemeral range {lo}-{hi}"),
-        "a UDP client may hold one when sluice starts; reserve them with \
+        "a client socket may hold one when sluice starts; reserve them with \
          net.ipv4.ip_local_reserved_ports (tuning/99-sluice.conf)",
     )
 }
@@ -168,11 +170,21 @@ mod tests {
 
     #[test]
     fn media_ports_in_the_ephemeral_range_are_noted_unless_reserved() {
-        let c = check_media_ports(Some("32768\t60999\n"), Some("\n"), 2);
+        const DEFAULT_MEDIA_PORT: u16 = 40000;
+        let c = check_media_ports(Some("32768\t60999\n"), None, 61000, 2);
+        assert!(c.to_string().contains("61000-61001 outside"), "{c}");
+        let c = check_media_ports(Some("32768\t60999\n"), None, 0, 2);
+        assert_eq!(c.level, Level::Ok, "{c}");
+        let c = check_media_ports(Some("32768\t60999\n"), Some("\n"), DEFAULT_MEDIA_PORT, 2);
         assert_eq!(c.level, Level::Note);
-        let c = check_media_ports(Some("32768\t60999\n"), Some("40000-40063\n"), 2);
+        let c = check_media_ports(
+            Some("32768\t60999\n"),
+            Some("40000-40063\n"),
+            DEFAULT_MEDIA_PORT,
+            2,
+        );
         assert_eq!(c.level, Level::Ok);
-        let c = check_media_ports(Some("50000 60999"), None, 2);
+        let c = check_media_ports(Some("50000 60999"), None, DEFAULT_MEDIA_PORT, 2);
         assert_eq!(c.level, Level::Ok);
     }
 }

@@ -1,5 +1,6 @@
 //! `sluice doctor`: checks the host for what a forwarding appliance needs (io_uring, locked
-//! memory, socket buffers, CPU frequency and isolation, NIC IRQ/RPS spread, UDP GSO).
+//! memory, socket buffers, CPU frequency and isolation, NIC IRQ/RPS spread, UDP GSO), and
+//! the configured media addresses against it (announced addresses, ICE-TCP).
 
 // Reading the host is kept apart from judging it, so the judging is tested on fixture
 // text. Kernel probes that need `unsafe` live in the dataplane (`sluice_dataplane::probe`).
@@ -8,13 +9,14 @@ mod check;
 mod cluster;
 mod cpu;
 mod host;
+mod media;
 mod nic;
 
 use sluice_dataplane::probe;
 
 use check::read;
 pub use check::{Check, Level};
-use cpu::{check_governor, check_isolated, online_cpus, read_governors};
+use cpu::{check_governor, check_isolated, read_governors};
 pub use cpu::{format_cpu_list, parse_cpu_list, parse_cpu_mask};
 pub use host::parse_kernel_version;
 use host::{
@@ -29,14 +31,38 @@ pub fn run() -> i32 {
     run_with(&crate::Config::default())
 }
 
-/// [`run`] plus the checks `config` calls for (the cluster's, with `cluster.redis_url`).
+/// [`run`] plus the checks `config` calls for: its media addresses and ICE-TCP
+/// ports, and the cluster's (with `cluster.redis_url`).
 pub fn run_with(config: &crate::Config) -> i32 {
     let mut checks = collect();
+    checks.extend(media_checks(config));
     checks.extend(cluster::cluster_checks(config));
     for c in &checks {
         println!("{c}");
     }
     exit_status(&checks)
+}
+
+fn media_checks(config: &crate::Config) -> Vec<Check> {
+    let local = media::parse_local_addrs(
+        &read("/proc/net/fib_trie").unwrap_or_default(),
+        &read("/proc/net/if_inet6").unwrap_or_default(),
+    );
+    let mut out = media::check_announced(&config.announce_ip, &local);
+    let (shards, _) = crate::app::plan_cores(config);
+    out.push(check_media_ports(
+        read("/proc/sys/net/ipv4/ip_local_port_range").as_deref(),
+        read("/proc/sys/net/ipv4/ip_local_reserved_ports").as_deref(),
+        config.media_port,
+        shards,
+    ));
+    out.push(media::check_ice_tcp(config.media_tcp_base(), shards));
+    out.extend(media::check_dual_stack(
+        config.media_bind_ip(),
+        &config.announce_ip,
+        read("/proc/sys/net/ipv6/bindv6only").as_deref(),
+    ));
+    out
 }
 
 fn exit_status(checks: &[Check]) -> i32 {
@@ -93,11 +119,6 @@ fn collect() -> Vec<Check> {
             want,
         ));
     }
-    out.push(check_media_ports(
-        read("/proc/sys/net/ipv4/ip_local_port_range").as_deref(),
-        read("/proc/sys/net/ipv4/ip_local_reserved_ports").as_deref(),
-        online_cpus().len(),
-    ));
     out.push(check_governor(&read_governors()));
     out.push(check_isolated(
         read("/sys/devices/system/cpu/isolated").as_deref(),

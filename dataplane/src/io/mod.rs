@@ -18,6 +18,7 @@ mod batch;
 mod mmsg;
 mod plain;
 pub mod probe;
+pub mod tcp;
 mod uring;
 
 use mmsg::MmsgBackend;
@@ -228,26 +229,26 @@ impl Waker {
         self.parked.store(false, Ordering::SeqCst);
     }
 
-    /// Sleep until `sock_fd` is readable, the waker fires, or `timeout` passes.
-    pub fn park(&self, sock_fd: RawFd, timeout: Duration) {
+    /// Sleep until `sock_fd` (or `extra_fd`, if any) is readable, the waker
+    /// fires, or `timeout` passes.
+    pub fn park(&self, sock_fd: RawFd, extra_fd: Option<RawFd>, timeout: Duration) {
+        let pfd = |fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let mut fds = [
-            libc::pollfd {
-                fd: sock_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            pfd(self.fd.as_raw_fd()),
+            pfd(sock_fd),
+            pfd(extra_fd.unwrap_or(-1)),
         ];
+        let n = if extra_fd.is_some() { 3 } else { 2 };
         let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: `fds` is a live array of two initialised pollfd and its length is passed.
+        // SAFETY: `fds` is a live array of initialised pollfd and `n` is at most its length.
         unsafe {
-            libc::poll(fds.as_mut_ptr(), 2, ms);
+            libc::poll(fds.as_mut_ptr(), n, ms);
         }
-        if fds[1].revents != 0 {
+        if fds[0].revents != 0 {
             self.drain();
         }
         self.unpark();

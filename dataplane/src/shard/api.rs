@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::media::{MediaKind, Mid, Rid};
-use str0m::Rtc;
+use str0m::{IceCreds, Rtc};
 
 use crate::fanout::{FwdPacket, StreamShared};
 use crate::ids::{Role, SessionId, ShardId, StreamId};
@@ -22,6 +22,13 @@ pub struct ShardConfig {
     pub shard_count: usize,
     /// The address sessions were told (the ICE candidate); str0m matches it.
     pub local_addr: SocketAddr,
+    /// Every UDP candidate address sessions are told (`local_addr` first):
+    /// a datagram is handed to str0m as sent to the first of the source's
+    /// address family.
+    pub local_addrs: Vec<SocketAddr>,
+    /// The shard's ICE-TCP candidate addresses (passive), the same way;
+    /// empty when TCP is off.
+    pub tcp_addrs: Vec<SocketAddr>,
     /// At most one keyframe request per stream in this interval.
     pub keyframe_throttle: Duration,
     /// A session that receives nothing for this long is removed.
@@ -49,6 +56,8 @@ impl ShardConfig {
             id,
             shard_count,
             local_addr,
+            local_addrs: vec![local_addr],
+            tcp_addrs: Vec::new(),
             keyframe_throttle: Duration::from_millis(500),
             idle_timeout: Duration::from_secs(30),
             setup_timeout: Duration::from_secs(30),
@@ -101,6 +110,9 @@ pub enum ShardError {
     /// The peer's answer did not fit the offer.
     #[error(transparent)]
     AnswerRejected(str0m::RtcError),
+    /// The new ICE ufrag of a restart names another session on the shard.
+    #[error("ICE ufrag already in use")]
+    UfragInUse,
 }
 
 /// A new offer from the server side of a session and the mids it added.
@@ -198,6 +210,22 @@ pub enum Command {
         /// Called once the answer is applied.
         reply: Reply<()>,
     },
+    /// Restart a session's ICE with new credentials (WHIP/WHEP `PATCH`).
+    IceRestart(Box<IceRestart>),
+}
+
+/// An ICE restart (RFC 9725 §4.3.2): the session answers checks with new
+/// local credentials and expects the peer's new ones; its DTLS session, SRTP
+/// keys and bound addresses stay, and the old credentials stop working.
+pub struct IceRestart {
+    /// The session.
+    pub id: SessionId,
+    /// Its new local credentials; the ufrag must name no other session.
+    pub local: IceCreds,
+    /// The peer's new credentials.
+    pub remote: IceCreds,
+    /// Called once the new credentials are in use.
+    pub reply: Reply<()>,
 }
 
 /// Why a session ended.

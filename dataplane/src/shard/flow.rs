@@ -10,28 +10,65 @@ use str0m::Input;
 
 use super::{ingest, Shard};
 use crate::ids::Role;
-use crate::packet::{is_rtcp, is_rtp, MAX_PUBLISHER_RTP};
+use crate::packet::{is_rtcp, is_rtp, is_tcp_flow, MAX_PUBLISHER_RTP};
 use crate::stun;
+
+/// How a datagram reached the shard, as str0m must be told: the protocol,
+/// the peer's real address and the local candidate it was sent to.
+#[derive(Clone, Copy)]
+pub(super) struct Via {
+    pub proto: Protocol,
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+}
+
+/// The first of `addrs` in the address family of `peer` (an IPv4-mapped
+/// IPv6 peer counts as IPv4), else the first; `None` when `addrs` is empty.
+pub(super) fn local_for(addrs: &[SocketAddr], peer: SocketAddr) -> Option<SocketAddr> {
+    let v4 = peer.ip().to_canonical().is_ipv4();
+    addrs
+        .iter()
+        .find(|a| a.ip().to_canonical().is_ipv4() == v4)
+        .or(addrs.first())
+        .copied()
+}
 
 impl Shard {
     /// One datagram from the socket.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += data.len() as u64;
+        if is_tcp_flow(&source) {
+            // Only the TCP layer hands these out; no real peer has one.
+            self.counters.drop_malformed += 1;
+            return;
+        }
         if self.relays.len() > 0 && self.relay_datagram(now, source, data) {
             return;
         }
+        let to = local_for(&self.cfg.local_addrs, source).unwrap_or(self.cfg.local_addr);
+        let via = Via {
+            proto: Protocol::Udp,
+            from: source,
+            to,
+        };
+        self.receive(now, source, via, data);
+    }
+
+    /// One datagram, from a UDP peer or a TCP frame, known to the shard by
+    /// `source` (a flow address for TCP) and to str0m by `via`.
+    pub(super) fn receive(&mut self, now: Instant, source: SocketAddr, via: Via, data: &[u8]) {
         let Some((key, bound)) = self.sessions.key_for_flow(source, data) else {
             if stun::is_stun(data) {
                 self.counters.drop_unknown_flow += 1;
-            } else if Receive::new(Protocol::Udp, source, self.cfg.local_addr, data).is_err() {
+            } else if Receive::new(via.proto, via.from, via.to, data).is_err() {
                 self.counters.drop_malformed += 1;
             } else {
                 self.counters.drop_unknown_flow += 1;
             }
             return;
         };
-        let receive = match Receive::new(Protocol::Udp, source, self.cfg.local_addr, data) {
+        let receive = match Receive::new(via.proto, via.from, via.to, data) {
             Ok(r) => r,
             Err(_) => {
                 self.counters.drop_malformed += 1;

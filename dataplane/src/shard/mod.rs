@@ -10,17 +10,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use str0m::crypto::dtls::SrtpProfile;
 use str0m::media::{MediaKind, Mid, Rid};
-use str0m::rtp::Extension;
 use str0m::{Input, Output};
 
 use crate::fanout::{FwdPacket, StreamShared};
 use crate::ids::{Role, SessionId, ShardId, StreamId};
 use crate::packet::{is_rtcp, Datagram};
 use crate::relay::{RelayOutput, Relays};
-use crate::srtp::{Exported, SrtpSession};
-use crate::srtp_sender::SrtpSender;
 use crate::stats::{Counters, SessionStats, SessionStatsTable};
 use crate::stun;
 use crate::timer::{TimerEntry, TimerWheel};
@@ -33,14 +29,16 @@ mod ingest;
 mod keyframe;
 mod relay;
 mod report;
+mod restart;
 mod session;
 mod simulcast;
+mod tcp;
 mod track;
 mod viewer;
 
 pub use api::{
-    CloseReason, Command, CrossShard, NewSession, Reply, ServerOffer, ShardConfig, ShardError,
-    ShardEvent,
+    CloseReason, Command, CrossShard, IceRestart, NewSession, Reply, ServerOffer, ShardConfig,
+    ShardError, ShardEvent,
 };
 pub use egress::ForwardDelay;
 
@@ -48,7 +46,6 @@ use egress::{group_by_ssrc, Egress, Resume, TURN_SEND_BUDGET};
 use keyframe::KeyframeRoute;
 use session::{Session, SessionTable};
 use simulcast::{evaluate_layers, LayerRequest, LAYER_EVAL_INTERVAL};
-use track::set_rtx_cache;
 use viewer::{write_to_viewer, WriteResult};
 
 /// The shard core.
@@ -75,6 +72,8 @@ pub struct Shard {
     /// Relay links to other nodes held by this shard.
     relays: Relays,
     relay_out: Vec<RelayOutput>,
+    /// This shard's ICE-TCP connections.
+    tcp: tcp::TcpFlows,
 }
 
 impl Shard {
@@ -101,6 +100,7 @@ impl Shard {
             last_layer_refresh: now,
             relays: Relays::new(cfg_id),
             relay_out: Vec::new(),
+            tcp: tcp::TcpFlows::default(),
         }
     }
 
@@ -209,6 +209,7 @@ impl Shard {
                 reply(s.accept_answer(answer));
                 self.drive(key, now);
             }
+            Command::IceRestart(restart) => self.ice_restart(now, *restart),
         }
     }
 
@@ -240,47 +241,6 @@ impl Shard {
         };
         if let (Some(d), Some(dest)) = (s.sender.as_mut(), s.peer) {
             d.sender_reports(now, dest, &mut self.transmits, &mut self.counters);
-        }
-    }
-
-    /// DTLS has given a session its SRTP keys: a viewer that estimates no
-    /// bandwidth, with a GCM profile, moves to sluice's own SRTP sender.
-    fn adopt_keys(&mut self, key: u32, e: &Exported) {
-        match e.profile {
-            SrtpProfile::AEAD_AES_128_GCM => self.counters.srtp_aes128_gcm += 1,
-            SrtpProfile::AEAD_AES_256_GCM => self.counters.srtp_aes256_gcm += 1,
-            _ => self.counters.srtp_aes_cm += 1,
-        }
-        let Some(s) = self.sessions.get_mut(key) else {
-            return;
-        };
-        if s.role != Role::Viewer || s.sender.is_some() || !self.cfg.direct_send {
-            return;
-        }
-        // Viewers that estimate bandwidth need str0m's transport-wide
-        // sequence numbers and pacing on every packet.
-        let estimating = s.viewer_tracks.iter().any(|t| {
-            s.rtc.media(t.mid).is_some_and(|m| {
-                m.remote_extmap()
-                    .id_of(Extension::TransportSequenceNumber)
-                    .is_some()
-            })
-        });
-        if estimating {
-            return;
-        }
-        let Some(srtp) = SrtpSession::new(e) else {
-            self.counters.direct_refused += 1;
-            return;
-        };
-        s.sender = Some(Box::new(SrtpSender::new(srtp, self.cfg.rtx_budget_percent)));
-        self.counters.direct_sessions += 1;
-        // str0m sends nothing on these streams: its RTX caches may go.
-        for t in &s.viewer_tracks {
-            let mut api = s.rtc.direct_api();
-            if let Some(tx) = t.ssrc.and_then(|x| api.stream_tx(&x)) {
-                set_rtx_cache(tx, true);
-            }
         }
     }
 
@@ -333,7 +293,8 @@ impl Shard {
         if now.saturating_duration_since(self.last_stats_publish) >= report::STATS_PUBLISH_INTERVAL
         {
             self.last_stats_publish = now;
-            report::publish_stats(&mut self.sessions, &self.session_stats);
+            let tcp = &self.tcp;
+            report::publish_stats(&mut self.sessions, &self.session_stats, |f| tcp.real_of(f));
         }
     }
 
@@ -460,6 +421,9 @@ impl Shard {
                 stats: SessionStats::default(),
                 peer: None,
                 sender: None,
+                congested: false,
+                video_gated: false,
+                addr_changes: 0,
             },
         );
         self.counters.sessions_added += 1;
@@ -529,10 +493,14 @@ impl Shard {
                 while let Ok(out) = s.rtc.poll_output() {
                     guard += 1;
                     match out {
-                        Output::Transmit(t) => self.transmits.push(Datagram {
-                            destination: t.destination,
-                            contents: t.contents.into(),
-                        }),
+                        Output::Transmit(t) => {
+                            if let Some(destination) = self.tcp.destination(&t) {
+                                self.transmits.push(Datagram {
+                                    destination,
+                                    contents: t.contents.into(),
+                                });
+                            }
+                        }
                         Output::Timeout(_) => break,
                         Output::Event(_) => {}
                     }
@@ -581,8 +549,16 @@ impl Shard {
             };
             match out {
                 Output::Transmit(t) => {
-                    if !stun::is_stun(&t.contents) {
-                        s.peer = Some(t.destination);
+                    let Some(destination) = self.tcp.destination(&t) else {
+                        self.counters.tcp_drop_no_conn += 1;
+                        continue;
+                    };
+                    if !stun::is_stun(&t.contents) && s.peer != Some(destination) {
+                        if s.connected && s.peer.is_some() {
+                            s.addr_changes += 1;
+                            self.counters.session_addr_changes += 1;
+                        }
+                        s.peer = Some(destination);
                     }
                     if s.sender.is_some() && is_rtcp(&t.contents) {
                         // Reports of streams str0m never sent on (see `srtp_sender`).
@@ -590,7 +566,7 @@ impl Shard {
                         continue;
                     }
                     self.transmits.push(Datagram {
-                        destination: t.destination,
+                        destination,
                         contents: t.contents.into(),
                     });
                 }
@@ -708,6 +684,12 @@ impl Shard {
             let mut wrote = false;
             let first = self.transmits.len();
             for (i, p) in packets.iter().enumerate() {
+                if s.video_gated
+                    && !tcp::admits(s.congested, &mut s.video_gated, p.kind, p.keyframe)
+                {
+                    self.counters.drop_tcp_video_congested += 1;
+                    continue;
+                }
                 match write_to_viewer(s, p, now, &mut self.transmits) {
                     WriteResult::Written => {
                         wrote = true;

@@ -2,6 +2,7 @@
 //! events (and the SRTP sender's counts), publishers' layer rates, and
 //! audio levels.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::media::{MediaKind, Mid, Rid};
@@ -9,6 +10,7 @@ use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
 
 use super::api::ShardEvent;
 use super::session::{Session, SessionTable};
+use crate::packet::is_tcp_flow;
 use crate::stats::{ByteTotals, SessionStats, SessionStatsTable, TrackStats};
 
 /// How often per-session stats are published to the control plane.
@@ -236,9 +238,19 @@ fn report_layer_rates(s: &mut Session, now: Instant) {
 }
 
 /// Copy every session's stats, with its tracks' current layers, to the shared table.
-pub(super) fn publish_stats(sessions: &mut SessionTable, table: &SessionStatsTable) {
+pub(super) fn publish_stats(
+    sessions: &mut SessionTable,
+    table: &SessionStatsTable,
+    real_of: impl Fn(SocketAddr) -> Option<SocketAddr>,
+) {
     let mut table = table.lock().unwrap_or_else(|e| e.into_inner());
     for s in sessions.iter_mut() {
+        if let Some(peer) = s.peer {
+            let tcp = is_tcp_flow(&peer);
+            s.stats.transport = if tcp { "tcp" } else { "udp" };
+            s.stats.remote = if tcp { real_of(peer) } else { Some(peer) };
+        }
+        s.stats.addr_changes = s.addr_changes;
         for t in s.stats.tracks.iter_mut().filter(|t| t.direction == "out") {
             if let Some(v) = s.viewer_tracks.iter().find(|v| *v.mid == *t.mid) {
                 t.layer = v.layer.map(|r| r.to_string());

@@ -65,6 +65,12 @@ pub(super) struct Session {
     /// sluice's own send path for this viewer's media ([`crate::srtp_sender`]),
     /// once DTLS has given the keys; `None` keeps str0m's.
     pub sender: Option<Box<SrtpSender>>,
+    /// Its ICE-TCP connection cannot keep up: video is held back.
+    pub congested: bool,
+    /// Video waits for a keyframe (after congestion).
+    pub video_gated: bool,
+    /// Times the peer moved to another address after connecting.
+    pub addr_changes: u32,
 }
 
 /// What rebinding a viewer track changed in the session's subscriptions.
@@ -238,6 +244,39 @@ impl SessionTable {
 
     pub fn key_of(&self, id: SessionId) -> Option<u32> {
         self.by_id.get(&id).copied()
+    }
+
+    /// A new flow of the session at `key` must name `ufrag` from now on (an
+    /// ICE restart); its old ufrag names no one. False, changing nothing,
+    /// when `ufrag` names another session.
+    pub fn rekey_ufrag(&mut self, key: u32, ufrag: &str) -> bool {
+        if self.by_ufrag.get(ufrag).is_some_and(|&k| k != key) {
+            return false;
+        }
+        let Some(s) = self.slab.get_mut(key as usize).and_then(Option::as_mut) else {
+            return false;
+        };
+        if self.by_ufrag.get(&s.ufrag) == Some(&key) {
+            self.by_ufrag.remove(&s.ufrag);
+        }
+        s.ufrag = ufrag.to_string();
+        self.by_ufrag.insert(s.ufrag.clone(), key);
+        true
+    }
+
+    /// The session bound to `addr`.
+    pub fn key_of_addr(&self, addr: SocketAddr) -> Option<u32> {
+        self.by_addr.get(&addr).copied()
+    }
+
+    /// `addr` reaches no one any more (its TCP connection closed).
+    pub fn unbind(&mut self, addr: SocketAddr) {
+        let Some(key) = self.by_addr.remove(&addr) else {
+            return;
+        };
+        if let Some(s) = self.slab[key as usize].as_mut() {
+            s.addrs.retain(|a| *a != addr);
+        }
     }
 
     #[inline]

@@ -872,6 +872,12 @@ pub mod net {
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// How long nothing must have come from the address an ICE-lite agent sends
+/// to before a nominating check from another address moves it there (sluice
+/// patch). A replayed check from a spoofed address cannot divert media from a
+/// peer that is still sending.
+const SEND_ADDR_MOVE_SILENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub use error::RtcError;
 
 /// Instance that does WebRTC. Main struct of the entire library.
@@ -926,6 +932,8 @@ pub struct Rtc {
     remote_fingerprint: Option<Fingerprint>,
     remote_addrs: Vec<SocketAddr>,
     send_addr: Option<SendAddr>,
+    /// When a datagram last came from `send_addr`'s destination (sluice patch).
+    send_addr_heard: Instant,
     need_init_time: bool,
     last_now: Instant,
     peer_bytes_rx: u64,
@@ -1304,6 +1312,7 @@ impl Rtc {
             remote_fingerprint: None,
             remote_addrs: vec![],
             send_addr: None,
+            send_addr_heard: start,
             need_init_time: true,
             last_now: start,
             peer_bytes_rx: 0,
@@ -1659,6 +1668,10 @@ impl Rtc {
                         Pii(destination),
                         proto,
                     );
+                    if self.send_addr.as_ref().map(|s| s.destination) != Some(destination) {
+                        // sluice patch: a new send address starts out heard.
+                        self.send_addr_heard = self.last_now;
+                    }
                     self.send_addr = Some(SendAddr {
                         proto,
                         source,
@@ -2180,11 +2193,18 @@ impl Rtc {
             dtls,
             session,
             readiness,
+            send_addr,
+            send_addr_heard,
             ..
         } = self;
 
+        if send_addr.as_ref().is_some_and(|s| s.destination == r.source) {
+            *send_addr_heard = recv_time;
+        }
+
         match r.contents.inner {
             Stun(stun) => {
+                let nominating = stun.is_binding_request() && stun.use_candidate();
                 let packet = is::stun::StunPacket {
                     proto: r.proto,
                     source: r.source,
@@ -2192,8 +2212,35 @@ impl Rtc {
                     message: stun,
                 };
                 // ICE is an external crate; arm both on its behalf.
-                ice.handle_packet(recv_time, packet);
+                let accepted = ice.handle_packet(recv_time, packet);
                 drop(readiness.wake());
+                // sluice patch: a controlled ICE-lite agent follows a peer that
+                // moved (NAT rebinding, network change, ICE restart from a new
+                // address). The agent itself keeps the highest-priority
+                // nominated pair until it has heard nothing on it for 15 s;
+                // here an answered nominating check from another address
+                // takes over once the current one has been silent a while.
+                let silent = recv_time.saturating_duration_since(*send_addr_heard);
+                if accepted
+                    && nominating
+                    && ice.ice_lite()
+                    && !ice.controlling()
+                    && send_addr.as_ref().is_some_and(|s| s.destination != r.source)
+                    && silent >= SEND_ADDR_MOVE_SILENCE
+                    && ice.has_viable_remote_candidate(r.source)
+                {
+                    debug!(
+                        "ICE lite: peer moved to {:?} after {:?} of silence",
+                        Pii(r.source),
+                        silent
+                    );
+                    *send_addr = Some(SendAddr {
+                        proto: r.proto,
+                        source: r.destination,
+                        destination: r.source,
+                    });
+                    *send_addr_heard = recv_time;
+                }
             }
             Dtls(dtls_packet) => {
                 // A failed receive can still change DTLS state and timers.
