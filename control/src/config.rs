@@ -39,8 +39,17 @@ pub struct Config {
     /// this node in a cluster); one address or a list.
     #[serde(with = "addresses::one_or_many")]
     pub announce_ip: Vec<IpAddr>,
-    /// io backend: auto, uring, mmsg, std.
+    /// io backend: auto, uring, mmsg, std, xdp.
     pub io: String,
+    /// With `io = xdp`: the interface whose queues the shards bind.
+    pub xdp_interface: String,
+    /// With `io = xdp`: shard i binds queue `xdp_queue_base + i`.
+    pub xdp_queue_base: u32,
+    /// With `io = xdp`: where the XDP program runs: auto (native, else
+    /// generic), drv (native), skb (generic).
+    pub xdp_attach: String,
+    /// With `io = xdp`: auto (zero-copy where the driver can), copy, zerocopy.
+    pub xdp_bind: String,
     /// HS256 secret for tokens; unset = open dev mode.
     pub secret: Option<String>,
     /// Token for /admin; unset = admin API disabled unless in open dev mode.
@@ -172,6 +181,10 @@ impl Default for Config {
             media_bind: None,
             announce_ip: vec![IpAddr::from([127, 0, 0, 1])],
             io: "auto".into(),
+            xdp_interface: String::new(),
+            xdp_queue_base: 0,
+            xdp_attach: "auto".into(),
+            xdp_bind: "auto".into(),
             secret: None,
             admin_token: None,
             max_sessions: 0,
@@ -251,7 +264,25 @@ impl Config {
         if sluice_dataplane::IoKind::parse(&self.io).is_none() {
             return Err(ConfigError::Invalid {
                 key: "io",
-                message: format!("{:?} is not one of auto, uring, mmsg, std", self.io),
+                message: format!("{:?} is not one of auto, uring, mmsg, std, xdp", self.io),
+            });
+        }
+        if sluice_dataplane::XdpAttach::parse(&self.xdp_attach).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "xdp_attach",
+                message: format!("{:?} is not one of auto, drv, skb", self.xdp_attach),
+            });
+        }
+        if sluice_dataplane::XdpBind::parse(&self.xdp_bind).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "xdp_bind",
+                message: format!("{:?} is not one of auto, copy, zerocopy", self.xdp_bind),
+            });
+        }
+        if self.io == "xdp" && self.xdp_interface.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "xdp_interface",
+                message: "io = xdp needs the interface to bind (xdp_interface)".into(),
             });
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
@@ -433,6 +464,18 @@ impl Config {
         }
     }
 
+    /// The dataplane's AF_XDP settings (used with `io = xdp`).
+    pub fn xdp_settings(&self) -> sluice_dataplane::XdpSettings {
+        sluice_dataplane::XdpSettings {
+            interface: self.xdp_interface.clone(),
+            queue_base: self.xdp_queue_base,
+            attach: sluice_dataplane::XdpAttach::parse(&self.xdp_attach)
+                .unwrap_or(sluice_dataplane::XdpAttach::Auto),
+            bind: sluice_dataplane::XdpBind::parse(&self.xdp_bind)
+                .unwrap_or(sluice_dataplane::XdpBind::Auto),
+        }
+    }
+
     /// `idle_timeout_secs` as a duration.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.idle_timeout_secs)
@@ -513,7 +556,7 @@ mod tests {
         };
         let e = c.validate().unwrap_err().to_string();
         assert!(
-            e.starts_with("io:") && e.contains("auto, uring, mmsg, std"),
+            e.starts_with("io:") && e.contains("auto, uring, mmsg, std, xdp"),
             "{e}"
         );
     }

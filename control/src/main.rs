@@ -83,9 +83,21 @@ struct ServeArgs {
     /// Addresses announced in ICE candidates, primary first, e.g. 203.0.113.7,2001:db8::7.
     #[arg(long, env = "SLUICE_ANNOUNCE_IP", value_delimiter = ',', value_parser = sluice::config::parse_ip)]
     announce_ip: Option<Vec<IpAddr>>,
-    /// io backend: auto, uring, mmsg, std.
+    /// io backend: auto, uring, mmsg, std, xdp.
     #[arg(long, env = "SLUICE_IO")]
     io: Option<String>,
+    /// With io xdp: the interface whose queues the shards bind.
+    #[arg(long, env = "SLUICE_XDP_INTERFACE")]
+    xdp_interface: Option<String>,
+    /// With io xdp: shard i binds queue xdp_queue_base + i.
+    #[arg(long, env = "SLUICE_XDP_QUEUE_BASE")]
+    xdp_queue_base: Option<u32>,
+    /// With io xdp: auto, drv (native) or skb (generic).
+    #[arg(long, env = "SLUICE_XDP_ATTACH")]
+    xdp_attach: Option<String>,
+    /// With io xdp: auto, copy or zerocopy.
+    #[arg(long, env = "SLUICE_XDP_BIND")]
+    xdp_bind: Option<String>,
     /// HS256 token secret (unset = open dev mode).
     #[arg(long, env = "SLUICE_SECRET", hide_env_values = true)]
     secret: Option<String>,
@@ -207,6 +219,10 @@ impl ServeArgs {
             media_port,
             announce_ip,
             io,
+            xdp_interface,
+            xdp_queue_base,
+            xdp_attach,
+            xdp_bind,
             max_sessions,
             max_body,
             idle_timeout_secs,

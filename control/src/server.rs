@@ -68,6 +68,7 @@ impl Server {
             keyframe_throttle: Duration::from_millis(config.keyframe_interval_ms),
             frame_hold: Duration::from_millis(config.frame_hold_ms),
             direct_send: config.direct_send,
+            xdp: config.xdp_settings(),
             ..DataplaneConfig::default()
         };
         let (ev_tx, ev_rx) = crossbeam_channel::unbounded::<(ShardId, ShardEvent)>();

@@ -152,7 +152,7 @@ fn trial(kind: IoKind, a: &Args) -> Trial {
             backend.send(&mut out, &mut counters);
             if n == 0 {
                 waker.prepare_park();
-                waker.park(backend.fd(), None, Duration::from_millis(10));
+                waker.park(&[backend.fd()], Duration::from_millis(10));
             }
         }
         let cpu = thread_cpu_ns() - cpu0;

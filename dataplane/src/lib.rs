@@ -36,6 +36,10 @@ pub use extensions::forwarding as forwarding_extensions;
 pub use fanout::{FwdPacket, StreamShared, MAX_SHARDS};
 pub use ids::{Role, SessionId, ShardId, StreamId};
 pub use io::tcp::{TcpLimits, TcpMedia, TcpNotice};
+pub use io::xdp::{
+    capability_check as xdp_capability_check, AttachMode as XdpAttach, BindMode as XdpBind,
+    XdpSettings,
+};
 pub use io::{
     allowed_cpus, bind_udp, make_backend, probe, set_int_option, set_thread_cpus, Backend, IoKind,
     Waker,

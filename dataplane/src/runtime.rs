@@ -15,6 +15,7 @@ use str0m::Candidate;
 use crate::fanout::{FwdPacket, MAX_SHARDS};
 use crate::ids::{Role, ShardId};
 use crate::io::tcp::{TcpLimits, TcpMedia, TcpNotice};
+use crate::io::xdp::{XdpAttachment, XdpBackend, XdpSettings};
 use crate::io::{bind_udp, make_backend, Backend, IoKind, Waker};
 use crate::shard::{Command, CrossShard, Shard, ShardConfig, ShardEvent};
 use crate::stats::{SessionStatsTable, SharedCounters, TurnHistogram};
@@ -56,6 +57,8 @@ pub struct DataplaneConfig {
     pub fanout_queue: usize,
     /// Socket send and receive buffer size, bytes.
     pub socket_buffer: usize,
+    /// Interface and queues for `io = xdp`.
+    pub xdp: XdpSettings,
 }
 
 impl Default for DataplaneConfig {
@@ -77,6 +80,7 @@ impl Default for DataplaneConfig {
             rtx_budget_percent: 25,
             fanout_queue: 4096,
             socket_buffer: 8 << 20,
+            xdp: XdpSettings::default(),
         }
     }
 }
@@ -167,6 +171,9 @@ pub struct Dataplane {
     /// One handle per shard, indexed by [`ShardId`].
     pub shards: Vec<ShardHandle>,
     stop: Arc<AtomicBool>,
+    /// With `io = xdp`, the program steering the shards' ports to their
+    /// sockets; dropping it detaches it from the interface.
+    xdp: Option<XdpAttachment>,
 }
 
 struct Peer {
@@ -217,6 +224,28 @@ impl Dataplane {
             };
             sockets.push((sock, tcp));
         }
+        let xdp = match cfg.io {
+            IoKind::Xdp if cfg.media_port == 0 => return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "io = xdp needs a fixed media_port: its program steers media_port + i to shard i",
+            )),
+            IoKind::Xdp => Some(XdpAttachment::attach(
+                &cfg.xdp,
+                cfg.media_port,
+                cfg.media_port + (n as u16 - 1),
+            )?),
+            _ => None,
+        };
+        // Every backend before any thread starts, so a refusal stops nothing half-started.
+        let mut opened = Vec::new();
+        for (i, (sock, tcp)) in sockets.into_iter().enumerate() {
+            let port = sock.local_addr()?.port();
+            let backend: Box<dyn Backend> = match &xdp {
+                Some(att) => Box::new(XdpBackend::open(&cfg.xdp, att, i as u32, sock)?),
+                None => make_backend(cfg.io, sock),
+            };
+            opened.push((backend, port, tcp));
+        }
         let mut receivers = Vec::new();
         let mut peers = Vec::new();
         for _ in 0..n {
@@ -237,9 +266,10 @@ impl Dataplane {
         } else {
             cfg.announce_ips.clone()
         };
-        for (i, ((sock, tcp), (ctl_rx, fan_rx))) in sockets.into_iter().zip(receivers).enumerate() {
+        for (i, ((backend, port, tcp), (ctl_rx, fan_rx))) in
+            opened.into_iter().zip(receivers).enumerate()
+        {
             let id = ShardId(i as u16);
-            let port = sock.local_addr()?.port();
             let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
             let addr = addrs[0];
             let tcp_addrs: Vec<SocketAddr> = match &tcp {
@@ -258,7 +288,6 @@ impl Dataplane {
             scfg.frame_hold = cfg.frame_hold;
             scfg.direct_send = cfg.direct_send;
             scfg.rtx_budget_percent = cfg.rtx_budget_percent;
-            let backend = make_backend(cfg.io, sock);
             let io_name = backend.name();
             let counters = Arc::new(SharedCounters::default());
             let publishers = Arc::new(AtomicUsize::new(0));
@@ -317,7 +346,12 @@ impl Dataplane {
                 join: std::sync::Mutex::new(Some(join)),
             });
         }
-        Ok(Dataplane { shards, stop })
+        Ok(Dataplane { shards, stop, xdp })
+    }
+
+    /// With `io = xdp`, how the program is attached (`drv` or `skb`).
+    pub fn xdp_mode(&self) -> Option<&'static str> {
+        self.xdp.as_ref().map(|x| x.mode.as_str())
     }
 
     /// The handle of shard `id`.
@@ -482,11 +516,18 @@ impl ShardThread {
                 .map(|t| t.saturating_duration_since(Instant::now()))
                 .unwrap_or(MAX_PARK)
                 .min(MAX_PARK);
-            my_waker.park(
-                self.backend.fd(),
+            let fds = [
+                Some(self.backend.fd()),
+                self.backend.extra_fd(),
                 self.tcp.as_ref().map(TcpMedia::fd),
-                timeout,
-            );
+            ];
+            let mut wait = [0; 3];
+            let mut n = 0;
+            for fd in fds.into_iter().flatten() {
+                wait[n] = fd;
+                n += 1;
+            }
+            my_waker.park(&wait[..n], timeout);
         }
         // Close sessions so peers see a clean end.
         tracing::debug!(shard = %id, "stopping");

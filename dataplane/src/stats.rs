@@ -117,6 +117,15 @@ counters! {
     tcp_closed_stalled: "ICE-TCP connections closed: their writes made no progress for the stall timeout",
     drop_tcp_video_congested: "video packets not sent to a viewer whose ICE-TCP connection is congested (until it drains and a keyframe arrives)",
     session_addr_changes: "sessions whose peer moved to another address after connecting (network change, NAT rebinding, UDP to TCP)",
+    xdp_rx: "datagrams received through AF_XDP (io xdp)",
+    xdp_kernel_rx: "datagrams io xdp received through the kernel's UDP socket: they arrived on a queue that is not their shard's",
+    xdp_tx: "datagrams sent through AF_XDP (io xdp)",
+    xdp_kernel_tx: "datagrams io xdp sent through the kernel's UDP socket: no link-layer address known for the destination yet",
+    xdp_tx_full: "times the AF_XDP TX ring or its free frames were exhausted (the turn kicks the ring and tries once more; a second refusal drops the datagram)",
+    xdp_tx_invalid: "datagrams dropped by io xdp: no source address of the destination's family, or over the MTU",
+    xdp_rx_ring_full: "frames the kernel dropped: the AF_XDP RX ring was full",
+    xdp_fill_empty: "times the kernel found the AF_XDP fill ring empty",
+    xdp_rx_malformed: "AF_XDP frames that were not a well-formed Ethernet/IP/UDP datagram",
 }
 
 /// One media track of a session as the shard last measured it (about once a second).

@@ -80,6 +80,19 @@ else
     printf '%s\n' "$out" | sed 's/^/    /'
 fi
 
+# ---- the AF_XDP drop-in verifies with the unit and only adds ----
+mkdir -p "$TMP/xdp/sluice.service.d"
+cp "$TMP/sluice.service" "$TMP/xdp/sluice.service"
+cp "$ROOT/systemd/sluice-xdp.conf" "$TMP/xdp/sluice.service.d/xdp.conf"
+if out=$(cd "$TMP/xdp" && SYSTEMD_UNIT_PATH="$TMP/xdp:" systemd-analyze verify "$TMP/xdp/sluice.service" 2>&1) &&
+    [ -z "$out" ] && grep -q '^AmbientCapabilities=CAP_NET_ADMIN CAP_BPF CAP_NET_RAW$' "$ROOT/systemd/sluice-xdp.conf" &&
+    ! grep -v '^#' "$UNIT" | grep -qE 'CAP_(NET_ADMIN|BPF|NET_RAW)|AF_XDP'; then
+    pass "sluice-xdp.conf verifies as a drop-in; the default unit holds none of its rights"
+else
+    fail "sluice-xdp.conf drop-in:"
+    printf '%s\n' "$out" | sed 's/^/    /'
+fi
+
 # ---- systemd-analyze security (offline) ----
 if systemd-analyze security --help 2>/dev/null | grep -q -- '--offline'; then
     sec=$(systemd-analyze security --offline=yes "$TMP/sluice.service" 2>&1 || true)

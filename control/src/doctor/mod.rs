@@ -11,6 +11,7 @@ mod cpu;
 mod host;
 mod media;
 mod nic;
+mod xdp;
 
 use sluice_dataplane::probe;
 
@@ -57,6 +58,17 @@ fn media_checks(config: &crate::Config) -> Vec<Check> {
         shards,
     ));
     out.push(media::check_ice_tcp(config.media_tcp_base(), shards));
+    out.push(xdp::check_xdp(
+        sluice_dataplane::xdp_capability_check(),
+        &config.io,
+        &config.xdp_interface,
+        !config.xdp_interface.is_empty()
+            && std::path::Path::new("/sys/class/net")
+                .join(&config.xdp_interface)
+                .exists(),
+        config.media_bind_ip(),
+        &local,
+    ));
     out.extend(media::check_dual_stack(
         config.media_bind_ip(),
         &config.announce_ip,

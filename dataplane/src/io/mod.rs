@@ -20,6 +20,7 @@ mod plain;
 pub mod probe;
 pub mod tcp;
 mod uring;
+pub mod xdp;
 
 use mmsg::MmsgBackend;
 use plain::StdBackend;
@@ -37,16 +38,21 @@ pub enum IoKind {
     Mmsg,
     /// One recvfrom/sendto per datagram.
     Std,
+    /// AF_XDP: frames straight from and to the interface's queues, past the
+    /// kernel's socket, UDP/IP and qdisc layers (needs an interface and
+    /// CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW; never picked by `auto`).
+    Xdp,
 }
 
 impl IoKind {
-    /// The kind named by `s` (`auto`, `uring`/`io_uring`, `mmsg`, `std`).
+    /// The kind named by `s` (`auto`, `uring`/`io_uring`, `mmsg`, `std`, `xdp`).
     pub fn parse(s: &str) -> Option<IoKind> {
         match s {
             "auto" => Some(IoKind::Auto),
             "uring" | "io_uring" => Some(IoKind::Uring),
             "mmsg" => Some(IoKind::Mmsg),
             "std" => Some(IoKind::Std),
+            "xdp" | "af_xdp" => Some(IoKind::Xdp),
             _ => None,
         }
     }
@@ -58,6 +64,7 @@ impl IoKind {
             IoKind::Uring => "uring",
             IoKind::Mmsg => "mmsg",
             IoKind::Std => "std",
+            IoKind::Xdp => "xdp",
         }
     }
 }
@@ -74,12 +81,19 @@ pub trait Backend: Send {
     fn send(&mut self, out: &mut Vec<Datagram>, counters: &mut Counters);
     /// The socket's descriptor, to wait on.
     fn fd(&self) -> RawFd;
+    /// A second descriptor to wait on, if the backend has one (AF_XDP also
+    /// reads the kernel's UDP socket).
+    fn extra_fd(&self) -> Option<RawFd> {
+        None
+    }
 }
 
 /// Build the backend for `kind` on `socket`, falling back (with a log line) when
-/// the kernel refuses it.
+/// the kernel refuses it. An AF_XDP backend needs its interface, so the
+/// runtime builds it (`xdp::XdpBackend`); here `Xdp` is its kernel half.
 pub fn make_backend(kind: IoKind, socket: UdpSocket) -> Box<dyn Backend> {
     match kind {
+        IoKind::Xdp => make_backend(IoKind::Mmsg, socket),
         IoKind::Std => Box::new(StdBackend::new(socket)),
         IoKind::Auto => match UringBackend::new(socket.try_clone().expect("dup")) {
             Ok(b) => Box::new(b),
@@ -229,26 +243,25 @@ impl Waker {
         self.parked.store(false, Ordering::SeqCst);
     }
 
-    /// Sleep until `sock_fd` (or `extra_fd`, if any) is readable, the waker
-    /// fires, or `timeout` passes.
-    pub fn park(&self, sock_fd: RawFd, extra_fd: Option<RawFd>, timeout: Duration) {
+    /// Sleep until one of `fds` (at most four) is readable, the waker fires,
+    /// or `timeout` passes.
+    pub fn park(&self, fds: &[RawFd], timeout: Duration) {
         let pfd = |fd| libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
         };
-        let mut fds = [
-            pfd(self.fd.as_raw_fd()),
-            pfd(sock_fd),
-            pfd(extra_fd.unwrap_or(-1)),
-        ];
-        let n = if extra_fd.is_some() { 3 } else { 2 };
-        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: `fds` is a live array of initialised pollfd and `n` is at most its length.
-        unsafe {
-            libc::poll(fds.as_mut_ptr(), n, ms);
+        let mut all = [pfd(self.fd.as_raw_fd()), pfd(-1), pfd(-1), pfd(-1), pfd(-1)];
+        let n = 1 + fds.len().min(all.len() - 1);
+        for (slot, fd) in all[1..].iter_mut().zip(fds) {
+            slot.fd = *fd;
         }
-        if fds[0].revents != 0 {
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: `all` is a live array of initialised pollfd and `n` is at most its length.
+        unsafe {
+            libc::poll(all.as_mut_ptr(), n as libc::nfds_t, ms);
+        }
+        if all[0].revents != 0 {
             self.drain();
         }
         self.unpark();

@@ -669,7 +669,7 @@ mod tests {
             let n = b.recv(&mut |src, d| got.push((src, d.to_vec()))).unwrap();
             if n == 0 {
                 waker.prepare_park();
-                waker.park(b.fd(), None, Duration::from_millis(100));
+                waker.park(&[b.fd()], Duration::from_millis(100));
             }
         }
     }
@@ -860,7 +860,7 @@ mod tests {
         let waker = Waker::new().unwrap();
         let start = Instant::now();
         waker.prepare_park();
-        waker.park(rx.fd(), None, Duration::from_secs(5));
+        waker.park(&[rx.fd()], Duration::from_secs(5));
         let woke = start.elapsed();
         sender.join().unwrap();
         assert!(woke < Duration::from_secs(2), "parked for {woke:?}");
@@ -888,7 +888,7 @@ mod tests {
         let waker = Waker::new().unwrap();
         let start = Instant::now();
         waker.prepare_park();
-        waker.park(rx.fd(), None, Duration::from_secs(3));
+        waker.park(&[rx.fd()], Duration::from_secs(3));
         let parked = start.elapsed();
         assert!(parked < Duration::from_secs(1), "parked for {parked:?}");
         let mut got = Vec::new();
