@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sluice_dataplane::is_rtp;
-use str0m::change::SdpAnswer;
+use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
@@ -545,27 +545,59 @@ pub async fn publish_with(
     let (offer, pending) = api
         .apply()
         .ok_or_else(|| ClientError::Rtc("nothing to offer".into()))?;
-    let (answer, location) = signal(http, ep, offer.to_sdp_string()).await?;
-    if let Err(e) = check_candidates(&answer, opts) {
-        delete_resource(http, ep, location.as_deref()).await;
-        return Err(e);
-    }
-    let answer_sdp = answer;
-    let answer =
-        SdpAnswer::from_sdp_string(&answer_sdp).map_err(|e| ClientError::Answer(e.to_string()))?;
-    rtc.sdp_api()
-        .accept_answer(pending, answer)
-        .map_err(|e| ClientError::Rtc(e.to_string()))?;
     let stats = Arc::new(PublisherStats::default());
-    let stop = Arc::new(Notify::new());
     let state = PubState {
         spec,
         audio: audio_mid.map(|m| TrackTx::new(m, TRACK_AUDIO)),
         video: video_mid.map(|m| TrackTx::new(m, TRACK_VIDEO)),
         stats: stats.clone(),
     };
+    let offered = Offered {
+        rtc,
+        conn,
+        offer: offer.to_sdp_string(),
+        pending,
+    };
+    establish(http, ep, offered, opts, Role::Pub(Box::new(state)), stats).await
+}
+
+/// A session's str0m with its offer made and its connection prepared.
+struct Offered {
+    rtc: Rtc,
+    conn: Conn,
+    offer: String,
+    pending: SdpPendingOffer,
+}
+
+/// Post the offer, accept the answer and run the session as `role`; the
+/// server's resource is deleted again when the answer's candidates or the
+/// connection to them fail.
+async fn establish<S>(
+    http: &reqwest::Client,
+    ep: &Endpoint,
+    o: Offered,
+    opts: &SessionOptions,
+    role: Role,
+    stats: Arc<S>,
+) -> Result<SessionHandle<S>, ClientError> {
+    let Offered {
+        mut rtc,
+        conn,
+        offer,
+        pending,
+    } = o;
+    let (answer_sdp, location) = signal(http, ep, offer).await?;
+    if let Err(e) = check_candidates(&answer_sdp, opts) {
+        delete_resource(http, ep, location.as_deref()).await;
+        return Err(e);
+    }
+    let answer =
+        SdpAnswer::from_sdp_string(&answer_sdp).map_err(|e| ClientError::Answer(e.to_string()))?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| ClientError::Rtc(e.to_string()))?;
+    let stop = Arc::new(Notify::new());
     let paused = Arc::new(AtomicBool::new(false));
-    let role = Role::Pub(Box::new(state));
     let launched = match launch(
         rtc,
         conn,
@@ -638,54 +670,49 @@ pub async fn view_with(
     let (offer, pending) = api
         .apply()
         .ok_or_else(|| ClientError::Rtc("nothing to offer".into()))?;
-    let (answer, location) = signal(http, ep, offer.to_sdp_string()).await?;
-    if let Err(e) = check_candidates(&answer, opts) {
-        delete_resource(http, ep, location.as_deref()).await;
-        return Err(e);
-    }
-    let answer_sdp = answer;
-    let answer =
-        SdpAnswer::from_sdp_string(&answer_sdp).map_err(|e| ClientError::Answer(e.to_string()))?;
-    rtc.sdp_api()
-        .accept_answer(pending, answer)
-        .map_err(|e| ClientError::Rtc(e.to_string()))?;
     let stats = Arc::new(ViewerStats::default());
-    let stop = Arc::new(Notify::new());
     let state = ViewState {
         mode,
         stats: stats.clone(),
         started,
     };
-    let paused = Arc::new(AtomicBool::new(false));
-    let role = Role::View(state);
-    let launched = match launch(
+    let offered = Offered {
         rtc,
         conn,
-        &answer_sdp,
-        opts,
-        role,
-        stop.clone(),
-        paused.clone(),
-    )
-    .await
-    {
-        Ok(l) => l,
-        Err(e) => {
-            delete_resource(http, ep, location.as_deref()).await;
-            return Err(e);
-        }
+        offer: offer.to_sdp_string(),
+        pending,
     };
-    Ok(SessionHandle {
-        stats,
-        location,
-        local_addr: launched.local,
-        udp_gro: launched.udp_gro,
-        paused,
-        stop,
-        task: launched.task,
-        http: http.clone(),
-        endpoint: ep.clone(),
-    })
+    establish(http, ep, offered, opts, Role::View(state), stats).await
+}
+
+/// Between draining str0m and waiting, shared by the UDP and TCP loops: a
+/// pending kick (str0m's timeout after a publisher wrote) or a publisher
+/// write that is due runs now (`None`: drain again); otherwise the time to
+/// wait until, str0m's `timeout` or the publisher's next write.
+fn next_wake(
+    rtc: &mut Rtc,
+    role: &mut Role,
+    now: Instant,
+    timeout: Instant,
+    kick: &mut bool,
+) -> Result<Option<Instant>, ClientError> {
+    if *kick {
+        *kick = false;
+        rtc.handle_input(Input::Timeout(now))
+            .map_err(|e| ClientError::Rtc(e.to_string()))?;
+        return Ok(None);
+    }
+    let mut wake = timeout;
+    if let Role::Pub(p) = role {
+        if p.stats.connected.load(Ordering::Relaxed) && p.write_due(rtc, now) {
+            *kick = true;
+            return Ok(None);
+        }
+        if let Some(t) = p.next_due() {
+            wake = wake.min(t);
+        }
+    }
+    Ok(Some(wake.max(now)))
 }
 
 struct TrackTx {
@@ -910,27 +937,10 @@ async fn run(
             }
         }
         let now = Instant::now();
-        if kick {
-            kick = false;
-            rtc.handle_input(Input::Timeout(now))
-                .map_err(|e| ClientError::Rtc(e.to_string()))?;
+        let Some(wake) = next_wake(&mut rtc, &mut role, now, timeout, &mut kick)? else {
             dirty = true;
             continue;
-        }
-        if let Role::Pub(p) = &mut role {
-            if p.stats.connected.load(Ordering::Relaxed) && p.write_due(&mut rtc, now) {
-                kick = true;
-                dirty = true;
-                continue;
-            }
-        }
-        let mut wake = timeout;
-        if let Role::Pub(p) = &role {
-            if let Some(t) = p.next_due() {
-                wake = wake.min(t);
-            }
-        }
-        let wake = wake.max(now);
+        };
         tokio::select! {
             r = socket.readable() => {
                 r?;

@@ -36,6 +36,11 @@ macro_rules! counters {
         }
 
         impl Counters {
+            /// Add every counter of `other` to this one.
+            pub fn add(&mut self, other: &Counters) {
+                $(self.$name += other.$name;)*
+            }
+
             /// (name, help, value) of every counter, for exposition.
             pub fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
                 vec![$((stringify!($name), $help, self.$name),)*]

@@ -75,6 +75,17 @@ where
     f().await
 }
 
+/// A dataplane counter summed over the server's shards.
+pub fn shard_counter(server: &Server, f: impl Fn(&sluice_dataplane::Counters) -> u64) -> u64 {
+    server
+        .app
+        .dataplane
+        .shards
+        .iter()
+        .map(|s| f(&s.counters.snapshot()))
+        .sum()
+}
+
 /// Sessions the server's registry and its shards still hold.
 pub fn session_counts(server: &Server) -> (usize, usize) {
     let reg = server.app.registry().session_count();

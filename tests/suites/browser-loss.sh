@@ -13,10 +13,7 @@ SERVER_LOG_NAME=sluice-loss.log
 E2E_TIMEOUT_SECS=${E2E_TIMEOUT_SECS:-120}
 export E2E_LOSS_PERCENT=5
 
-if ! command -v nft >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null || true
-fi
-command -v nft >/dev/null 2>&1 || { echo "$SUITE: FAIL: nft is missing and could not be installed"; echo "$SUITE: 0 passed, 1 failed"; exit 1; }
+NEEDS_NFT=1
 
 before_client() {
     # Both shards' media ports (the server runs --shards 2 from port 40000).

@@ -230,14 +230,7 @@ async fn viewers_over_ipv6_udp_and_tcp_receive_an_ipv4_publisher() {
         "{shards}"
     );
     assert_eq!(shards[0]["tcp_conns"], 1, "{shards}");
-    let text = http
-        .get(format!("{}/metrics", server.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, text) = sluice_tests::attack::get_metrics(&http, &server, None).await;
     for (name, labels, want) in [
         (
             "sluice_sessions_by_transport",

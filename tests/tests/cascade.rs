@@ -12,7 +12,9 @@ use sluice_bench::client::{
     self, MediaSpec, SessionHandle, ViewerMode, ViewerStats, TRACK_AUDIO, TRACK_VIDEO,
 };
 use sluice_tests::cluster::{Node, RedisServer};
-use sluice_tests::{assert_contiguous, eventually, packets, start, wait_until, whep, whip};
+use sluice_tests::{
+    assert_contiguous, eventually, packets, shard_counter, start, wait_until, whep, whip,
+};
 
 const SECRET: &str = "cascade-test-secret-0123";
 
@@ -35,16 +37,6 @@ async fn node(redis: &RedisServer, ip: &str, id: &str, tweak: impl FnOnce(&mut C
 /// The arguments that make a `sluice serve` process a node of `redis`'s cluster.
 fn node_args(redis: &RedisServer, id: &str) -> Vec<String> {
     sluice_tests::cluster::node_args(redis, id, SECRET)
-}
-
-fn counter(server: &Server, f: impl Fn(&sluice_dataplane::Counters) -> u64) -> u64 {
-    server
-        .app
-        .dataplane
-        .shards
-        .iter()
-        .map(|s| f(&s.counters.snapshot()))
-        .sum()
 }
 
 fn connected(v: &SessionHandle<ViewerStats>) -> bool {
@@ -143,10 +135,10 @@ async fn an_origin_feeds_two_edges_byte_exact_with_one_copy_per_edge() {
     }
     // One copy per edge, not per viewer: c (three viewers) takes as many relay
     // packets as b (one), and a sends about what both take.
-    let into_b = counter(&b, |c| c.relay_packets_in);
-    let into_c = counter(&c, |c| c.relay_packets_in);
-    let out_of_a = counter(&a, |c| c.relay_packets_out);
-    let published = counter(&a, |c| c.rtp_in);
+    let into_b = shard_counter(&b, |c| c.relay_packets_in);
+    let into_c = shard_counter(&c, |c| c.relay_packets_in);
+    let out_of_a = shard_counter(&a, |c| c.relay_packets_out);
+    let published = shard_counter(&a, |c| c.rtp_in);
     assert!(
         into_b > 500 && into_c > 500,
         "relay in: b {into_b}, c {into_c}"
@@ -160,7 +152,7 @@ async fn an_origin_feeds_two_edges_byte_exact_with_one_copy_per_edge() {
         out_of_a <= 2 * published + 100,
         "a sent {out_of_a} relay packets for {published} published: more than one copy per edge"
     );
-    assert_eq!(counter(&a, |c| c.drop_relay_unauthenticated), 0);
+    assert_eq!(shard_counter(&a, |c| c.drop_relay_unauthenticated), 0);
     // The edges read the relay tree from every node.
     let want = vec![
         ("b".to_string(), "a".to_string()),
@@ -178,14 +170,14 @@ async fn an_origin_feeds_two_edges_byte_exact_with_one_copy_per_edge() {
     // node-to-node calls without the cluster secret: refused and counted.
     let b_media = b.app.dataplane.shards[0].addr;
     let stranger = std::net::UdpSocket::bind("127.0.0.9:0").unwrap();
-    let before = counter(&b, |c| c.drop_unknown_flow + c.drop_malformed);
+    let before = shard_counter(&b, |c| c.drop_unknown_flow + c.drop_malformed);
     for i in 0..50u8 {
         let mut pkt = vec![0x80, 110, 0, i, 0, 0, 0, 0, 0x51, 0, 0, 1];
         pkt.extend_from_slice(&[i; 200]);
         stranger.send_to(&pkt, b_media).unwrap();
     }
     assert!(
-        wait_until(Duration::from_secs(3), || counter(&b, |c| c
+        wait_until(Duration::from_secs(3), || shard_counter(&b, |c| c
             .drop_unknown_flow
             + c.drop_malformed)
             >= before + 50)
@@ -341,10 +333,10 @@ async fn a_killed_edge_leaves_nothing_behind_at_the_origin() {
         a.app.relays.counts()
     );
     assert_eq!(shared.viewer_total(), 0);
-    let forwarded = counter(&a, |c| c.relay_packets_out);
+    let forwarded = shard_counter(&a, |c| c.relay_packets_out);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        counter(&a, |c| c.relay_packets_out),
+        shard_counter(&a, |c| c.relay_packets_out),
         forwarded,
         "nothing sent to the dead edge"
     );

@@ -79,6 +79,16 @@ fn bearer(t: &str) -> (&'static str, String) {
     ("authorization", format!("Bearer {t}"))
 }
 
+/// Headers of a WHIP/WHEP `PATCH` with an ICE fragment, and `If-Match` if given.
+fn ice_patch(t: &str, if_match: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut h = vec![
+        bearer(t),
+        ("content-type", "application/trickle-ice-sdpfrag".into()),
+    ];
+    h.extend(if_match.map(|m| ("if-match", m.to_string())));
+    h
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_http_requests_get_clear_answers_and_hurt_no_one() {
     let server = start(1, |c| {
@@ -498,10 +508,7 @@ async fn hostile_http_requests_get_clear_answers_and_hurt_no_one() {
             "PATCH an unknown id",
             "PATCH",
             "/whip/cam/00000000000000ff",
-            vec![
-                bearer(&pub_t),
-                ("content-type", "application/trickle-ice-sdpfrag".into()),
-            ],
+            ice_patch(&pub_t, None),
             "a=end-of-candidates",
             &[404],
         ),
@@ -525,11 +532,7 @@ async fn hostile_http_requests_get_clear_answers_and_hurt_no_one() {
             "PATCH with credentials too short",
             "PATCH",
             format!("/whip/cam/{pub_id}"),
-            vec![
-                bearer(&pub_t),
-                ("content-type", "application/trickle-ice-sdpfrag".into()),
-                ("if-match", "*".into()),
-            ],
+            ice_patch(&pub_t, Some("*")),
             "a=ice-ufrag:x\r\na=ice-pwd:y",
             &[400],
         ),
@@ -537,10 +540,7 @@ async fn hostile_http_requests_get_clear_answers_and_hurt_no_one() {
             "PATCH (trickle) without If-Match",
             "PATCH",
             format!("/whip/cam/{pub_id}"),
-            vec![
-                bearer(&pub_t),
-                ("content-type", "application/trickle-ice-sdpfrag".into()),
-            ],
+            ice_patch(&pub_t, None),
             "a=end-of-candidates",
             &[428],
         ),
@@ -548,11 +548,7 @@ async fn hostile_http_requests_get_clear_answers_and_hurt_no_one() {
             "PATCH with a stale ETag",
             "PATCH",
             format!("/whip/cam/{pub_id}"),
-            vec![
-                bearer(&pub_t),
-                ("content-type", "application/trickle-ice-sdpfrag".into()),
-                ("if-match", "\"stale\"".into()),
-            ],
+            ice_patch(&pub_t, Some("\"stale\"")),
             "a=end-of-candidates",
             &[412],
         ),
@@ -560,11 +556,7 @@ async fn hostile_http_requests_get_clear_answers_and_hurt_no_one() {
             "PATCH with a fragment over 8 KiB",
             "PATCH",
             format!("/whip/cam/{pub_id}"),
-            vec![
-                bearer(&pub_t),
-                ("content-type", "application/trickle-ice-sdpfrag".into()),
-                ("if-match", "*".into()),
-            ],
+            ice_patch(&pub_t, Some("*")),
             "a=candidate:1 1 udp 1 10.0.0.1 5000 typ host\r\n".repeat(200),
             &[413],
         ),

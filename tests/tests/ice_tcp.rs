@@ -14,23 +14,13 @@ use sluice_bench::client::{
     self, MediaSpec, SessionHandle, SessionOptions, Transport, ViewerMode, ViewerStats,
     TRACK_AUDIO, TRACK_VIDEO,
 };
-use sluice_tests::{assert_contiguous, start, wait_until, whep, whip};
+use sluice_tests::{assert_contiguous, shard_counter, start, wait_until, whep, whip};
 
 fn tcp_opts() -> SessionOptions {
     SessionOptions {
         transport: Transport::Tcp,
         ..SessionOptions::default()
     }
-}
-
-fn counter(server: &Server, f: impl Fn(&sluice_dataplane::Counters) -> u64) -> u64 {
-    server
-        .app
-        .dataplane
-        .shards
-        .iter()
-        .map(|s| f(&s.counters.snapshot()))
-        .sum()
 }
 
 fn tcp_addr(server: &Server) -> SocketAddr {
@@ -75,8 +65,8 @@ async fn viewers_over_tcp_receive_every_packet_in_order() {
         assert_contiguous(&r, TRACK_VIDEO, 200, &format!("TCP viewer {i}"));
         assert_contiguous(&r, TRACK_AUDIO, 100, &format!("TCP viewer {i}"));
     }
-    assert!(counter(&server, |c| c.tcp_accepted) >= 4);
-    assert!(counter(&server, |c| c.tcp_writes) > 0);
+    assert!(shard_counter(&server, |c| c.tcp_accepted) >= 4);
+    assert!(shard_counter(&server, |c| c.tcp_writes) > 0);
     // Every viewer's session reports TCP with its real remote address.
     let locals: Vec<SocketAddr> = viewers.iter().map(|v| v.local_addr).collect();
     assert!(
@@ -129,7 +119,7 @@ async fn a_viewer_that_stops_reading_does_not_slow_the_others() {
     stuck.paused.store(true, Ordering::Relaxed);
     // Until its connection is congested: the kernel's buffers fill first.
     assert!(
-        wait_until(Duration::from_secs(20), || counter(&server, |c| c
+        wait_until(Duration::from_secs(20), || shard_counter(&server, |c| c
             .tcp_congested)
             > 0)
         .await,
@@ -155,7 +145,7 @@ async fn a_viewer_that_stops_reading_does_not_slow_the_others() {
         assert_contiguous(&r, TRACK_VIDEO, 100, &format!("viewer {i}"));
     }
     assert!(
-        counter(&server, |c| c.drop_tcp_video_congested) > 0,
+        shard_counter(&server, |c| c.drop_tcp_video_congested) > 0,
         "video to the stuck viewer is held back"
     );
 
@@ -260,9 +250,9 @@ async fn bad_tcp_connections_are_closed_and_counted() {
     // Counters are published at the end of the turn that closed the connection.
     assert!(
         wait_until(Duration::from_secs(2), || {
-            counter(&server, |c| c.tcp_closed_bad_frame) >= 3
-                && counter(&server, |c| c.tcp_closed_unanswered) >= 2
-                && counter(&server, |c| c.drop_unknown_flow) >= 1
+            shard_counter(&server, |c| c.tcp_closed_bad_frame) >= 3
+                && shard_counter(&server, |c| c.tcp_closed_unanswered) >= 2
+                && shard_counter(&server, |c| c.drop_unknown_flow) >= 1
         })
         .await,
         "bad frames, unanswered connections and the unknown ufrag are counted"
@@ -295,7 +285,7 @@ async fn connections_over_the_per_address_cap_are_refused() {
         "a third connection from the address is closed"
     );
     assert!(
-        wait_until(Duration::from_secs(2), || counter(&server, |c| c
+        wait_until(Duration::from_secs(2), || shard_counter(&server, |c| c
             .tcp_refused)
             == 1)
         .await,

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use super::{drain, ClientError, Role, SessionOptions};
+use super::{drain, next_wake, ClientError, Role, SessionOptions};
 
 /// Receive buffer of the connection.
 const RECV_BUFFER: u32 = 256 << 10;
@@ -134,27 +134,10 @@ pub(super) async fn run(
             }
         }
         let now = Instant::now();
-        if kick {
-            kick = false;
-            rtc.handle_input(Input::Timeout(now))
-                .map_err(|e| ClientError::Rtc(e.to_string()))?;
+        let Some(wake) = next_wake(&mut rtc, &mut role, now, timeout, &mut kick)? else {
             dirty = true;
             continue;
-        }
-        if let Role::Pub(p) = &mut role {
-            if p.stats.connected.load(Ordering::Relaxed) && p.write_due(&mut rtc, now) {
-                kick = true;
-                dirty = true;
-                continue;
-            }
-        }
-        let mut wake = timeout;
-        if let Role::Pub(p) = &role {
-            if let Some(t) = p.next_due() {
-                wake = wake.min(t);
-            }
-        }
-        let wake = wake.max(now);
+        };
         let reading = !paused.load(Ordering::Relaxed);
         let pause_check = tokio::time::sleep(std::time::Duration::from_millis(50));
         tokio::select! {

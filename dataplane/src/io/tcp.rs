@@ -606,20 +606,8 @@ impl TcpMedia {
 
     /// Add what this layer counted since the last call to `into`.
     pub fn take_counts(&mut self, into: &mut Counters) {
-        let c = std::mem::take(&mut self.counts);
-        into.tcp_accepted += c.tcp_accepted;
-        into.tcp_refused += c.tcp_refused;
-        into.tcp_frames_in += c.tcp_frames_in;
-        into.tcp_frames_out += c.tcp_frames_out;
-        into.tcp_writes += c.tcp_writes;
-        into.tcp_congested += c.tcp_congested;
-        into.tcp_drop_queue_full += c.tcp_drop_queue_full;
-        into.tcp_drop_no_conn += c.tcp_drop_no_conn;
-        into.tcp_closed_by_peer += c.tcp_closed_by_peer;
-        into.tcp_closed_unanswered += c.tcp_closed_unanswered;
-        into.tcp_closed_idle += c.tcp_closed_idle;
-        into.tcp_closed_bad_frame += c.tcp_closed_bad_frame;
-        into.tcp_closed_stalled += c.tcp_closed_stalled;
+        // Only the tcp_* counters are ever set here.
+        into.add(&std::mem::take(&mut self.counts));
     }
 }
 

@@ -12,6 +12,7 @@
 #   SERVER_LOG_NAME    the default server's log file name in tests/artifacts
 #   E2E_TIMEOUT_SECS   the whole run's limit
 # and optionally defines
+#   NEEDS_NFT          set to 1 when before_client installs nftables rules
 #   before_client      run once the servers answer
 #   start_servers      start the servers itself (several nodes, a Redis) instead of the one
 #                      default server, with start_sluice and track_pid below; whatever it
@@ -151,7 +152,13 @@ prepare_and_enter() {
     command -v ip >/dev/null 2>&1 || need+=(iproute2)
     command -v unshare >/dev/null 2>&1 || need+=(util-linux)
     command -v curl >/dev/null 2>&1 || need+=(curl)
+    if [ -n "${NEEDS_NFT:-}" ]; then
+        command -v nft >/dev/null 2>&1 || need+=(nftables)
+    fi
     [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
+    if [ -n "${NEEDS_NFT:-}" ]; then
+        command -v nft >/dev/null 2>&1 || die "nft is missing after apt-get install nftables"
+    fi
 
     command -v node >/dev/null 2>&1 || die "node is missing (playwright-core needs Node.js >= 20)"
     command -v npm >/dev/null 2>&1 || die "npm is missing"
