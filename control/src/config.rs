@@ -88,10 +88,14 @@ pub struct Config {
     pub tcp_max_conns_per_shard: usize,
     /// Open ICE-TCP connections per shard from one source address; 0 = no limit.
     pub tcp_max_conns_per_ip: usize,
-    /// WHIP/WHEP POSTs and room joins per second from one source address
-    /// (token bucket refill); 0 = no limit.
+    /// Bytes waiting to be written on all of a shard's ICE-TCP connections
+    /// together; over it new frames are dropped, and past half of it so are
+    /// frames for a congested connection. 0 = no limit.
+    pub tcp_queue_budget_bytes: usize,
+    /// WHIP/WHEP POSTs, ICE restarts (`PATCH`) and room joins per second from
+    /// one source address (token bucket refill); 0 = no limit.
     pub signal_rate: f64,
-    /// Burst of WHIP/WHEP POSTs and room joins one source address may make at once.
+    /// Burst of WHIP/WHEP POSTs, ICE restarts and room joins one source address may make at once.
     pub signal_burst: f64,
     /// Sessions (WHIP, WHEP) placed for one source address; 0 = no limit.
     pub max_sessions_per_ip: usize,
@@ -202,6 +206,7 @@ impl Default for Config {
             max_conns: 4096,
             tcp_max_conns_per_shard: 4096,
             tcp_max_conns_per_ip: 256,
+            tcp_queue_budget_bytes: 64 << 20,
             signal_rate: 20.0,
             signal_burst: 40.0,
             max_sessions_per_ip: 200,
@@ -369,6 +374,16 @@ impl Config {
                 message: "must be at least 1; to turn ICE-TCP off set media_tcp_port = 0".into(),
             });
         }
+        let one_queue = sluice_dataplane::TcpLimits::default().queue_hard;
+        if self.tcp_queue_budget_bytes != 0 && self.tcp_queue_budget_bytes < 2 * one_queue {
+            return Err(ConfigError::Invalid {
+                key: "tcp_queue_budget_bytes",
+                message: format!(
+                    "use 0 (no limit) or at least {} bytes: twice what one connection may queue",
+                    2 * one_queue
+                ),
+            });
+        }
         if self.max_body < 1024 {
             return Err(ConfigError::Invalid {
                 key: "max_body",
@@ -459,6 +474,7 @@ impl Config {
         sluice_dataplane::TcpLimits {
             max_conns: self.tcp_max_conns_per_shard,
             max_per_ip: self.tcp_max_conns_per_ip,
+            queue_total: self.tcp_queue_budget_bytes,
             idle_timeout: self.idle_timeout(),
             ..sluice_dataplane::TcpLimits::default()
         }

@@ -115,7 +115,7 @@ pub enum ApiError {
     PeerIdInUse,
 
     // Over a limit on what one source may take.
-    /// 429 with `Retry-After`: WHIP/WHEP POSTs or room joins over `signal_rate`.
+    /// 429 with `Retry-After`: WHIP/WHEP POSTs, ICE restarts or room joins over `signal_rate`.
     #[error("too many requests from this address; retry after {0} s")]
     RateLimited(u32),
     /// 503 with `Retry-After: 30`: `max_sessions_per_ip` reached.

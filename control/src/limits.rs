@@ -1,6 +1,6 @@
 //! What one remote party may take: concurrent HTTPS connections per source
-//! address and in total, the rate of WHIP/WHEP POSTs and room joins per source
-//! address (token buckets), and the count of every refusal by reason for
+//! address and in total, the rate of WHIP/WHEP POSTs, ICE restarts and room
+//! joins per source address (token buckets), and the count of every refusal by reason for
 //! `/metrics`. Every per-address table is bounded: idle entries are evicted and
 //! the number of entries is capped.
 //!
@@ -32,7 +32,7 @@ pub enum Refusal {
     BodyTimeout,
     /// A connection that sent no request within its time, or stayed idle too long.
     HttpTimeout,
-    /// WHIP/WHEP POSTs or room joins over the per-address rate.
+    /// WHIP/WHEP POSTs, ICE restarts or room joins over the per-address rate.
     Rate,
     /// A source address over `max_sessions_per_ip` sessions.
     SessionsPerIp,
@@ -198,7 +198,7 @@ impl Limits {
         })
     }
 
-    /// Take one WHIP/WHEP POST or room join from `ip` out of its bucket;
+    /// Take one WHIP/WHEP POST, ICE restart or room join from `ip` out of its bucket;
     /// `Err(wait)` when over the rate (or when the table is full of active addresses).
     pub fn take_signal(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         if self.rate <= 0.0 {

@@ -149,10 +149,13 @@ struct ServeArgs {
     /// Open ICE-TCP connections per shard from one source address (0 = no limit).
     #[arg(long, env = "SLUICE_TCP_MAX_CONNS_PER_IP")]
     tcp_max_conns_per_ip: Option<usize>,
-    /// WHIP/WHEP POSTs and room joins per second per source address (0 = no limit).
+    /// Bytes queued on all ICE-TCP connections of a shard together (0 = no limit).
+    #[arg(long, env = "SLUICE_TCP_QUEUE_BUDGET_BYTES")]
+    tcp_queue_budget_bytes: Option<usize>,
+    /// WHIP/WHEP POSTs, ICE restarts and room joins per second per source address (0 = no limit).
     #[arg(long, env = "SLUICE_SIGNAL_RATE")]
     signal_rate: Option<f64>,
-    /// Burst of WHIP/WHEP POSTs and room joins per source address.
+    /// Burst of WHIP/WHEP POSTs, ICE restarts and room joins per source address.
     #[arg(long, env = "SLUICE_SIGNAL_BURST")]
     signal_burst: Option<f64>,
     /// Sessions per source address (0 = no limit).
@@ -238,6 +241,7 @@ impl ServeArgs {
             max_conns,
             tcp_max_conns_per_shard,
             tcp_max_conns_per_ip,
+            tcp_queue_budget_bytes,
             signal_rate,
             signal_burst,
             max_sessions_per_ip,

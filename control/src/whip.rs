@@ -21,7 +21,8 @@ use crate::icefrag::{self, Fragment, IfMatch};
 use crate::registry::SessionEntry;
 use crate::sessions;
 
-/// Take one WHIP/WHEP POST or room join of `source` from its rate budget: 429 over it.
+/// Take one WHIP/WHEP POST, ICE restart or room join of `source` from its
+/// rate budget: 429 over it.
 pub fn take_signal(app: &App, source: SocketAddr) -> Result<(), ApiError> {
     app.limits
         .take_signal(source.ip(), Instant::now())
@@ -236,9 +237,12 @@ pub async fn resource_delete(
 
 /// `PATCH /whip|whep/{stream}/{id}` with an ICE fragment (RFC 9725 §4.3):
 /// new client credentials restart ICE (`200`, the server's new ones); a
-/// trickled candidate needs nothing from an ICE-lite server (`204`).
+/// trickled candidate needs nothing from an ICE-lite server (`204`). A
+/// restart costs new credentials and a round trip to the shard, so it is
+/// taken from the source's signal rate as a POST is; trickle is not.
 pub async fn resource_patch(
     State(app): State<Arc<App>>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
     Path((stream, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
@@ -279,6 +283,7 @@ pub async fn resource_patch(
     let client_pwd = frag.pwd.ok_or_else(|| {
         ApiError::BadFragment("an ICE restart (a new a=ice-ufrag) needs a=ice-pwd".into())
     })?;
+    take_signal(&app, source)?;
     let local = IceCreds {
         ufrag: app.negotiator.random_token(8),
         pass: app.negotiator.random_token(24),

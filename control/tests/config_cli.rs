@@ -370,7 +370,10 @@ fn media_tcp_port_follows_media_port_until_set_and_0_turns_it_off() {
         "10",
         "--tcp-max-conns-per-ip",
         "0",
+        "--tcp-queue-budget-bytes",
+        "0",
     ]);
     assert_eq!(value(&caps, "tcp_max_conns_per_shard"), "10");
     assert_eq!(value(&caps, "tcp_max_conns_per_ip"), "0");
+    assert_eq!(value(&caps, "tcp_queue_budget_bytes"), "0");
 }

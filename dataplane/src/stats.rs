@@ -114,6 +114,7 @@ counters! {
     tcp_writes: "write syscalls to ICE-TCP connections (each carries every frame queued to one connection in a turn)",
     tcp_congested: "times an ICE-TCP connection's write queue passed its soft limit (its viewer then gets audio only until it drains)",
     tcp_drop_queue_full: "frames dropped: an ICE-TCP connection's write queue was at its hard limit",
+    tcp_drop_budget: "frames dropped: the shard's ICE-TCP write queues together were at their budget (or past half of it, for a connection past its soft limit)",
     tcp_drop_no_conn: "frames dropped: their ICE-TCP connection had closed",
     tcp_closed_by_peer: "ICE-TCP connections closed by the peer or a socket error",
     tcp_closed_unanswered: "ICE-TCP connections closed: no authenticated STUN binding request within the time allowed",

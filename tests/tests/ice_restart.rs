@@ -1,7 +1,8 @@
 //! WHIP/WHEP `PATCH` (RFC 9725 §4.3) over real HTTP: the entity tag of a
-//! session's ICE, the 428/412/415/400 answers, trickle (204), and an ICE
-//! restart by a str0m viewer that also moves to another local port: its
-//! media goes on without a new DTLS handshake.
+//! session's ICE, the 428/412/415/400 answers, trickle (204), an ICE
+//! restart by a str0m viewer that also moves to another local port (its
+//! media goes on without a new DTLS handshake), and restarts taken from the
+//! per-address signal rate while trickle is not.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use sluice_dataplane::str0m::{
     net::Receive,
     Candidate, Event, IceCreds, Input, Output, Rtc,
 };
-use sluice_tests::{start, whep, whip};
+use sluice_tests::{sdp_offer, start, whep, whip};
 
 const FRAG: &str = "application/trickle-ice-sdpfrag";
 
@@ -229,5 +230,67 @@ async fn a_str0m_viewer_restarts_ice_from_a_new_port_and_keeps_its_media() {
         "one DTLS handshake each for the publisher and the viewer"
     );
     drop(publisher);
+    server.shutdown().await;
+}
+
+/// A restart's fragment: new client credentials each time.
+fn restart_fragment() -> String {
+    let creds = IceCreds::new();
+    format!(
+        "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n",
+        creds.ufrag, creds.pass
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_restarts_over_the_signal_rate_get_429_and_trickle_does_not() {
+    let server = start(1, |c| {
+        c.signal_rate = 0.01;
+        c.signal_burst = 3.0;
+    })
+    .await;
+    let http = client::http_client(true);
+    let res = http
+        .post(whip(&server, "rate").url)
+        .header("content-type", "application/sdp")
+        .body(sdp_offer(Direction::SendOnly))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 201);
+    let url = format!(
+        "{}{}",
+        server.url(),
+        res.headers()["location"].to_str().unwrap()
+    );
+    let ct = ("content-type", FRAG);
+    // The POST took one token of three: two restarts pass, then 429.
+    let mut etag = String::new();
+    for i in 0..2 {
+        let (s, body, h) = patch(&http, &url, &[ct, ("if-match", "*")], &restart_fragment()).await;
+        assert_eq!(s, 200, "restart {i}: {body}");
+        etag = h["etag"].to_str().unwrap().to_string();
+    }
+    let (s, body, h) = patch(&http, &url, &[ct, ("if-match", "*")], &restart_fragment()).await;
+    assert_eq!(s, 429, "{body}");
+    let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(wait >= 1, "Retry-After {wait}");
+    // Naming the current tag instead of `*` is a restart all the same.
+    let (s, _, _) = patch(&http, &url, &[ct, ("if-match", &etag)], &restart_fragment()).await;
+    assert_eq!(s, 429);
+    // Trickle is not taken from the rate; the refused restarts changed nothing.
+    for _ in 0..10 {
+        let (s, body, _) = patch(
+            &http,
+            &url,
+            &[ct, ("if-match", &etag)],
+            "a=end-of-candidates",
+        )
+        .await;
+        assert_eq!(s, 204, "{body}");
+    }
+    assert!(server.app.limits.refused().contains(&("rate", 2)));
+    let c = server.app.dataplane.shards[0].counters.snapshot();
+    assert_eq!(c.ice_restarts, 2);
     server.shutdown().await;
 }

@@ -250,10 +250,10 @@ mod tests {
     #[test]
     fn tcp_caps_and_the_idle_timeout_reach_the_tcp_limits() {
         let c = parse(
-            "tcp_max_conns_per_shard = 10\ntcp_max_conns_per_ip = 0\nidle_timeout_secs = 7.5\n",
+            "tcp_max_conns_per_shard = 10\ntcp_max_conns_per_ip = 0\ntcp_queue_budget_bytes = 2097152\nidle_timeout_secs = 7.5\n",
         );
         let l = c.tcp_limits();
-        assert_eq!((l.max_conns, l.max_per_ip), (10, 0));
+        assert_eq!((l.max_conns, l.max_per_ip, l.queue_total), (10, 0, 2 << 20));
         assert_eq!(l.idle_timeout, Duration::from_millis(7500));
         let d = sluice_dataplane::TcpLimits::default();
         assert_eq!(
@@ -261,8 +261,16 @@ mod tests {
             (d.queue_hard, d.stall_timeout)
         );
         let d = Config::default().tcp_limits();
-        assert_eq!((d.max_conns, d.max_per_ip), (4096, 256));
+        assert_eq!(
+            (d.max_conns, d.max_per_ip, d.queue_total),
+            (4096, 256, 64 << 20)
+        );
         let e = parse("tcp_max_conns_per_shard = 0").validate().unwrap_err();
         assert!(e.to_string().contains("media_tcp_port = 0"), "{e}");
+        let e = parse("tcp_queue_budget_bytes = 65536")
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().starts_with("tcp_queue_budget_bytes:"), "{e}");
+        parse("tcp_queue_budget_bytes = 0").validate().unwrap();
     }
 }

@@ -17,6 +17,17 @@
 //! marks the connection congested (the core then sends it audio only) and
 //! past `queue_hard` drops what does not fit. Closes and drops are counted.
 //!
+//! The shard's write buffers together are bounded too, by `queue_total`:
+//! without it, many authenticated viewers that never read could each hold
+//! `queue_hard`. The total is kept as frames are queued, written and their
+//! connections closed. A frame that would pass it is dropped
+//! (`tcp_drop_budget`); past half of it, so is a frame for a connection
+//! already past `queue_soft`, which leaves the other half to connections
+//! that keep up. Frames the kernel takes at once are never queued and never
+//! count; the rest of a frame the kernel cut is queued whatever the limits
+//! (the stream must stay framed), so the total may pass the budget by at
+//! most one frame per connection.
+//!
 //! No `unsafe` here: mio's safe epoll wrapper does the polling.
 
 use std::collections::HashMap;
@@ -63,6 +74,10 @@ pub struct TcpLimits {
     pub queue_hard: usize,
     /// A connection whose writes make no progress this long is closed.
     pub stall_timeout: Duration,
+    /// Bytes waiting to be written on all connections together past which
+    /// new frames are dropped; past half of it, frames for a connection past
+    /// `queue_soft` are. 0 = no budget.
+    pub queue_total: usize,
 }
 
 impl Default for TcpLimits {
@@ -75,6 +90,7 @@ impl Default for TcpLimits {
             queue_soft: 64 << 10,
             queue_hard: 512 << 10,
             stall_timeout: Duration::from_secs(10),
+            queue_total: 64 << 20,
         }
     }
 }
@@ -135,6 +151,8 @@ pub struct TcpMedia {
     free: Vec<usize>,
     by_flow: HashMap<SocketAddr, usize>,
     per_ip: HashMap<IpAddr, usize>,
+    /// Bytes waiting in every connection's write buffer.
+    queued: usize,
     serial: u64,
     scratch: Box<[u8]>,
     ready: Vec<usize>,
@@ -165,6 +183,7 @@ impl TcpMedia {
             free: Vec::new(),
             by_flow: HashMap::new(),
             per_ip: HashMap::new(),
+            queued: 0,
             serial: 0,
             scratch: vec![0u8; 64 << 10].into_boxed_slice(),
             ready: Vec::new(),
@@ -195,6 +214,11 @@ impl TcpMedia {
     /// No connection is open.
     pub fn is_empty(&self) -> bool {
         self.by_flow.is_empty()
+    }
+
+    /// Bytes waiting in the write buffers of all connections.
+    pub fn queued(&self) -> usize {
+        self.queued
     }
 
     /// Is there work left from an earlier turn (data not yet read, writes
@@ -427,10 +451,14 @@ impl TcpMedia {
         };
         c.answered = true;
         self.counts.tcp_frames_out += run.len() as u64;
-        let hard = self.limits.queue_hard;
+        let mut q = Queuing {
+            limits: &self.limits,
+            total: &mut self.queued,
+            counts: &mut self.counts,
+        };
         if c.queued() > 0 {
             for (_, d) in run {
-                queue(c, &d.contents, 0, hard, &mut self.counts);
+                q.queue(c, &d.contents, 0);
             }
             congestion(c, &self.limits, &mut self.notices, &mut self.counts);
             return;
@@ -452,7 +480,7 @@ impl TcpMedia {
             }
             let written = match c.stream.write_vectored(&iov[..2 * n]) {
                 Ok(w) => {
-                    self.counts.tcp_writes += 1;
+                    q.counts.tcp_writes += 1;
                     c.last_progress = now;
                     w
                 }
@@ -467,8 +495,7 @@ impl TcpMedia {
                 k += n;
                 continue;
             }
-            // The kernel took part: the rest waits, the frame it cut first
-            // (whole, whatever the limit: the stream must stay framed).
+            // The kernel took part: the rest waits, the frame it cut first.
             let mut skip = written;
             for (_, d) in &run[k..] {
                 let size = 2 + d.contents.len();
@@ -476,8 +503,7 @@ impl TcpMedia {
                     skip -= size;
                     continue;
                 }
-                let limit = if skip > 0 { usize::MAX } else { hard };
-                queue(c, &d.contents, skip, limit, &mut self.counts);
+                q.queue(c, &d.contents, skip);
                 skip = 0;
             }
             c.waiting = true;
@@ -504,6 +530,7 @@ impl TcpMedia {
                     Ok(n) => {
                         self.counts.tcp_writes += 1;
                         c.wpos += n;
+                        self.queued -= n;
                         c.last_progress = now;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -574,6 +601,7 @@ impl TcpMedia {
             return 0;
         };
         let _ = self.poll.registry().deregister(&mut c.stream);
+        self.queued -= c.queued();
         self.by_flow.remove(&c.flow);
         let ip = c.real.ip().to_canonical();
         if let Some(n) = self.per_ip.get_mut(&ip) {
@@ -611,21 +639,49 @@ impl TcpMedia {
     }
 }
 
-/// Queue frame `data` on `c` from byte `from` of the frame (its two length
-/// bytes count), unless that would pass `limit` bytes queued.
-fn queue(c: &mut Conn, data: &[u8], from: usize, limit: usize, counts: &mut Counters) {
-    let size = 2 + data.len();
-    if c.queued() + size - from > limit {
-        counts.tcp_drop_queue_full += 1;
-        return;
+/// What queuing a frame checks and changes: the limits, the shard's total
+/// of queued bytes and the drop counters.
+struct Queuing<'a> {
+    limits: &'a TcpLimits,
+    total: &'a mut usize,
+    counts: &'a mut Counters,
+}
+
+impl Queuing<'_> {
+    /// Queue frame `data` on `c` from byte `from` of the frame (its two
+    /// length bytes count). A whole frame (`from` 0) is dropped and counted
+    /// when it would pass the connection's `queue_hard` or the shard's
+    /// budget; the rest of a cut one is always queued.
+    fn queue(&mut self, c: &mut Conn, data: &[u8], from: usize) {
+        let size = 2 + data.len() - from;
+        if from == 0 {
+            if c.queued() + size > self.limits.queue_hard {
+                self.counts.tcp_drop_queue_full += 1;
+                return;
+            }
+            if over_budget(c.queued(), size, *self.total, self.limits) {
+                self.counts.tcp_drop_budget += 1;
+                return;
+            }
+        }
+        let head = (data.len() as u16).to_be_bytes();
+        if from < 2 {
+            c.wbuf.extend_from_slice(&head[from..]);
+            c.wbuf.extend_from_slice(data);
+        } else {
+            c.wbuf.extend_from_slice(&data[from - 2..]);
+        }
+        *self.total += size;
     }
-    let head = (data.len() as u16).to_be_bytes();
-    if from < 2 {
-        c.wbuf.extend_from_slice(&head[from..]);
-        c.wbuf.extend_from_slice(data);
-    } else {
-        c.wbuf.extend_from_slice(&data[from - 2..]);
-    }
+}
+
+/// Would `size` more bytes for a connection holding `queued` pass the
+/// shard's budget, or, from one past `queue_soft`, take from the half of it
+/// kept for connections that keep up?
+fn over_budget(queued: usize, size: usize, total: usize, limits: &TcpLimits) -> bool {
+    let budget = limits.queue_total;
+    budget > 0
+        && (total + size > budget || (queued > limits.queue_soft && total + size > budget / 2))
 }
 
 /// Mark `c` congested past the soft limit, and clear it once it has drained
@@ -679,77 +735,4 @@ fn deframe(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frames(parts: &[&[u8]]) -> Vec<u8> {
-        let mut v = Vec::new();
-        for p in parts {
-            v.extend_from_slice(&(p.len() as u16).to_be_bytes());
-            v.extend_from_slice(p);
-        }
-        v
-    }
-
-    #[test]
-    fn frames_are_split_and_a_partial_one_is_left() {
-        let buf = frames(&[&[0, 1, 2], &[1; 10], &[2; 5]]);
-        let mut got = Vec::new();
-        let (used, n) = deframe(&buf[..buf.len() - 2], 2048, false, &mut |f| {
-            got.push(f.to_vec())
-        })
-        .unwrap();
-        assert_eq!(n, 2);
-        assert_eq!(used, 2 + 3 + 2 + 10);
-        assert_eq!(got, vec![vec![0, 1, 2], vec![1; 10]]);
-    }
-
-    #[test]
-    fn the_rest_of_a_cut_frame_is_queued_and_the_limit_holds() {
-        let std_tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let stream = std::net::TcpStream::connect(std_tcp.local_addr().unwrap()).unwrap();
-        let now = Instant::now();
-        let mut c = Conn {
-            stream: TcpStream::from_std(stream),
-            real: "127.0.0.1:1".parse().unwrap(),
-            flow: tcp_flow_addr(0, 1, 1),
-            rbuf: Vec::new(),
-            wbuf: Vec::new(),
-            wpos: 0,
-            answered: true,
-            opened: now,
-            last_rx: now,
-            last_progress: now,
-            congested: false,
-            waiting: true,
-            readable: false,
-        };
-        let mut counts = Counters::default();
-        // Cut inside the length: its second byte and the data remain.
-        queue(&mut c, &[7, 8, 9], 1, 100, &mut counts);
-        assert_eq!(c.wbuf, vec![3, 7, 8, 9]);
-        // Cut inside the data.
-        queue(&mut c, &[1, 2, 3, 4], 4, 100, &mut counts);
-        assert_eq!(c.wbuf, vec![3, 7, 8, 9, 3, 4]);
-        // Whole, then over the limit: dropped and counted.
-        queue(&mut c, &[5], 0, 100, &mut counts);
-        assert_eq!(c.wbuf, vec![3, 7, 8, 9, 3, 4, 0, 1, 5]);
-        queue(&mut c, &[0; 100], 0, 100, &mut counts);
-        assert_eq!(c.wbuf.len(), 9);
-        assert_eq!(counts.tcp_drop_queue_full, 1);
-    }
-
-    #[test]
-    fn bad_frames_are_refused() {
-        let mut sink = |_: &[u8]| {};
-        // Empty frame.
-        assert!(deframe(&[0, 0], 2048, true, &mut sink).is_err());
-        // Over the limit.
-        assert!(deframe(&frames(&[&[0; 1025]]), 1024, false, &mut sink).is_err());
-        // Not STUN before the connection is answered; fine after.
-        assert!(deframe(&frames(&[&[0x16; 20]]), 1024, false, &mut sink).is_err());
-        assert!(deframe(&frames(&[&[0x16; 20]]), 1024, true, &mut sink).is_ok());
-        // A length alone is not an error yet.
-        assert_eq!(deframe(&[0x07], 2048, true, &mut sink), Ok((0, 0)));
-    }
-}
+mod tests;
