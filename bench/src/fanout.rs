@@ -446,6 +446,9 @@ struct SetupTotals {
     attempted: usize,
     connected: usize,
     seconds: f64,
+    /// `None` without `--server-pid`.
+    server_cpu: Option<f64>,
+    bench_cpu: Option<f64>,
     latency: Histogram,
     errors: BTreeMap<String, u64>,
 }
@@ -474,6 +477,8 @@ impl SetupTotals {
             latency_ms: Percentiles::from_us(&self.latency),
             errors,
             concurrency,
+            server_cpu_seconds: self.server_cpu,
+            bench_cpu_seconds: self.bench_cpu,
         }
     }
 }
@@ -989,6 +994,14 @@ impl Run<'_> {
         FanoutError::NoViewers(first)
     }
 
+    /// CPU seconds of the server (`--server-pid`) and of this process so far;
+    /// `None` without a server pid or when either cannot be read.
+    fn setup_cpu(&self) -> Option<(f64, f64)> {
+        let server = ProcSnapshot::read(self.cfg.server_pid?).ok()?;
+        let bench = ProcSnapshot::read(std::process::id()).ok()?;
+        Some((server.total_cpu_seconds(), bench.total_cpu_seconds()))
+    }
+
     /// Sets up `count` more viewers, at most `setup_concurrency` at a time,
     /// each from its POST until connected or `setup_timeout`.
     async fn add_viewers(&mut self, count: usize) {
@@ -1057,6 +1070,7 @@ impl Run<'_> {
         }
         self.setup.attempted += count;
         let started = Instant::now();
+        let cpu0 = self.setup_cpu();
         let (mut ok, mut failed) = (0usize, 0usize);
         let mut tick = tokio::time::interval(TICK);
         loop {
@@ -1100,6 +1114,10 @@ impl Run<'_> {
             );
         }
         let seconds = started.elapsed().as_secs_f64();
+        if let (Some((s0, b0)), Some((s1, b1))) = (cpu0, self.setup_cpu()) {
+            *self.setup.server_cpu.get_or_insert(0.0) += (s1 - s0).max(0.0);
+            *self.setup.bench_cpu.get_or_insert(0.0) += (b1 - b0).max(0.0);
+        }
         self.setup.seconds += seconds;
         self.setup.connected += ok;
         self.progress.say(&format!(

@@ -85,6 +85,10 @@ pub fn summarize(runs: Vec<FanoutReport>) -> RepeatReport {
             m(&|r| Some(r.measurement.as_ref()?.latency_ms.as_ref()?.p99)),
         ),
         ("setup, sessions/s", m(&|r| Some(r.setup.rate_per_second))),
+        (
+            "setup, sessions per server CPU-s",
+            m(&|r| r.setup.per_server_cpu_second()),
+        ),
     ];
     let ranges = figures
         .into_iter()

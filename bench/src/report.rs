@@ -74,6 +74,24 @@ pub struct SetupReport {
     pub errors: Vec<ErrorCount>,
     /// Viewers set up at once.
     pub concurrency: usize,
+    /// CPU seconds the server's threads spent during the setup phases
+    /// (`--server-pid`), whatever else they did then (forwarding a live stream).
+    #[serde(default)]
+    pub server_cpu_seconds: Option<f64>,
+    /// CPU seconds the bench itself spent during the setup phases: near one
+    /// core per bench thread means the bench, not the server, set the pace.
+    #[serde(default)]
+    pub bench_cpu_seconds: Option<f64>,
+}
+
+impl SetupReport {
+    /// Connected sessions per CPU-second of the server during setup: the
+    /// setup rate one server core gives, independent of how busy it was.
+    pub fn per_server_cpu_second(&self) -> Option<f64> {
+        self.server_cpu_seconds
+            .filter(|c| *c > 0.0)
+            .map(|c| self.connected as f64 / c)
+    }
 }
 
 /// CPU time of the threads of one name.
@@ -355,6 +373,18 @@ fn setup_lines(out: &mut String, s: &SetupReport) {
         );
     }
     out.push('\n');
+    if let Some(per) = s.per_server_cpu_second() {
+        let cores = |c: f64| c / s.seconds.max(1e-9);
+        let _ = write!(
+            out,
+            "           {per:.0} sessions per server CPU-second (server {:.2} cores",
+            cores(s.server_cpu_seconds.unwrap_or(0.0))
+        );
+        if let Some(b) = s.bench_cpu_seconds {
+            let _ = write!(out, ", bench {:.2} cores", cores(b));
+        }
+        out.push_str(")\n");
+    }
     for e in &s.errors {
         let _ = writeln!(out, "           {} failed: {}", e.count, e.error);
     }
@@ -739,6 +769,8 @@ mod tests {
                     count: 1,
                 }],
                 concurrency: 32,
+                server_cpu_seconds: Some(1.5),
+                bench_cpu_seconds: None,
             },
             measurement: Some(step(100, 0.5)),
             ramp: Some(RampReport {

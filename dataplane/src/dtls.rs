@@ -7,7 +7,8 @@
 //! That is tens of elliptic-curve scalar multiplications per session, done on
 //! the thread that negotiates it, and it bounded the session setup rate. The
 //! config holds no per-connection state (dimpl takes it as `Arc<Config>`), so
-//! one per MTU is built, validated once, and shared.
+//! one per MTU is built, validated once, and shared. Its key provider
+//! (`dtls_key`) also parses the certificate's private key once for all.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use str0m::crypto::dtls::{
 };
 use str0m::crypto::{CryptoError, CryptoProvider};
 
+use crate::dtls_key::SharedKeys;
 use crate::srtp::Exported;
 
 /// str0m's provider for this build's crypto features, with shared DTLS configs.
@@ -58,7 +60,13 @@ impl SharedConfigDtls {
         }
         // As str0m configures it: ICE has checked the return route before
         // DTLS starts, so server cookies add a round trip and nothing else.
-        let mut b = dimpl::Config::builder().use_server_cookie(false);
+        // One parsed signing key for all endpoints (`dtls_key`).
+        static KEYS: SharedKeys = SharedKeys::new();
+        let mut provider = dimpl::crypto::aws_lc_rs::default_provider();
+        provider.key_provider = &KEYS;
+        let mut b = dimpl::Config::builder()
+            .use_server_cookie(false)
+            .with_crypto_provider(provider);
         if let Some(mtu) = mtu {
             b = b.mtu(mtu);
         }

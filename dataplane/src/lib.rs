@@ -10,6 +10,7 @@
 
 mod codec;
 mod dtls;
+mod dtls_key;
 mod extensions;
 mod fanout;
 #[cfg(feature = "fuzzing")]

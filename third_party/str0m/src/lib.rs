@@ -923,7 +923,6 @@ pub struct Rtc {
     ice: IceAgent,
     dtls: Dtls,
     dtls_connected: bool,
-    dtls_buf: Vec<u8>,
     next_dtls_timeout: Option<Instant>,
     sctp: RtcSctp,
     chan: ChannelHandler,
@@ -957,6 +956,36 @@ enum RtcState {
     Alive,
     Closing,
     Closed,
+}
+
+/// Size of the buffer DTLS writes its events (the peer's certificate,
+/// application data) into.
+const DTLS_BUF: usize = 2000;
+
+std::thread_local! {
+    static DTLS_SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// One DTLS event buffer per thread, lent to the `Rtc` being polled and given
+/// back when dropped, instead of 2 KB kept by every session for the few
+/// events its DTLS ever produces. A nested or failed take just makes a new one.
+struct DtlsScratch(Vec<u8>);
+
+impl DtlsScratch {
+    fn take() -> Self {
+        let mut buf = DTLS_SCRATCH.try_with(|c| c.take()).unwrap_or_default();
+        if buf.len() < DTLS_BUF {
+            buf.resize(DTLS_BUF, 0);
+        }
+        DtlsScratch(buf)
+    }
+}
+
+impl Drop for DtlsScratch {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        let _ = DTLS_SCRATCH.try_with(|c| c.set(buf));
+    }
 }
 
 struct SendAddr {
@@ -1303,7 +1332,6 @@ impl Rtc {
             )
             .expect("DTLS to init without problem"),
             dtls_connected: false,
-            dtls_buf: vec![0; 2000],
             next_dtls_timeout: None,
             session,
             sctp,
@@ -1699,8 +1727,9 @@ impl Rtc {
 
         // Poll DTLS output - collect packets, handle events
         let mut just_connected = false;
+        let mut dtls_buf = DtlsScratch::take();
         loop {
-            match self.dtls.poll_output(&mut self.dtls_buf) {
+            match self.dtls.poll_output(&mut dtls_buf.0) {
                 DtlsOutput::Packet(_) => {
                     unreachable!("We don't expect DTLS packets here since we use poll_packet");
                 }

@@ -43,6 +43,9 @@ use crate::util::{Soonest, SystemTimeExt, already_happened, not_happening};
 use crate::{Reason, net};
 use crate::{RtcConfig, RtcError};
 
+/// Size of the buffer an outgoing RTP packet is written into before encryption.
+const POLL_PACKET_BUF: usize = 2000;
+
 /// Minimum interval between NACK polls. Per-packet retries also wait for RTT.
 /// Keep this high enough to avoid additional problems in very bad network conditions.
 const NACK_MIN_INTERVAL: Duration = Duration::from_millis(33);
@@ -97,7 +100,8 @@ pub(crate) struct Session {
     twcc_tx_register: TwccSendRegister,
     max_rx_seq_lookup: HashMap<Ssrc, SeqNoWindow>,
 
-    bwe: Option<Bwe>,
+    /// Boxed: about 2 KB that a session without BWE would keep inline for nothing.
+    bwe: Option<Box<Bwe>>,
     bwe_last_event: Option<(Bitrate, bool)>,
 
     enable_twcc_feedback: bool,
@@ -169,7 +173,7 @@ impl Session {
             let rate = config.initial_bitrate;
             let pacer = PacerImpl::leaky_bucket(rate * 2.0);
             let bwe = Bwe::new(rate);
-            (pacer, Some(bwe))
+            (pacer, Some(Box::new(bwe)))
         } else {
             (PacerImpl::null(), None)
         };
@@ -207,7 +211,7 @@ impl Session {
             enable_twcc_feedback: false,
             pacer,
             pacer_control: PacerControl::new(),
-            poll_packet_buf: vec![0; 2000],
+            poll_packet_buf: Vec::new(),
             pending_packet: None,
             media_bytes_rx: 0,
             media_bytes_tx: 0,
@@ -1240,6 +1244,11 @@ impl Session {
             return None;
         };
         let buf = &mut self.poll_packet_buf;
+        // Made on the first packet str0m itself sends: a viewer whose media
+        // goes out another way never needs these 2 KB.
+        if buf.is_empty() {
+            buf.resize(POLL_PACKET_BUF, 0);
+        }
         let twcc_seq = self.twcc;
 
         let params = &self.codec_config;

@@ -1197,6 +1197,7 @@ impl State {
         }
 
         client.engine.release_application_data();
+        client.engine.release_handshake_memory();
 
         debug!("Handshake complete; ready for application data");
 

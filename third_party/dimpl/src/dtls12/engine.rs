@@ -1049,6 +1049,19 @@ impl Engine {
         self.release_app_data = true;
     }
 
+    /// Gives back what only the handshake needed, once this side has sent or
+    /// verified the last Finished: the transcript, the pool of free buffers
+    /// and the queues' spare capacity. What a retransmitted flight or a later
+    /// record needs (the saved flight, the keys, the replay window) stays.
+    /// Buffers are made again on demand if a retransmission needs one.
+    pub fn release_handshake_memory(&mut self) {
+        self.transcript = Buf::new();
+        self.buffers_free = BufferPool::default();
+        self.queue_rx.shrink_to_fit();
+        self.queue_tx.shrink_to_fit();
+        self.flight_saved_records.shrink_to_fit();
+    }
+
     /// Whether a close_notify alert has been received from the peer.
     pub fn close_notify_received(&self) -> bool {
         self.close_notify_received

@@ -1126,6 +1126,11 @@ impl State {
         }
 
         server.engine.release_application_data();
+        server.engine.release_handshake_memory();
+        server.extension_data = Buf::new();
+        server.defragment_buffer = Buf::new();
+        server.client_supported_groups = None;
+        server.client_signature_algorithms = None;
 
         Ok(Self::AwaitApplicationData)
     }

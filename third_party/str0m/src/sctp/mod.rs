@@ -41,10 +41,16 @@ pub const DEFAULT_REMOTE_MAX_MESSAGE_SIZE: u32 = 64 * 1024;
 
 pub(crate) struct RtcSctp {
     state: RtcSctpState,
-    endpoint: Endpoint,
+    /// Made on first use (`endpoint_in`): a session that never carries a
+    /// data channel keeps no SCTP endpoint, about 2 KB.
+    endpoint: Option<Box<Endpoint>>,
+    /// The MTU the endpoint is made for.
+    mtu: usize,
     fake_addr: SocketAddr,
     handle: AssociationHandle,
-    assoc: Option<Association>,
+    /// Boxed: an association is about 1.7 KB, and a session without a data
+    /// channel never has one.
+    assoc: Option<Box<Association>>,
     // Sorted by `id` so lookups can binary search. Keep it that way.
     entries: Vec<StreamEntry>,
     // Stream ids that still owe a `StreamEvent::ResetComplete`,
@@ -291,23 +297,44 @@ const _: () = assert!(
     "MAX_DTLS_OVERHEAD + SCTP_OVERHEAD must cover observed 77-byte SCTP-over-DTLS overhead"
 );
 
-impl RtcSctp {
-    pub fn new(mtu: usize, local_max_message_size: u32) -> Self {
+/// SCTP payload that fits one datagram of `mtu` after DTLS and SCTP headers.
+fn max_payload(mtu: usize) -> usize {
+    mtu.saturating_sub(crate::io::MAX_DTLS_OVERHEAD)
+        .saturating_sub(SCTP_OVERHEAD)
+}
+
+/// The endpoint in `slot`, made now if this is its first use.
+fn endpoint_in(
+    slot: &mut Option<Box<Endpoint>>,
+    mtu: usize,
+    local_max_message_size: u32,
+) -> &mut Endpoint {
+    slot.get_or_insert_with(|| {
         let mut config = EndpointConfig::default();
-        let max_payload = mtu
-            .saturating_sub(crate::io::MAX_DTLS_OVERHEAD)
-            .saturating_sub(SCTP_OVERHEAD);
-        config.max_payload_size(max_payload as u32);
-        #[cfg(test)]
-        let max_payload_size = max_payload;
+        config.max_payload_size(max_payload(mtu) as u32);
         let mut server_config = ServerConfig::default();
         server_config.transport = webrtc_transport_config(local_max_message_size);
-        let endpoint = Endpoint::new(Arc::new(config), Some(Arc::new(server_config)));
+        Box::new(Endpoint::new(
+            Arc::new(config),
+            Some(Arc::new(server_config)),
+        ))
+    })
+}
+
+impl RtcSctp {
+    fn endpoint(&mut self) -> &mut Endpoint {
+        endpoint_in(&mut self.endpoint, self.mtu, self.local_max_message_size)
+    }
+
+    pub fn new(mtu: usize, local_max_message_size: u32) -> Self {
+        #[cfg(test)]
+        let max_payload_size = max_payload(mtu);
         let fake_addr = "1.1.1.1:5000".parse().unwrap();
 
         RtcSctp {
             state: RtcSctpState::Uninited,
-            endpoint,
+            endpoint: None,
+            mtu,
             fake_addr,
             handle: AssociationHandle(0), // temporary
             assoc: None,
@@ -377,13 +404,14 @@ impl RtcSctp {
                 "New {} association (out-of-band: true)",
                 if client { "local" } else { "server" },
             );
+            let fake_addr = self.fake_addr;
             let (handle, mut assoc) = self
-                .endpoint
-                .connect(config, self.fake_addr)
+                .endpoint()
+                .connect(config, fake_addr)
                 .map_err(|e| SctpError::Proto(ProtoError::Other(e.to_string())))?;
             assoc.set_max_send_message_size(self.remote_max_message_size);
             self.handle = handle;
-            self.assoc = Some(assoc);
+            self.assoc = Some(Box::new(assoc));
 
             // With SNAP, both sides exchanged INIT chunks out-of-band. The
             // sctp-proto association is already in established state (via
@@ -398,13 +426,14 @@ impl RtcSctp {
             let config = SctpInitData::default().into_client_config(self.local_max_message_size);
 
             debug!("New local association (out-of-band: false)");
+            let fake_addr = self.fake_addr;
             let (handle, mut assoc) = self
-                .endpoint
-                .connect(config, self.fake_addr)
+                .endpoint()
+                .connect(config, fake_addr)
                 .map_err(|e| SctpError::Proto(ProtoError::Other(e.to_string())))?;
             assoc.set_max_send_message_size(self.remote_max_message_size);
             self.handle = handle;
-            self.assoc = Some(assoc);
+            self.assoc = Some(Box::new(assoc));
             set_state(&mut self.state, RtcSctpState::AwaitAssociationEstablished);
         } else {
             // Normal server path: wait for the remote to initiate.
@@ -677,7 +706,8 @@ impl RtcSctp {
 
         // TODO, remove Bytes in sctp and just use &[u8].
         let data = data.to_vec().into();
-        let r = self.endpoint.handle(now, self.fake_addr, None, None, data);
+        let fake_addr = self.fake_addr;
+        let r = self.endpoint().handle(now, fake_addr, None, None, data);
 
         let Some((handle, event)) = r else {
             return;
@@ -693,7 +723,7 @@ impl RtcSctp {
                 }
                 debug!("New remote association");
                 // Remote side initiated the association
-                self.assoc = Some(a);
+                self.assoc = Some(Box::new(a));
                 self.handle = handle;
                 set_state(&mut self.state, RtcSctpState::AwaitAssociationEstablished);
             }
@@ -730,7 +760,8 @@ impl RtcSctp {
 
         // propagate events between endpoint and association.
         while let Some(e) = assoc.poll_endpoint_event() {
-            if let Some(ae) = self.endpoint.handle_event(self.handle, e) {
+            let endpoint = endpoint_in(&mut self.endpoint, self.mtu, self.local_max_message_size);
+            if let Some(ae) = endpoint.handle_event(self.handle, e) {
                 assoc.handle_event(ae);
             }
         }
@@ -1177,7 +1208,7 @@ impl RtcSctp {
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {
-        if let Some(t) = self.endpoint.poll_transmit() {
+        if let Some(t) = self.endpoint.as_mut().and_then(|e| e.poll_transmit()) {
             return Some(t);
         }
 

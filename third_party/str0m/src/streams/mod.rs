@@ -134,10 +134,13 @@ pub(crate) struct Streams {
     last_rx_lookup_cleanup: Instant,
 
     /// All outgoing encoded streams.
-    streams_tx: HashMap<Ssrc, StreamTx>,
+    /// Boxed: a `StreamTx` is about 1.8 KB, and the map's spare slots would
+    /// hold that much each.
+    streams_tx: HashMap<Ssrc, Box<StreamTx>>,
 
     /// Non-media padding source. Its sequence counter survives media changes.
-    probe_tx: StreamTx,
+    /// Made when BWE first binds it to a media: most sessions never probe.
+    probe_tx: Option<Box<StreamTx>>,
     probe_media: Option<(Mid, Pt)>,
 
     /// Local SSRC used before we got any StreamTx. This is used for RTCP if we don't
@@ -178,7 +181,7 @@ impl Streams {
             rx_lookup: Default::default(),
             last_rx_lookup_cleanup: already_happened(),
             streams_tx: Default::default(),
-            probe_tx: StreamTx::new_probe(mtu_warn),
+            probe_tx: None,
             probe_media: None,
             default_ssrc_tx: 0.into(), // this will be changed
             mids_to_report: Vec::with_capacity(10),
@@ -335,7 +338,15 @@ impl Streams {
     ) -> &mut StreamTx {
         self.streams_tx
             .entry(ssrc)
-            .or_insert_with(|| StreamTx::new(ssrc, rtx, midrid, self.enable_stats, self.mtu_warn))
+            .or_insert_with(|| {
+                Box::new(StreamTx::new(
+                    ssrc,
+                    rtx,
+                    midrid,
+                    self.enable_stats,
+                    self.mtu_warn,
+                ))
+            })
     }
 
     pub fn remove_stream_tx(&mut self, ssrc: Ssrc) -> bool {
@@ -360,7 +371,7 @@ impl Streams {
     }
 
     pub fn stream_tx(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
-        self.streams_tx.get_mut(ssrc)
+        self.streams_tx.get_mut(ssrc).map(|s| &mut **s)
     }
 
     /// Lookup the "main" SSRC and mid for a given SSRC(main or RTX).
@@ -551,7 +562,7 @@ impl Streams {
     }
 
     pub(crate) fn streams_tx(&mut self) -> impl Iterator<Item = &mut StreamTx> {
-        self.streams_tx.values_mut()
+        self.streams_tx.values_mut().map(|s| &mut **s)
     }
 
     pub(crate) fn ssrcs_tx(&self, mid: Mid) -> Vec<(Ssrc, Option<Ssrc>)> {
@@ -627,9 +638,14 @@ impl Streams {
         if media == self.probe_media {
             return;
         }
-        self.probe_tx.reset_buffers();
+        if let Some(probe) = &mut self.probe_tx {
+            probe.reset_buffers();
+        }
         if let Some((mid, pt)) = media {
-            self.probe_tx.set_probe_media(mid, pt);
+            let mtu_warn = self.mtu_warn;
+            self.probe_tx
+                .get_or_insert_with(|| Box::new(StreamTx::new_probe(mtu_warn)))
+                .set_probe_media(mid, pt);
         }
         self.probe_media = media;
     }
@@ -642,8 +658,9 @@ impl Streams {
         // Snapshot each stream once, preferring media/RTX padding over the
         // fallback. No extra stream or retransmission-queue scan is needed.
         let mut media_padding = false;
-        let mut probe_queue = self.probe_media.map(|_| {
-            let mut queue = self.probe_tx.queue_state(now);
+        let probe_tx = self.probe_tx.as_mut().filter(|_| self.probe_media.is_some());
+        let mut probe_queue = probe_tx.map(|probe| {
+            let mut queue = probe.queue_state(now);
             queue.midrid = MidRid(MID_PROBE, None);
             queue
         });
@@ -670,9 +687,12 @@ impl Streams {
     pub(crate) fn stream_tx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamTx> {
         if midrid == MidRid(MID_PROBE, None) {
             self.probe_media?;
-            return Some(&mut self.probe_tx);
+            return self.probe_tx.as_deref_mut();
         }
-        self.streams_tx.values_mut().find(|s| s.is_midrid(midrid))
+        self.streams_tx
+            .values_mut()
+            .find(|s| s.is_midrid(midrid))
+            .map(|s| &mut **s)
     }
 
     pub(crate) fn stream_rx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamRx> {
@@ -687,7 +707,10 @@ impl Streams {
 
     /// An iterator over all the tx streams for a given mid.
     pub(crate) fn streams_tx_by_mid(&mut self, mid: Mid) -> impl Iterator<Item = &mut StreamTx> {
-        self.streams_tx.values_mut().filter(move |s| s.mid() == mid)
+        self.streams_tx
+            .values_mut()
+            .filter(move |s| s.mid() == mid)
+            .map(|s| &mut **s)
     }
 
     /// An iterator over all the rx streams for a given mid.
