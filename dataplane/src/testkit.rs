@@ -60,6 +60,9 @@ pub struct Peer {
     pub count_only: bool,
     /// Fraction of datagrams from the shard to this peer that are lost.
     pub loss: f64,
+    /// The next datagram from the shard to this peer that this matches is
+    /// lost, once.
+    pub drop_next: Option<fn(&[u8]) -> bool>,
     /// A bottleneck on the way from the shard to this peer, if any.
     pub link: Option<Link>,
     /// Datagrams lost on the way to this peer.
@@ -301,6 +304,7 @@ impl Harness {
             keyframe_requests: 0,
             count_only: false,
             loss: 0.0,
+            drop_next: None,
             link: None,
             lost: 0,
             received_count: 0,
@@ -362,6 +366,10 @@ impl Harness {
                 (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
             let now = self.now;
             match self.peers.iter_mut().find(|p| p.seen_at() == d.destination) {
+                Some(p) if p.drop_next.is_some_and(|f| f(&d.contents)) => {
+                    p.drop_next = None;
+                    p.lost += 1;
+                }
                 Some(p) if r < p.loss => p.lost += 1,
                 Some(p) => match p.link.as_mut() {
                     Some(link) => {

@@ -106,6 +106,38 @@ fn lost_packets_are_repaired_from_the_sfu_cache_with_rtx() {
     assert!(c.rtx_sent > 0 && c.nack_misses == 0, "{c:?}");
 }
 
+#[test]
+fn a_lost_final_dtls_flight_is_resent_after_the_handshake_state_is_released() {
+    // The shard's DTLS server sends its last flight (ChangeCipherSpec and
+    // Finished, a datagram whose first record is a ChangeCipherSpec, type 20)
+    // and then gives back what only the handshake needed
+    // (third_party/README.md, dimpl). Lose that flight once per viewer: the
+    // viewer's retransmitted flight must get it resent, and media must flow.
+    let mut h = Harness::new();
+    let publisher = h.add_publisher();
+    let viewers: Vec<usize> = (0..4).map(|_| h.add_viewer()).collect();
+    for &v in &viewers {
+        h.peers[v].drop_next = Some(|d: &[u8]| d.first() == Some(&20));
+    }
+    h.connect_all(Duration::from_secs(30));
+    for &v in &viewers {
+        assert!(
+            h.peers[v].drop_next.is_none(),
+            "viewer {v}: no flight was lost"
+        );
+        assert_eq!(h.peers[v].lost, 1);
+    }
+    send_video(&mut h, publisher, 50);
+    h.advance(Duration::from_millis(500));
+    for &v in &viewers {
+        assert!(
+            h.peers[v].received.len() >= 200,
+            "viewer {v} received {}",
+            h.peers[v].received.len()
+        );
+    }
+}
+
 /// `frames` frames of a publisher's video: 4 packets of 900 bytes every 20 ms.
 fn send_video(h: &mut Harness, publisher: usize, frames: usize) {
     for _ in 0..frames {
