@@ -437,8 +437,33 @@ pub struct PublisherStats {
 pub struct Received {
     /// (track, counter) of each payload that passed the integrity check.
     pub stamps: Vec<(u8, u32)>,
+    /// Per video SSRC: the RTP timestamp of the frame being received and
+    /// the earliest send time of its packets seen so far.
+    frames: Vec<(u32, u32, u64)>,
     /// Payloads that failed the check.
     pub corrupt: u64,
+}
+
+impl Received {
+    /// Note a video packet of the frame with RTP timestamp `ts` on `ssrc`,
+    /// sent at `sent_us`; returns when the frame's first packet was sent (as
+    /// far as this viewer saw: the earliest send time among its packets).
+    pub fn frame_sent(&mut self, ssrc: u32, ts: u32, sent_us: u64) -> u64 {
+        match self.frames.iter_mut().find(|f| f.0 == ssrc) {
+            Some(f) if f.1 == ts => {
+                f.2 = f.2.min(sent_us);
+                f.2
+            }
+            Some(f) => {
+                *f = (ssrc, ts, sent_us);
+                sent_us
+            }
+            None => {
+                self.frames.push((ssrc, ts, sent_us));
+                sent_us
+            }
+        }
+    }
 }
 
 /// Shared counters of one viewer.
@@ -454,6 +479,9 @@ pub struct ViewerStats {
     pub received: Mutex<Received>,
     /// Publisher-to-viewer delay of each checked payload, in microseconds.
     pub latency: Mutex<Histogram>,
+    /// From the send of a video frame's first packet to the arrival of its
+    /// last (the marker packet), in microseconds.
+    pub frame_latency: Mutex<Histogram>,
     /// Per-SSRC sequence tracking (count-only and decrypting viewers alike).
     pub seq: Mutex<Vec<(u32, SeqTracker)>>,
     /// From the start of setup to connected, once connected.
@@ -1151,6 +1179,16 @@ fn handle_event(rtc: &mut Rtc, role: &mut Role, e: Event) -> bool {
                         .lock()
                         .unwrap()
                         .record(now.saturating_sub(s.sent_us));
+                    if s.track == TRACK_VIDEO {
+                        let first = r.frame_sent(*pkt.header.ssrc, pkt.header.timestamp, s.sent_us);
+                        if pkt.header.marker {
+                            v.stats
+                                .frame_latency
+                                .lock()
+                                .unwrap()
+                                .record(now.saturating_sub(first));
+                        }
+                    }
                 }
                 None => r.corrupt += 1,
             }
@@ -1166,6 +1204,22 @@ fn handle_event(rtc: &mut Rtc, role: &mut Role, e: Event) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_is_timed_from_its_earliest_packet_and_a_new_timestamp_starts_another() {
+        let mut r = Received::default();
+        assert_eq!(r.frame_sent(7, 100, 1_000), 1_000);
+        // Reordered: a later-sent packet first, then the frame's first.
+        assert_eq!(r.frame_sent(7, 100, 1_300), 1_000);
+        assert_eq!(
+            r.frame_sent(9, 500, 1_200),
+            1_200,
+            "another SSRC, its own frame"
+        );
+        assert_eq!(r.frame_sent(7, 200, 2_000), 2_000, "the next frame");
+        assert_eq!(r.frame_sent(7, 200, 1_900), 1_900);
+        assert_eq!(r.frame_sent(9, 500, 1_250), 1_200);
+    }
 
     #[test]
     fn periodic_keyframes_stay_on_their_grid() {

@@ -1171,14 +1171,13 @@ impl Run<'_> {
         }
     }
 
-    fn take_latency(&self) -> Histogram {
+    /// Every decrypting viewer's latency samples of one kind (`pick`),
+    /// merged, and emptied for the next window.
+    fn take_latency(&self, pick: fn(&ViewerStats) -> &std::sync::Mutex<Histogram>) -> Histogram {
         let mut all = Histogram::new();
         for v in self.viewers.iter().filter(|v| v.full) {
             let h = std::mem::take(
-                &mut *v
-                    .handle
-                    .stats
-                    .latency
+                &mut *pick(&v.handle.stats)
                     .lock()
                     .unwrap_or_else(|e| e.into_inner()),
             );
@@ -1211,7 +1210,8 @@ impl Run<'_> {
             .iter()
             .filter(|v| v.handle.is_finished())
             .count();
-        self.take_latency();
+        self.take_latency(|s| &s.latency);
+        self.take_latency(|s| &s.frame_latency);
         self.trim_stamp_logs();
         let published0 = self.published();
         let start = Instant::now();
@@ -1256,7 +1256,8 @@ impl Run<'_> {
             .and_then(|p| runqueue_wait_seconds(p).ok());
         let bench_wait1 = runqueue_wait_seconds(me).ok();
         let waited = |a: Option<f64>, b: Option<f64>| Some((b? - a?).max(0.0));
-        let latency = self.take_latency();
+        let latency = self.take_latency(|s| &s.latency);
+        let frame_latency = self.take_latency(|s| &s.frame_latency);
         self.progress.clear();
 
         let streams: Vec<usize> = self.viewers.iter().map(|v| v.stream).collect();
@@ -1342,6 +1343,7 @@ impl Run<'_> {
             viewers_ended: ended,
             corrupt_payloads: corrupt,
             latency_ms: Percentiles::from_us(&latency),
+            frame_latency_ms: Percentiles::from_us(&frame_latency),
             server,
             bench: BenchCpu {
                 cpu_seconds,
@@ -1489,6 +1491,7 @@ mod tests {
             viewers_ended: 0,
             corrupt_payloads: 0,
             latency_ms: None,
+            frame_latency_ms: None,
             server: None,
             bench: BenchCpu {
                 cpu_seconds: 1.0,

@@ -211,6 +211,7 @@ mod tests {
                 max: 5.0,
                 samples: 160,
             }),
+            frame_latency_ms: None,
             server: None,
             bench: BenchCpu {
                 cpu_seconds: 0.1,

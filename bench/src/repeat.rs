@@ -84,6 +84,14 @@ pub fn summarize(runs: Vec<FanoutReport>) -> RepeatReport {
             "latency p99, ms",
             m(&|r| Some(r.measurement.as_ref()?.latency_ms.as_ref()?.p99)),
         ),
+        (
+            "frame latency p50, ms",
+            m(&|r| Some(r.measurement.as_ref()?.frame_latency_ms.as_ref()?.p50)),
+        ),
+        (
+            "frame latency p99, ms",
+            m(&|r| Some(r.measurement.as_ref()?.frame_latency_ms.as_ref()?.p99)),
+        ),
         ("setup, sessions/s", m(&|r| Some(r.setup.rate_per_second))),
         (
             "setup, sessions per server CPU-s",

@@ -182,6 +182,10 @@ pub struct StepReport {
     pub corrupt_payloads: u64,
     /// Publisher to decrypting viewer, from the stamp in each payload.
     pub latency_ms: Option<Percentiles>,
+    /// From the send of a video frame's first packet to a decrypting
+    /// viewer's receipt of its last: what a frame waits for the whole fan-out.
+    #[serde(default)]
+    pub frame_latency_ms: Option<Percentiles>,
     /// The server process in the window; `None` without `--server-pid`.
     pub server: Option<ServerReport>,
     /// The load generator's own CPU use in the window.
@@ -439,6 +443,16 @@ fn step_lines(out: &mut String, m: &StepReport) {
             );
         }
     }
+    if let Some(l) = &m.frame_latency_ms {
+        let _ = writeln!(
+            out,
+            "frames     p50 {}  p99 {}  max {}  first packet sent to last received ({} frames)",
+            ms(l.p50),
+            ms(l.p99),
+            ms(l.max),
+            group_digits(l.samples),
+        );
+    }
     if let Some(s) = &m.server {
         let _ = writeln!(
             out,
@@ -659,6 +673,12 @@ mod tests {
                 max: 9.0,
                 samples: 800,
             }),
+            frame_latency_ms: Some(Percentiles {
+                p50: 1.5,
+                p99: 4.0,
+                max: 12.0,
+                samples: 100,
+            }),
             server: Some(ServerReport {
                 pid: 7,
                 cpu_seconds: 1.0,
@@ -796,6 +816,7 @@ mod tests {
             "note       something to know",
             "100 viewers max over 4 streams",
             "1 worker threads, UDP GRO on",
+            "frames     p50 1.50 ms  p99 4.00 ms  max 12.0 ms  first packet sent to last received (100 frames)",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }
