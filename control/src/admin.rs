@@ -26,6 +26,8 @@ struct ShardInfo {
     addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
     tcp_conns: usize,
+    /// Bytes waiting in its ICE-TCP write queues together.
+    tcp_queued_bytes: usize,
     core: Option<usize>,
     io: &'static str,
     publishers: usize,
@@ -51,6 +53,7 @@ pub async fn shards(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<R
             addrs: s.addrs.clone(),
             tcp_addrs: s.tcp_addrs.clone(),
             tcp_conns: s.tcp_conns.load(Ordering::Relaxed),
+            tcp_queued_bytes: s.tcp_queued.load(Ordering::Relaxed),
             core: s.core,
             io: s.io,
             publishers: s.publishers.load(Ordering::Relaxed),

@@ -224,6 +224,20 @@ fn transport_metrics(out: &mut String, app: &App) {
             s.id
         );
     }
+    family(
+        out,
+        "sluice_shard_tcp_queued_bytes",
+        "gauge",
+        "Bytes waiting in each shard's ICE-TCP write queues together (bounded by tcp_queue_budget_bytes).",
+    );
+    for s in &app.dataplane.shards {
+        let n = s.tcp_queued.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "sluice_shard_tcp_queued_bytes{{shard=\"{}\"}} {n}",
+            s.id
+        );
+    }
     let mut by_role = [crate::transports::Split::default(); 2];
     for t in crate::transports::by_shard(app) {
         by_role[0] += t.publishers;

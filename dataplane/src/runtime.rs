@@ -97,6 +97,9 @@ pub struct ShardHandle {
     pub tcp_addrs: Vec<SocketAddr>,
     /// Open ICE-TCP connections, as last published.
     pub tcp_conns: Arc<AtomicUsize>,
+    /// Bytes waiting in its ICE-TCP write queues together, as last
+    /// published (bounded by `tcp_queue_budget_bytes`).
+    pub tcp_queued: Arc<AtomicUsize>,
     /// The core its thread is pinned to, if any.
     pub core: Option<usize>,
     /// The io backend it runs.
@@ -295,6 +298,7 @@ impl Dataplane {
             let turns = Arc::new(TurnHistogram::default());
             let forward_delay = Arc::new(TurnHistogram::default());
             let tcp_conns = Arc::new(AtomicUsize::new(0));
+            let tcp_queued = Arc::new(AtomicUsize::new(0));
             let core = cfg.cores.get(i).copied();
             let shard_core = Shard::new(scfg, Instant::now());
             let session_stats = shard_core.session_stats();
@@ -303,6 +307,7 @@ impl Dataplane {
                 backend,
                 tcp,
                 tcp_conns: tcp_conns.clone(),
+                tcp_queued: tcp_queued.clone(),
                 ctl: ctl_rx,
                 fanout: fan_rx,
                 peers: peers.clone(),
@@ -331,6 +336,7 @@ impl Dataplane {
                 addrs,
                 tcp_addrs,
                 tcp_conns,
+                tcp_queued,
                 core,
                 io: io_name,
                 counters,
@@ -385,6 +391,7 @@ struct ShardThread {
     backend: Box<dyn Backend>,
     tcp: Option<TcpMedia>,
     tcp_conns: Arc<AtomicUsize>,
+    tcp_queued: Arc<AtomicUsize>,
     ctl: Receiver<Command>,
     fanout: Receiver<Vec<FwdPacket>>,
     peers: Arc<Vec<Peer>>,
@@ -472,6 +479,7 @@ impl ShardThread {
             if let Some(tcp) = self.tcp.as_mut() {
                 apply_notices(tcp, &mut self.core, now);
                 self.tcp_conns.store(tcp.len(), Ordering::Relaxed);
+                self.tcp_queued.store(tcp.queued(), Ordering::Relaxed);
                 if tcp.pending() {
                     work += 1;
                 }

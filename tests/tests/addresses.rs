@@ -230,6 +230,7 @@ async fn viewers_over_ipv6_udp_and_tcp_receive_an_ipv4_publisher() {
         "{shards}"
     );
     assert_eq!(shards[0]["tcp_conns"], 1, "{shards}");
+    assert!(shards[0]["tcp_queued_bytes"].is_u64(), "{shards}");
     let (_, text) = sluice_tests::attack::get_metrics(&http, &server, None).await;
     for (name, labels, want) in [
         (

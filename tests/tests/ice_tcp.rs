@@ -125,6 +125,16 @@ async fn a_viewer_that_stops_reading_does_not_slow_the_others() {
         .await,
         "the stuck viewer's connection became congested"
     );
+    // What it does not read waits in its queue, past the soft limit, and
+    // the shard's gauge shows it (`sluice_shard_tcp_queued_bytes`).
+    assert!(
+        wait_until(Duration::from_secs(2), || server.app.dataplane.shards[0]
+            .tcp_queued
+            .load(Ordering::Relaxed)
+            >= 64 << 10)
+        .await,
+        "the shard publishes the bytes its TCP queues hold"
+    );
     let sent = |p: &SessionHandle<client::PublisherStats>| {
         p.stats.video_sent.load(Ordering::Relaxed) + p.stats.audio_sent.load(Ordering::Relaxed)
     };
