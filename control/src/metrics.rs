@@ -210,34 +210,20 @@ pub fn render(app: &App, sessions: bool) -> String {
 /// Open ICE-TCP connections per shard, and connected sessions by transport
 /// and address family.
 fn transport_metrics(out: &mut String, app: &App) {
-    family(
+    shard_gauge(
         out,
+        app,
         "sluice_shard_tcp_connections",
-        "gauge",
         "Open ICE-TCP connections on each shard (answered or not yet).",
+        &|s| s.tcp_conns.load(Ordering::Relaxed),
     );
-    for s in &app.dataplane.shards {
-        let n = s.tcp_conns.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "sluice_shard_tcp_connections{{shard=\"{}\"}} {n}",
-            s.id
-        );
-    }
-    family(
+    shard_gauge(
         out,
+        app,
         "sluice_shard_tcp_queued_bytes",
-        "gauge",
         "Bytes waiting in each shard's ICE-TCP write queues together (bounded by tcp_queue_budget_bytes).",
+        &|s| s.tcp_queued.load(Ordering::Relaxed),
     );
-    for s in &app.dataplane.shards {
-        let n = s.tcp_queued.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "sluice_shard_tcp_queued_bytes{{shard=\"{}\"}} {n}",
-            s.id
-        );
-    }
     let mut by_role = [crate::transports::Split::default(); 2];
     for t in crate::transports::by_shard(app) {
         by_role[0] += t.publishers;
@@ -421,6 +407,20 @@ fn shard_histogram(
     }
 }
 
+/// A gauge with one series per shard, the value `f` reads off its handle.
+fn shard_gauge(
+    out: &mut String,
+    app: &App,
+    name: &str,
+    help: &str,
+    f: &dyn Fn(&ShardHandle) -> usize,
+) {
+    family(out, name, "gauge", help);
+    for s in &app.dataplane.shards {
+        let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.id, f(s));
+    }
+}
+
 /// Loop turn times, forwarding delay and queue depths of each shard.
 fn shard_loop_metrics(out: &mut String, app: &App) {
     shard_histogram(
@@ -437,27 +437,23 @@ fn shard_loop_metrics(out: &mut String, app: &App) {
         "Per forwarded packet copy: from the packet's arrival at the publisher's shard to the end of the send that carried it (time waiting in the socket before that is not included).",
         |s| &s.forward_delay,
     );
-    let per_shard =
-        |out: &mut String, name: &str, help: &str, f: &dyn Fn(&ShardHandle) -> usize| {
-            family(out, name, "gauge", help);
-            for s in &app.dataplane.shards {
-                let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.id, f(s));
-            }
-        };
-    per_shard(
+    shard_gauge(
         out,
+        app,
         "sluice_shard_fanout_queue_depth",
         "Fan-out batches from other shards waiting in each shard's queue.",
         &|s| s.fanout_depth(),
     );
-    per_shard(
+    shard_gauge(
         out,
+        app,
         "sluice_shard_fanout_queue_capacity",
         "Fan-out queue capacity; batches beyond it are dropped and counted.",
         &|s| s.fanout_capacity,
     );
-    per_shard(
+    shard_gauge(
         out,
+        app,
         "sluice_shard_command_queue_depth",
         "Control commands waiting for each shard.",
         &|s| s.command_depth(),

@@ -16,7 +16,7 @@ use dimpl::crypto::{Buf, HashAlgorithm, KeyProvider, SignatureAlgorithm, Signing
 use dimpl::{CryptoError, CryptoOperation};
 use ring::rand::SystemRandom;
 use ring::signature::{
-    EcdsaKeyPair, EcdsaSigningAlgorithm, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING,
+    EcdsaKeyPair, EcdsaSigningAlgorithm, ECDSA_P256_SHA256_ASN1_SIGNING,
     ECDSA_P384_SHA384_ASN1_SIGNING,
 };
 
@@ -64,8 +64,7 @@ impl Parsed {
         let rng = SystemRandom::new();
         algs.into_iter().find_map(|(alg, hash)| {
             let pair = EcdsaKeyPair::from_pkcs8(alg, der, &rng).ok()?;
-            // A key pair whose public half is missing cannot be one we made.
-            (!pair.public_key().as_ref().is_empty()).then_some(Parsed { pair, hash: [hash] })
+            Some(Parsed { pair, hash: [hash] })
         })
     }
 }
@@ -134,7 +133,7 @@ impl KeyProvider for SharedKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
+    use ring::signature::{KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
 
     fn p256_pkcs8() -> Vec<u8> {
         let rng = SystemRandom::new();
