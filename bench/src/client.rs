@@ -25,6 +25,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
 use crate::gro;
+use crate::pacer::{self, Pacer, Queued};
 use crate::stats::{Histogram, SeqTracker};
 
 mod tcp;
@@ -109,6 +110,10 @@ pub struct MediaSpec {
     pub keyframe_phase: Duration,
     /// Largest RTP payload.
     pub max_payload: usize,
+    /// The video is paced at this many times its bitrate, as libwebrtc
+    /// paces at 2.5 times its target (see [`crate::pacer`]); 0 writes each
+    /// frame's packets at once.
+    pub pacing_factor: f64,
 }
 
 impl Default for MediaSpec {
@@ -122,6 +127,7 @@ impl Default for MediaSpec {
             keyframe_interval: Duration::from_secs(2),
             keyframe_phase: Duration::ZERO,
             max_payload: 1150,
+            pacing_factor: 2.5,
         }
     }
 }
@@ -342,6 +348,8 @@ async fn bind(opts: &SessionOptions) -> Result<(UdpSocket, bool), ClientError> {
     // A refusal (kernels before 5.0) is not an error: the session receives
     // as it would have without the option, and the handle reports it.
     let gro = opts.udp_gro && gro::enable(&socket).is_ok();
+    // Without it latency is timed at the read instead, bench delays and all.
+    let _ = gro::enable_timestamps(&socket);
     Ok((socket, gro))
 }
 
@@ -438,7 +446,7 @@ pub struct Received {
     /// (track, counter) of each payload that passed the integrity check.
     pub stamps: Vec<(u8, u32)>,
     /// Per video SSRC: the RTP timestamp of the frame being received and
-    /// the earliest send time of its packets seen so far.
+    /// the latest send time of its packets seen so far.
     frames: Vec<(u32, u32, u64)>,
     /// Payloads that failed the check.
     pub corrupt: u64,
@@ -446,12 +454,12 @@ pub struct Received {
 
 impl Received {
     /// Note a video packet of the frame with RTP timestamp `ts` on `ssrc`,
-    /// sent at `sent_us`; returns when the frame's first packet was sent (as
-    /// far as this viewer saw: the earliest send time among its packets).
+    /// sent at `sent_us`; returns when the publisher had sent the frame as
+    /// far as this viewer saw (the latest send time among its packets).
     pub fn frame_sent(&mut self, ssrc: u32, ts: u32, sent_us: u64) -> u64 {
         match self.frames.iter_mut().find(|f| f.0 == ssrc) {
             Some(f) if f.1 == ts => {
-                f.2 = f.2.min(sent_us);
+                f.2 = f.2.max(sent_us);
                 f.2
             }
             Some(f) => {
@@ -479,8 +487,11 @@ pub struct ViewerStats {
     pub received: Mutex<Received>,
     /// Publisher-to-viewer delay of each checked payload, in microseconds.
     pub latency: Mutex<Histogram>,
-    /// From the send of a video frame's first packet to the arrival of its
-    /// last (the marker packet), in microseconds.
+    /// What the path added to a video frame: from the publisher's send of
+    /// its last packet to the arrival of its marker packet, in
+    /// microseconds. A paced publisher spreads a frame's packets over tens
+    /// of milliseconds; that spread is the sender's, not the server's, and
+    /// a viewer can decode the frame once its last packet is in.
     pub frame_latency: Mutex<Histogram>,
     /// Per-SSRC sequence tracking (count-only and decrypting viewers alike).
     pub seq: Mutex<Vec<(u32, SeqTracker)>>,
@@ -575,6 +586,7 @@ pub async fn publish_with(
         .ok_or_else(|| ClientError::Rtc("nothing to offer".into()))?;
     let stats = Arc::new(PublisherStats::default());
     let state = PubState {
+        pacer: Pacer::new((spec.bitrate as f64 * spec.pacing_factor) as u64),
         spec,
         audio: audio_mid.map(|m| TrackTx::new(m, TRACK_AUDIO)),
         video: video_mid.map(|m| TrackTx::new(m, TRACK_VIDEO)),
@@ -703,6 +715,7 @@ pub async fn view_with(
         mode,
         stats: stats.clone(),
         started,
+        rx_unix_us: None,
     };
     let offered = Offered {
         rtc,
@@ -777,6 +790,8 @@ impl TrackTx {
 
 struct PubState {
     spec: MediaSpec,
+    /// Video packets waiting for their turn on the wire.
+    pacer: Pacer,
     audio: Option<TrackTx>,
     video: Option<TrackTx>,
     stats: Arc<PublisherStats>,
@@ -786,6 +801,8 @@ struct ViewState {
     mode: ViewerMode,
     stats: Arc<ViewerStats>,
     started: Instant,
+    /// When the kernel received the datagram being handled, if it said.
+    rx_unix_us: Option<u64>,
 }
 
 enum Role {
@@ -827,6 +844,9 @@ impl PubState {
                     .fetch_add(payload.len() as u64, Ordering::Relaxed);
                 tx.write_rtp(RtpWrite::new(pt, seq, ts, now, payload).marker(true));
                 self.stats.audio_sent.fetch_add(1, Ordering::Relaxed);
+                // Audio goes ahead of the video waiting in the pacer, and
+                // counts toward its debt.
+                self.pacer.charge(now, 80 + pacer::OVERHEAD);
                 a.seq += 1;
                 a.counter += 1;
                 a.next = a.next.map(|t| t + Duration::from_millis(20));
@@ -838,7 +858,7 @@ impl PubState {
                 v.pt = find_pt(rtc, v.mid, video_codec);
             }
             let frame_gap = Duration::from_secs(1) / self.spec.fps.max(1);
-            while let (Some(pt), true) = (v.pt, v.next.is_some_and(|t| t <= now)) {
+            while let (Some(_), true) = (v.pt, v.next.is_some_and(|t| t <= now)) {
                 let periodic = periodic_key_due(&mut v.next_key, now, self.spec.keyframe_interval);
                 let key = v.force_key || v.last_key.is_none() || periodic;
                 if key {
@@ -870,27 +890,40 @@ impl PubState {
                         // A single NAL unit header: IDR (5) or non-IDR slice (1).
                         VideoCodec::H264 => [if key { 0x65 } else { 0x41 }, 0, 0, 0],
                     };
-                    let payload = make_payload(v.track, v.counter, len, prefix);
-                    let mut direct = rtc.direct_api();
-                    let Some(tx) = direct.stream_tx_by_mid(v.mid, None) else {
-                        break;
-                    };
-                    let seq: SeqNo = v.seq.into();
-                    self.stats
-                        .bytes_sent
-                        .fetch_add(payload.len() as u64, Ordering::Relaxed);
-                    tx.write_rtp(
-                        RtpWrite::new(pt, seq, ts, now, payload)
-                            .marker(i + 1 == npkts)
-                            .nackable(true),
-                    );
-                    self.stats.video_sent.fetch_add(1, Ordering::Relaxed);
+                    self.pacer.push(Queued {
+                        seq: v.seq,
+                        ts,
+                        len,
+                        marker: i + 1 == npkts,
+                        prefix,
+                    });
                     v.seq += 1;
-                    v.counter += 1;
-                    wrote = true;
                 }
                 v.frame += 1;
                 v.next = v.next.map(|t| t + frame_gap);
+            }
+            // What the pacer lets out now; the payload, and with it the send
+            // stamp, is made as the packet leaves.
+            while let Some(pt) = v.pt {
+                let Some(q) = self.pacer.pop_due(now) else {
+                    break;
+                };
+                let payload = make_payload(v.track, v.counter, q.len, q.prefix);
+                let mut direct = rtc.direct_api();
+                let Some(tx) = direct.stream_tx_by_mid(v.mid, None) else {
+                    break;
+                };
+                self.stats
+                    .bytes_sent
+                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                tx.write_rtp(
+                    RtpWrite::new(pt, q.seq.into(), q.ts, now, payload)
+                        .marker(q.marker)
+                        .nackable(true),
+                );
+                self.stats.video_sent.fetch_add(1, Ordering::Relaxed);
+                v.counter += 1;
+                wrote = true;
             }
         }
         wrote
@@ -902,6 +935,7 @@ impl PubState {
             .flatten()
             .filter(|t| t.pt.is_some() || t.next.is_some())
             .filter_map(|t| t.next)
+            .chain(self.pacer.next_due())
             .min()
     }
 
@@ -1074,6 +1108,9 @@ fn receive(
             }
             Err(e) => return Err(e.into()),
         };
+        if let Role::View(v) = role {
+            v.rx_unix_us = read.rx_unix_us;
+        }
         for data in read.datagrams(buf) {
             let fed = match &*role {
                 Role::View(v) if count_only => count_or_feed(rtc, &v.stats, local, read.src, data)?,
@@ -1173,20 +1210,22 @@ fn handle_event(rtc: &mut Rtc, role: &mut Role, e: Event) -> bool {
             match check_payload(&pkt.payload) {
                 Some(s) => {
                     r.stamps.push((s.track, s.counter));
-                    let now = unix_us();
+                    // Arrival at the viewer's socket: the path's delay, not
+                    // the bench's own in reading it.
+                    let now = v.rx_unix_us.unwrap_or_else(unix_us);
                     v.stats
                         .latency
                         .lock()
                         .unwrap()
                         .record(now.saturating_sub(s.sent_us));
                     if s.track == TRACK_VIDEO {
-                        let first = r.frame_sent(*pkt.header.ssrc, pkt.header.timestamp, s.sent_us);
+                        let done = r.frame_sent(*pkt.header.ssrc, pkt.header.timestamp, s.sent_us);
                         if pkt.header.marker {
                             v.stats
                                 .frame_latency
                                 .lock()
                                 .unwrap()
-                                .record(now.saturating_sub(first));
+                                .record(now.saturating_sub(done));
                         }
                     }
                 }
@@ -1206,19 +1245,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_frame_is_timed_from_its_earliest_packet_and_a_new_timestamp_starts_another() {
+    fn a_frame_is_timed_from_its_latest_packet_and_a_new_timestamp_starts_another() {
         let mut r = Received::default();
         assert_eq!(r.frame_sent(7, 100, 1_000), 1_000);
-        // Reordered: a later-sent packet first, then the frame's first.
-        assert_eq!(r.frame_sent(7, 100, 1_300), 1_000);
+        assert_eq!(r.frame_sent(7, 100, 1_300), 1_300);
+        // Reordered: an earlier-sent packet after a later one.
+        assert_eq!(r.frame_sent(7, 100, 1_100), 1_300);
         assert_eq!(
             r.frame_sent(9, 500, 1_200),
             1_200,
             "another SSRC, its own frame"
         );
         assert_eq!(r.frame_sent(7, 200, 2_000), 2_000, "the next frame");
-        assert_eq!(r.frame_sent(7, 200, 1_900), 1_900);
-        assert_eq!(r.frame_sent(9, 500, 1_250), 1_200);
+        assert_eq!(r.frame_sent(7, 200, 1_900), 2_000);
+        assert_eq!(r.frame_sent(9, 500, 1_150), 1_200);
     }
 
     #[test]
@@ -1325,6 +1365,7 @@ mod tests {
             mode: ViewerMode::CountOnly,
             stats: stats.clone(),
             started: Instant::now(),
+            rx_unix_us: None,
         });
         let mut rtc = rtc_config(VideoCodec::Vp8).build(Instant::now());
         let mut outbox = Vec::new();

@@ -207,6 +207,13 @@ impl FanoutConfig {
         if self.media.fps == 0 || self.media.bitrate == 0 {
             return bad("--fps and --bitrate must be above zero".into());
         }
+        let pf = self.media.pacing_factor;
+        if !pf.is_finite() || (pf != 0.0 && !(1.0..=100.0).contains(&pf)) {
+            // Below 1 the queue would grow without end.
+            return bad(format!(
+                "--pacing-factor {pf} must be 0 (off) or within [1, 100]"
+            ));
+        }
         if let Some(r) = &self.ramp {
             if r.step == 0 || r.step_duration.is_zero() {
                 return bad("--ramp-step and --step-duration must be above zero".into());
@@ -754,6 +761,7 @@ async fn run_inner(
             bitrate: cfg.media.bitrate,
             fps: cfg.media.fps,
             keyframe_interval_seconds: cfg.media.keyframe_interval.as_secs_f64(),
+            pacing_factor: cfg.media.pacing_factor,
             audio: cfg.media.audio,
             video_codec: match cfg.media.video_codec {
                 VideoCodec::Vp8 => "VP8".into(),

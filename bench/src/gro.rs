@@ -22,9 +22,9 @@ use std::os::fd::AsFd;
 /// kernel coalesces at most 64 KiB into one.
 pub const RECV_BUFFER: usize = 64 * 1024;
 
-/// Room for the control messages a read may carry (only `UDP_GRO`'s is
-/// asked for; the rest is slack).
-const CONTROL_BUFFER: usize = 64;
+/// Room for the control messages a read may carry (`UDP_GRO`'s and the
+/// receive time's; the rest is slack).
+const CONTROL_BUFFER: usize = 128;
 
 const USIZE: usize = mem::size_of::<usize>();
 const INT: usize = mem::size_of::<libc::c_int>();
@@ -57,6 +57,9 @@ pub struct Read {
     /// The datagram did not fit the buffer and was cut (never with a buffer
     /// of [`RECV_BUFFER`] bytes).
     pub truncated: bool,
+    /// When the kernel received it, in microseconds since the Unix epoch, on
+    /// a socket with [`enable_timestamps`].
+    pub rx_unix_us: Option<u64>,
 }
 
 impl Read {
@@ -79,12 +82,13 @@ pub fn segments(buf: &[u8], segment_size: Option<usize>) -> impl Iterator<Item =
     (0..count).map(move |i| &buf[i * size..((i + 1) * size).min(buf.len())])
 }
 
-/// The segment size of a `UDP_GRO` control message among `control` (the
-/// filled part of a `recvmsg` control buffer); `None` when there is none or
-/// the bytes are not well-formed control messages.
-pub fn gro_segment_size(control: &[u8]) -> Option<usize> {
+/// The control messages among `control` (the filled part of a `recvmsg`
+/// control buffer) as (level, type, data); ends early at bytes that are not
+/// a well-formed control message.
+fn cmsgs(control: &[u8]) -> impl Iterator<Item = (libc::c_int, libc::c_int, &[u8])> {
     let mut at = 0usize;
-    while let Some(header) = control.get(at..at.checked_add(CMSG_HEADER)?) {
+    std::iter::from_fn(move || {
+        let header = control.get(at..at.checked_add(CMSG_HEADER)?)?;
         let len = usize::from_ne_bytes(header[..USIZE].try_into().ok()?);
         let level = libc::c_int::from_ne_bytes(header[USIZE..USIZE + INT].try_into().ok()?);
         let kind =
@@ -93,13 +97,38 @@ pub fn gro_segment_size(control: &[u8]) -> Option<usize> {
             return None;
         }
         let data = control.get(at + CMSG_HEADER..at.checked_add(len)?)?;
-        if level == libc::SOL_UDP && kind == libc::UDP_GRO {
-            let size = libc::c_int::from_ne_bytes(data.get(..INT)?.try_into().ok()?);
-            return usize::try_from(size).ok().filter(|&s| s > 0);
-        }
         at = at.checked_add(cmsg_align(len))?;
-    }
-    None
+        Some((level, kind, data))
+    })
+}
+
+/// The segment size of a `UDP_GRO` control message among `control` (the
+/// filled part of a `recvmsg` control buffer); `None` when there is none or
+/// the bytes are not well-formed control messages.
+pub fn gro_segment_size(control: &[u8]) -> Option<usize> {
+    let (_, _, data) =
+        cmsgs(control).find(|&(l, k, _)| l == libc::SOL_UDP && k == libc::UDP_GRO)?;
+    let size = libc::c_int::from_ne_bytes(data.get(..INT)?.try_into().ok()?);
+    usize::try_from(size).ok().filter(|&s| s > 0)
+}
+
+/// Asks the kernel to stamp each datagram `socket` receives with the time it
+/// arrived (`SO_TIMESTAMPNS`): latency measured to that stamp leaves out how
+/// long the bench itself took to get round to reading it.
+pub fn enable_timestamps(socket: &impl AsFd) -> io::Result<()> {
+    sluice_dataplane::set_int_option(socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// The arrival time of an `SCM_TIMESTAMPNS` control message among `control`,
+/// in microseconds since the Unix epoch.
+pub fn rx_timestamp_us(control: &[u8]) -> Option<u64> {
+    let (_, _, data) =
+        cmsgs(control).find(|&(l, k, _)| l == libc::SOL_SOCKET && k == libc::SCM_TIMESTAMPNS)?;
+    // struct timespec: seconds and nanoseconds, each a 64-bit integer here.
+    let sec = i64::from_ne_bytes(data.get(..8)?.try_into().ok()?);
+    let nsec = i64::from_ne_bytes(data.get(8..16)?.try_into().ok()?);
+    let us = sec.checked_mul(1_000_000)?.checked_add(nsec / 1_000)?;
+    u64::try_from(us).ok()
 }
 
 pub use sys::recv;
@@ -114,7 +143,7 @@ mod sys {
 
     use socket2::{SockAddr, SockAddrStorage};
 
-    use super::{gro_segment_size, Read, CONTROL_BUFFER};
+    use super::{gro_segment_size, rx_timestamp_us, Read, CONTROL_BUFFER};
 
     /// Control-message buffer aligned as the kernel lays out `cmsghdr`s.
     #[repr(C, align(8))]
@@ -167,6 +196,7 @@ mod sys {
             src,
             segment_size: gro_segment_size(&control.0[..control_len]),
             truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+            rx_unix_us: rx_timestamp_us(&control.0[..control_len]),
         })
     }
 }
@@ -268,6 +298,7 @@ mod tests {
             src: (Ipv4Addr::LOCALHOST, 1).into(),
             segment_size: Some(10),
             truncated: false,
+            rx_unix_us: None,
         };
         let lens: Vec<usize> = read.datagrams(&buf).map(<[u8]>::len).collect();
         assert_eq!(lens, vec![10, 10, 5]);
@@ -325,6 +356,56 @@ mod tests {
         let mut empty = cmsg(libc::SOL_UDP, libc::UDP_GRO, &[]);
         empty.extend_from_slice(&[0; 8]);
         assert_eq!(gro_segment_size(&empty), None);
+    }
+
+    #[test]
+    fn the_receive_time_is_found_beside_the_segment_size() {
+        let mut ts = Vec::new();
+        ts.extend_from_slice(&1_700_000_000i64.to_ne_bytes());
+        ts.extend_from_slice(&123_456_789i64.to_ne_bytes());
+        let mut both = cmsg(libc::SOL_UDP, libc::UDP_GRO, &1200i32.to_ne_bytes());
+        both.extend(cmsg(libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS, &ts));
+        assert_eq!(rx_timestamp_us(&both), Some(1_700_000_000_123_456));
+        assert_eq!(gro_segment_size(&both), Some(1200));
+        // Cut short, or before the epoch: none.
+        assert_eq!(rx_timestamp_us(&both[..both.len() - 4]), None);
+        let mut early = Vec::new();
+        early.extend_from_slice(&(-5i64).to_ne_bytes());
+        early.extend_from_slice(&0i64.to_ne_bytes());
+        assert_eq!(
+            rx_timestamp_us(&cmsg(libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS, &early)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_timestamping_socket_reads_when_each_datagram_arrived() {
+        let receiver = loopback_receiver();
+        enable_timestamps(&receiver).expect("the kernel accepts SO_TIMESTAMPNS");
+        let sender = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        // The kernel turns on stamping at arrival in deferred work after the
+        // first socket asks; until then it stamps at the read. Let it.
+        std::thread::sleep(Duration::from_millis(200));
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
+        sender
+            .send_to(&[1; 100], receiver.local_addr().unwrap())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let mut buf = vec![0u8; RECV_BUFFER];
+        let read = recv(&receiver, &mut buf).unwrap();
+        let after = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
+        let at = read.rx_unix_us.expect("a receive time");
+        // Stamped on arrival, not when read 20 ms later.
+        assert!(
+            at >= before && at + 15_000 <= after,
+            "{before} {at} {after}"
+        );
     }
 
     /// A loopback socket whose reads give up after 2 s.

@@ -5,6 +5,7 @@ pub mod churn;
 pub mod client;
 pub mod fanout;
 pub mod gro;
+pub mod pacer;
 pub mod plot;
 pub mod repeat;
 pub mod report;

@@ -190,6 +190,11 @@ struct FanoutArgs {
     /// Largest RTP payload in bytes (~1200-byte packets on the wire by default).
     #[arg(long, default_value_t = 1150)]
     max_payload: usize,
+    /// Pace the publishers' video at this many times its bit rate, as a
+    /// browser's sender paces at 2.5 times its target; 0 sends each frame's
+    /// packets in one burst.
+    #[arg(long, default_value_t = 2.5)]
+    pacing_factor: f64,
     /// Measurement window, after setup and warm-up.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     duration: Duration,
@@ -362,6 +367,7 @@ fn fanout_config(a: &FanoutArgs) -> FanoutConfig {
             keyframe_interval: a.keyframe_interval,
             keyframe_phase: Duration::ZERO,
             max_payload: a.max_payload,
+            pacing_factor: a.pacing_factor,
         },
         duration: a.duration,
         warmup: a.warmup,

@@ -180,10 +180,14 @@ pub struct StepReport {
     pub viewers_ended: usize,
     /// Payloads that failed the integrity check (decrypting viewers).
     pub corrupt_payloads: u64,
-    /// Publisher to decrypting viewer, from the stamp in each payload.
+    /// Publisher to decrypting viewer: from the send stamp in each payload
+    /// to the kernel's receive time at the viewer's socket (to the bench's
+    /// read of it where the kernel gives none, as over TCP).
     pub latency_ms: Option<Percentiles>,
-    /// From the send of a video frame's first packet to a decrypting
-    /// viewer's receipt of its last: what a frame waits for the whole fan-out.
+    /// From the publisher's send of a video frame's last packet to a
+    /// decrypting viewer's receipt of it: what the path added to the frame.
+    /// (Reports from before pacing timed from the frame's first packet; with
+    /// frames sent in one burst the two are the same.)
     #[serde(default)]
     pub frame_latency_ms: Option<Percentiles>,
     /// The server process in the window; `None` without `--server-pid`.
@@ -233,6 +237,10 @@ pub struct Settings {
     pub fps: u32,
     /// Seconds between a publisher's keyframes.
     pub keyframe_interval_seconds: f64,
+    /// Publishers paced their video at this many times its bit rate (0:
+    /// each frame in one burst). Reports from before the option sent bursts.
+    #[serde(default)]
+    pub pacing_factor: f64,
     /// Publishers also sent an Opus audio track.
     pub audio: bool,
     /// Publishers' video codec: `VP8` or `H264`.
@@ -446,7 +454,7 @@ fn step_lines(out: &mut String, m: &StepReport) {
     if let Some(l) = &m.frame_latency_ms {
         let _ = writeln!(
             out,
-            "frames     p50 {}  p99 {}  max {}  first packet sent to last received ({} frames)",
+            "frames     p50 {}  p99 {}  max {}  last packet sent to last received ({} frames)",
             ms(l.p50),
             ms(l.p99),
             ms(l.max),
@@ -581,7 +589,7 @@ pub fn format_fanout(r: &FanoutReport) -> String {
     );
     let _ = writeln!(
         out,
-        "           {} viewers max{}, {:.2} Mbit/s {} at {} fps (keyframe every {:.1} s){}{}, {} worker threads, {}",
+        "           {} viewers max{}, {:.2} Mbit/s {} at {} fps (keyframe every {:.1} s, {}){}{}, {} worker threads, {}",
         st.viewers,
         if st.streams > 1 {
             format!(" over {} streams", st.streams)
@@ -592,6 +600,11 @@ pub fn format_fanout(r: &FanoutReport) -> String {
         st.video_codec,
         st.fps,
         st.keyframe_interval_seconds,
+        if st.pacing_factor > 0.0 {
+            format!("paced at {}x", st.pacing_factor)
+        } else {
+            "frames in bursts".into()
+        },
         if st.audio { " + Opus-like audio 50 pkt/s" } else { "" },
         if st.streams > 1 { " each" } else { "" },
         st.worker_threads,
@@ -770,6 +783,7 @@ mod tests {
                 bitrate: 1_000_000,
                 fps: 30,
                 keyframe_interval_seconds: 2.0,
+                pacing_factor: 2.5,
                 audio: true,
                 video_codec: "VP8".into(),
                 duration_seconds: 5.0,
@@ -816,7 +830,7 @@ mod tests {
             "note       something to know",
             "100 viewers max over 4 streams",
             "1 worker threads, UDP GRO on",
-            "frames     p50 1.50 ms  p99 4.00 ms  max 12.0 ms  first packet sent to last received (100 frames)",
+            "frames     p50 1.50 ms  p99 4.00 ms  max 12.0 ms  last packet sent to last received (100 frames)",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }
