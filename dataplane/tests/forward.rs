@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use sluice_dataplane::is_rtp;
 use sluice_dataplane::testkit::Harness;
 
 #[test]
@@ -470,6 +471,60 @@ fn a_large_fan_out_goes_out_in_parts_and_later_packets_reach_every_viewer() {
         );
     }
     assert_eq!(h.shard.counters().rtp_forwarded, 40 * 12);
+}
+
+#[test]
+fn a_packet_arriving_during_a_large_fan_out_goes_in_the_same_send_to_the_viewers_left() {
+    use sluice_dataplane::testkit::sluice_testkit_shard_datagram as datagram;
+    let mut h = Harness::new();
+    let publisher = h.add_publisher();
+    let viewers: Vec<usize> = (0..40).map(|_| h.add_viewer()).collect();
+    h.connect_all(Duration::from_secs(5));
+    let from = h.peers[publisher].addr;
+    // One packet to 40 viewers twice over a turn's budget in all: the first
+    // turn stops partway round.
+    let first = h.publisher_datagrams(publisher, 8, 600);
+    for d in &first {
+        datagram(&mut h.shard, h.now, from, d);
+    }
+    h.shard.handle_timeout(h.now);
+    let visited = h.shard.transmits().len() / 8;
+    assert!(visited < 40, "{visited} viewers in the first turn");
+    h.deliver_shard_output();
+    let later = h.publisher_datagrams(publisher, 2, 600);
+    for d in &later {
+        datagram(&mut h.shard, h.now, from, d);
+    }
+    h.shard.handle_timeout(h.now);
+    // The next viewer gets the rest of the first packets and the two new
+    // ones in one visit: ten RTP datagrams in a row to one address.
+    let out = h.shard.transmits();
+    let to = out[0].destination;
+    let together = out
+        .iter()
+        .take_while(|d| d.destination == to)
+        .filter(|d| is_rtp(&d.contents))
+        .count();
+    assert_eq!(together, 10);
+    let mut turns = 2;
+    h.deliver_shard_output();
+    while h.shard.forward_backlog() {
+        h.shard.handle_timeout(h.now);
+        h.deliver_shard_output();
+        turns += 1;
+    }
+    h.exchange();
+    for &v in &viewers {
+        let s = seqs(&h, v);
+        assert_eq!(s.len(), 10, "viewer {v}: {s:?}");
+        assert!(
+            s.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+            "viewer {v}: {s:?}"
+        );
+    }
+    assert_eq!(h.shard.counters().rtp_forwarded, 40 * 10);
+    // 400 copies in turns of at least 128: the later packets added no turn.
+    assert!(turns <= 4, "{turns} turns");
 }
 
 #[test]

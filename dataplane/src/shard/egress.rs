@@ -1,12 +1,14 @@
-//! Fan-out scheduling: packets due to local viewers this turn, per-shard
-//! batches for viewers elsewhere, the turn's send budget and where a cut
-//! run resumes, and the datagram grouping that makes GSO sends long.
+//! Fan-out scheduling: packets due to local viewers, the run that takes a
+//! stream's packets round its viewers, per-shard batches for viewers
+//! elsewhere, the turn's send budget, and the datagram grouping that makes
+//! GSO sends long.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::api::CrossShard;
 use crate::fanout::{FwdPacket, StreamShared};
-use crate::ids::ShardId;
+use crate::ids::{ShardId, StreamId};
 use crate::packet::{is_rtp, Datagram};
 use crate::stats::Counters;
 
@@ -24,27 +26,138 @@ pub struct ForwardDelay {
     pub copies: u32,
 }
 
-/// A run at the front of `pending` cut short by the turn's send budget.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Resume {
-    /// The run's length, frozen: packets of its stream that arrive later
-    /// are a new run.
-    pub len: usize,
-    /// The index in `fwd_keys` of the next viewer to visit.
-    pub next_viewer: usize,
+/// Rounds of its viewers during which a run takes in new packets.
+const JOIN_ROUNDS: usize = 4;
+
+/// One packet of the run and the step at which it has been round every
+/// viewer of the run.
+pub(super) struct RunPacket {
+    pub fwd: FwdPacket,
+    pub end: usize,
+    /// Viewers it was written to this turn.
+    pub copies: u32,
+}
+
+/// The run being forwarded: packets of one stream going round the viewers
+/// the stream had when the run started, one viewer per step.
+///
+/// A packet that arrives while the run's first packet is still going round
+/// joins the run where it stands: from the next viewer on it travels with
+/// the packets already in the run (one visit, one GSO send for each
+/// viewer), and it goes on round to the viewers before that. A paced
+/// publisher's packets arrive a few milliseconds apart, each alone; when a
+/// large fan-out falls behind, this turns the backlog into batches at once,
+/// which is when cheaper copies matter. Each viewer still gets a stream's
+/// packets in arrival order: a packet that joined at step `s` reaches the
+/// viewer at position `p` at the first step from `s` on that lands on `p`,
+/// never before the packets that were in the run earlier. Packets that
+/// arrive after the first packet has been round wait for the next run,
+/// which takes the viewers the stream has by then, so the list of viewers a
+/// run uses is at most two rounds old.
+#[derive(Default)]
+pub(super) struct Run {
+    pub stream: Option<StreamId>,
+    /// The stream's local viewers when the run started.
+    pub keys: Vec<u32>,
+    pub packets: VecDeque<RunPacket>,
+    /// Viewers visited since the run started.
+    step: usize,
+    /// `step` round the list: the index in `keys` of the next viewer.
+    pos: usize,
+    /// Packets join while `step` is below this.
+    open_until: usize,
+    /// A viewer left the stream since the run started: its key may since
+    /// name another session, so each visit checks the viewer still watches.
+    pub stale: bool,
+}
+
+impl Run {
+    /// Start a run of `stream` over `keys`; the run must be empty.
+    pub fn start(&mut self, stream: StreamId, keys: &[u32]) {
+        debug_assert!(self.packets.is_empty());
+        self.stream = Some(stream);
+        self.keys.clear();
+        self.keys.extend_from_slice(keys);
+        self.step = 0;
+        self.pos = 0;
+        self.open_until = keys.len() * JOIN_ROUNDS;
+        self.stale = false;
+    }
+
+    /// Whether `p` may join the run now.
+    pub fn admits(&self, p: &FwdPacket) -> bool {
+        self.stream == Some(p.stream)
+            && (self.packets.is_empty() || self.step < self.open_until || self.keys.is_empty())
+    }
+
+    /// Add a packet admitted by [`Run::admits`].
+    pub fn push(&mut self, fwd: FwdPacket) {
+        self.packets.push_back(RunPacket {
+            fwd,
+            end: self.step + self.keys.len(),
+            copies: 0,
+        });
+    }
+
+    /// Viewers visited since the run started.
+    #[inline]
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// Let the packets that have been round leave the run, their copies
+    /// recorded in `delays`; then the step at which the oldest one left
+    /// will have been round, `None` if none is left. Until that step every
+    /// packet in the run is due to each viewer visited.
+    #[inline]
+    pub fn retire(&mut self, delays: &mut Vec<ForwardDelay>) -> Option<usize> {
+        while self.packets.front().is_some_and(|p| p.end <= self.step) {
+            if let Some(p) = self.packets.pop_front() {
+                record(&p, delays);
+            }
+        }
+        self.packets.front().map(|p| p.end)
+    }
+
+    /// The next viewer to visit, the step moved on past it. Only while
+    /// `step` is below what [`Run::retire`] returned.
+    #[inline]
+    pub fn advance(&mut self) -> u32 {
+        let key = self.keys[self.pos];
+        self.step += 1;
+        self.pos += 1;
+        if self.pos == self.keys.len() {
+            self.pos = 0;
+        }
+        key
+    }
+
+    /// Record the copies this turn made of the packets still in the run.
+    pub fn record_turn(&mut self, delays: &mut Vec<ForwardDelay>) {
+        for p in self.packets.iter_mut() {
+            record(p, delays);
+            p.copies = 0;
+        }
+    }
+}
+
+fn record(p: &RunPacket, delays: &mut Vec<ForwardDelay>) {
+    if p.copies > 0 {
+        delays.push(ForwardDelay {
+            received: p.fwd.received,
+            copies: p.copies,
+        });
+    }
 }
 
 /// The shard's outgoing fan-out state.
 pub(super) struct Egress {
-    /// Packets due to local viewers this turn, from local publishers and other shards.
+    /// Packets due to local viewers, from local publishers and other
+    /// shards, in arrival order, not yet in the run.
     pub pending: Vec<FwdPacket>,
     /// Per destination shard, the batch being built this turn.
     out_batches: Vec<Vec<FwdPacket>>,
-    /// Viewers of the run being forwarded, as they were when it started.
-    pub fwd_keys: Vec<u32>,
-    pub resume: Option<Resume>,
-    /// Per packet of the run being forwarded, the viewers it was written to.
-    pub copies: Vec<u32>,
+    pub run: Run,
     /// This turn's forwarded packets.
     pub delays: Vec<ForwardDelay>,
 }
@@ -54,11 +167,14 @@ impl Egress {
         Egress {
             pending: Vec::new(),
             out_batches: (0..shards).map(|_| Vec::new()).collect(),
-            fwd_keys: Vec::new(),
-            resume: None,
-            copies: Vec::new(),
+            run: Run::default(),
             delays: Vec::new(),
         }
+    }
+
+    /// Whether packets wait for local viewers.
+    pub fn backlog(&self) -> bool {
+        !self.pending.is_empty() || !self.run.packets.is_empty()
     }
 
     /// Queue a publisher's packet for the local viewers of its stream and
@@ -98,19 +214,6 @@ impl Egress {
             }
         }
     }
-
-    /// Record the run's packets that reached at least one viewer.
-    #[inline]
-    pub fn record_delays(&mut self, packets: &[FwdPacket]) {
-        for (p, &n) in packets.iter().zip(&self.copies) {
-            if n > 0 {
-                self.delays.push(ForwardDelay {
-                    received: p.received,
-                    copies: n,
-                });
-            }
-        }
-    }
 }
 
 /// Make each RTP stream's datagrams in one viewer's output contiguous, keeping
@@ -143,8 +246,148 @@ pub(super) fn group_by_ssrc(out: &mut [Datagram]) {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use str0m::format::Codec;
+    use str0m::media::MediaKind;
 
     use super::*;
+
+    fn fwd(stream: u32, seq: u64) -> FwdPacket {
+        FwdPacket {
+            stream: StreamId(stream),
+            kind: MediaKind::Video,
+            mid: "0".into(),
+            rid: None,
+            keyframe: false,
+            publisher_tag: 1,
+            pt: 96.into(),
+            codec: Codec::Vp8,
+            seq,
+            ts: 0,
+            marker: false,
+            audio_level: None,
+            voice_activity: None,
+            video_orientation: None,
+            received: Instant::now(),
+            payload: Arc::from(&[0u8; 4][..]),
+        }
+    }
+
+    /// Steps the run `n` times (or until it is done), noting what each
+    /// visited viewer gets: every packet still in the run.
+    fn go(run: &mut Run, n: usize, got: &mut Vec<(u32, Vec<u64>)>) -> bool {
+        let mut delays = Vec::new();
+        for _ in 0..n {
+            if run.retire(&mut delays).is_none() {
+                return false;
+            }
+            let key = run.advance();
+            got.push((key, run.packets.iter().map(|p| p.fwd.seq).collect()));
+        }
+        true
+    }
+
+    #[test]
+    fn a_packet_joining_a_run_travels_with_it_then_goes_on_round() {
+        let mut run = Run::default();
+        run.start(StreamId(1), &[10, 11, 12, 13]);
+        assert!(run.admits(&fwd(1, 1)));
+        run.push(fwd(1, 1));
+        let mut got = Vec::new();
+        assert!(go(&mut run, 2, &mut got));
+        // Packet 2 arrives after two viewers had packet 1.
+        assert!(run.admits(&fwd(1, 2)));
+        assert!(!run.admits(&fwd(2, 9)), "another stream waits its turn");
+        run.push(fwd(1, 2));
+        assert!(!go(&mut run, 10, &mut got));
+        assert_eq!(
+            got,
+            [
+                (10, vec![1]),
+                (11, vec![1]),
+                (12, vec![1, 2]),
+                (13, vec![1, 2]),
+                (10, vec![2]),
+                (11, vec![2]),
+            ]
+        );
+        // Each viewer had each packet once, in order.
+        for key in 10..14 {
+            let seqs: Vec<u64> = got
+                .iter()
+                .filter(|g| g.0 == key)
+                .flat_map(|g| g.1.clone())
+                .collect();
+            assert_eq!(seqs, [1, 2], "viewer {key}");
+        }
+    }
+
+    #[test]
+    fn after_its_join_rounds_a_run_takes_no_more_and_the_next_run_has_todays_viewers() {
+        let mut run = Run::default();
+        run.start(StreamId(1), &[10, 11]);
+        let mut got = Vec::new();
+        // A packet arrives at every step, so the run would never end if it
+        // took them all: a viewer that joined meanwhile would wait forever.
+        let mut seq = 0;
+        while run.admits(&fwd(1, seq + 1)) {
+            seq += 1;
+            run.push(fwd(1, seq));
+            go(&mut run, 1, &mut got);
+        }
+        assert_eq!(seq as usize, 2 * JOIN_ROUNDS);
+        // What is in the run finishes its round; nothing more joins.
+        assert!(!go(&mut run, 100, &mut got));
+        for key in [10, 11] {
+            let seqs: Vec<u64> = got
+                .iter()
+                .filter(|g| g.0 == key)
+                .flat_map(|g| g.1.clone())
+                .collect();
+            let want: Vec<u64> = (1..=seq).collect();
+            assert_eq!(seqs, want, "viewer {key}: each once, in order");
+        }
+        // The next packet starts a run over the viewers the stream has now.
+        assert!(run.admits(&fwd(1, seq + 1)));
+        run.start(StreamId(1), &[11, 12]);
+        run.push(fwd(1, seq + 1));
+        got.clear();
+        go(&mut run, 5, &mut got);
+        assert_eq!(got, [(11, vec![seq + 1]), (12, vec![seq + 1])]);
+    }
+
+    #[test]
+    fn a_run_without_viewers_ends_at_once_and_records_no_copies() {
+        let mut run = Run::default();
+        run.start(StreamId(1), &[]);
+        run.push(fwd(1, 1));
+        assert!(run.admits(&fwd(1, 2)));
+        run.push(fwd(1, 2));
+        let mut delays = Vec::new();
+        assert_eq!(run.retire(&mut delays), None);
+        assert!(run.packets.is_empty() && delays.is_empty());
+    }
+
+    #[test]
+    fn copies_are_recorded_when_a_packet_leaves_the_run_or_the_turn_ends() {
+        let mut run = Run::default();
+        run.start(StreamId(1), &[10, 11, 12]);
+        run.push(fwd(1, 1));
+        let mut delays = Vec::new();
+        for _ in 0..2 {
+            assert_eq!(run.retire(&mut delays), Some(3));
+            run.advance();
+            run.packets[0].copies += 1;
+        }
+        run.record_turn(&mut delays);
+        assert_eq!(delays.iter().map(|d| d.copies).collect::<Vec<_>>(), [2]);
+        run.retire(&mut delays);
+        run.advance();
+        run.packets[0].copies += 1;
+        assert_eq!(run.retire(&mut delays), None);
+        assert_eq!(delays.iter().map(|d| d.copies).collect::<Vec<_>>(), [2, 1]);
+    }
 
     #[test]
     fn grouping_by_ssrc_keeps_each_streams_order() {

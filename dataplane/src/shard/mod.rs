@@ -42,7 +42,7 @@ pub use api::{
 };
 pub use egress::ForwardDelay;
 
-use egress::{group_by_ssrc, Egress, Resume, TURN_SEND_BUDGET};
+use egress::{group_by_ssrc, Egress, TURN_SEND_BUDGET};
 use keyframe::KeyframeRoute;
 use session::{Session, SessionTable};
 use simulcast::{evaluate_layers, LayerRequest, LAYER_EVAL_INTERVAL};
@@ -363,7 +363,7 @@ impl Shard {
 
     /// Whether packets wait for viewers the last turn did not reach.
     pub fn forward_backlog(&self) -> bool {
-        !self.egress.pending.is_empty()
+        self.egress.backlog()
     }
 
     /// The packets this turn forwarded: when each reached the publisher's
@@ -432,6 +432,10 @@ impl Shard {
 
     fn unsubscribe_stream(&mut self, key: u32, stream: &StreamShared) {
         stream.remove_viewer(self.cfg.id);
+        if self.egress.run.stream == Some(stream.id) {
+            // The run's list of viewers still names the key.
+            self.egress.run.stale = true;
+        }
         if let Some(v) = self.viewers.get_mut(&stream.id) {
             v.retain(|&k| k != key);
             if v.is_empty() {
@@ -597,125 +601,115 @@ impl Shard {
     // ------------------------------------------------------------ forwarding
 
     /// Write pending packets to local viewers, viewer-major: one visit and
-    /// one drive (so one contiguous run of datagrams) per viewer. A turn
-    /// stops visiting once it has [`TURN_SEND_BUDGET`] datagrams to send, and
-    /// the next turn goes on where it stopped: so the runtime sends, reads
-    /// its socket and runs timers at least that often, and a copy waits for
-    /// the send of its own part of a large fan-out, not for all of it.
+    /// one drive (so one contiguous run of datagrams) per viewer, with every
+    /// packet of the run (see [`egress::Run`]). A turn stops visiting once
+    /// it has [`TURN_SEND_BUDGET`] datagrams to send, and the next turn goes
+    /// on where it stopped: so the runtime sends, reads its socket and runs
+    /// timers at least that often, a copy waits for the send of its own part
+    /// of a large fan-out, not for all of it, and what arrived meanwhile
+    /// joins the run.
     fn flush_pending(&mut self, now: Instant) {
-        if self.egress.pending.is_empty() {
+        if !self.egress.backlog() {
             return;
         }
-        let mut pending = std::mem::take(&mut self.egress.pending);
         let budget = self.transmits.len() + TURN_SEND_BUDGET;
-        let mut start = 0;
-        while start < pending.len() {
-            let stream = pending[start].stream;
-            let (end, from) = match self.egress.resume.take() {
-                Some(r) => (start + r.len, r.next_viewer),
-                None => {
-                    // Packets are usually all of one stream; group by stream without sorting.
-                    let mut end = start + 1;
-                    while end < pending.len() && pending[end].stream == stream {
-                        end += 1;
-                    }
-                    self.egress.fwd_keys.clear();
-                    if let Some(keys) = self.viewers.get(&stream) {
-                        self.egress.fwd_keys.extend_from_slice(keys);
-                    }
-                    // Downstream nodes first: their viewers wait one more hop.
-                    self.relays.forward(
-                        &pending[start..end],
-                        &mut self.transmits,
-                        &mut self.counters,
-                    );
-                    (end, 0)
+        let mut run = std::mem::take(&mut self.egress.run);
+        let mut pending = std::mem::take(&mut self.egress.pending);
+        loop {
+            if run.packets.is_empty() {
+                let Some(first) = pending.first() else {
+                    break;
+                };
+                let stream = first.stream;
+                run.start(stream, self.viewers.get(&stream).map_or(&[], Vec::as_slice));
+            }
+            // Arrival order across streams holds: only packets at the front
+            // of `pending` join.
+            let joining = pending.iter().take_while(|p| run.admits(p)).count();
+            if joining > 0 {
+                // Downstream nodes first: their viewers wait one more hop.
+                self.relays
+                    .forward(&pending[..joining], &mut self.transmits, &mut self.counters);
+                for p in pending.drain(..joining) {
+                    run.push(p);
                 }
-            };
-            if let Some(next) = self.forward_run(now, &pending[start..end], from, budget) {
-                self.egress.resume = Some(Resume {
-                    len: end - start,
-                    next_viewer: next,
-                });
-                pending.drain(..start);
+            }
+            if self.forward_run(now, &mut run, budget) {
                 break;
             }
-            start = end;
         }
-        if self.egress.resume.is_none() {
-            pending.clear();
-        }
+        run.record_turn(&mut self.egress.delays);
+        self.egress.run = run;
         // Whatever was queued meanwhile goes after what is left.
         pending.append(&mut self.egress.pending);
         self.egress.pending = pending;
     }
 
-    /// Visit the run's viewers in `fwd_keys` from index `from`; stop before
-    /// a viewer once `transmits` holds `budget` datagrams, returning the
-    /// index of that viewer.
-    fn forward_run(
-        &mut self,
-        now: Instant,
-        packets: &[FwdPacket],
-        from: usize,
-        budget: usize,
-    ) -> Option<usize> {
-        let keys_buf = std::mem::take(&mut self.egress.fwd_keys);
-        let mut copies = std::mem::take(&mut self.egress.copies);
-        copies.clear();
-        copies.resize(packets.len(), 0);
-        let mut cut = None;
-        for (idx, &key) in keys_buf.iter().enumerate().skip(from) {
-            if self.transmits.len() >= budget {
-                cut = Some(idx);
-                break;
-            }
-            let Some(s) = self.sessions.get_mut(key) else {
-                continue;
-            };
-            if !s.connected {
-                continue;
-            }
-            let mut switch_requests = Vec::new();
-            if now >= s.next_layer_eval {
-                s.next_layer_eval = now + LAYER_EVAL_INTERVAL;
-                evaluate_layers(s, now, &mut switch_requests);
-            }
-            let mut wrote = false;
-            let first = self.transmits.len();
-            for (i, p) in packets.iter().enumerate() {
-                if s.video_gated
-                    && !tcp::admits(s.congested, &mut s.video_gated, p.kind, p.keyframe)
-                {
-                    self.counters.drop_tcp_video_congested += 1;
-                    continue;
+    /// Take the run round its viewers until every packet in it has been
+    /// round or `transmits` holds `budget` datagrams (then true: the run
+    /// goes on next turn from the viewer it stopped before).
+    fn forward_run(&mut self, now: Instant, run: &mut egress::Run, budget: usize) -> bool {
+        while let Some(stop) = run.retire(&mut self.egress.delays) {
+            // Until `stop` the run's packets stay as they are.
+            let mut left = stop - run.step();
+            while left > 0 {
+                if self.transmits.len() >= budget {
+                    return true;
                 }
-                match write_to_viewer(s, p, now, &mut self.transmits) {
-                    WriteResult::Written => {
-                        wrote = true;
-                        copies[i] += 1;
-                        self.counters.rtp_forwarded += 1;
-                    }
-                    WriteResult::NoCodec => self.counters.drop_no_codec += 1,
-                    WriteResult::Skipped => {}
-                }
+                left -= 1;
+                let key = run.advance();
+                self.visit(now, key, run);
             }
-            s.sync_demand();
-            if wrote {
-                self.counters.viewer_visits += 1;
-                if s.sender.is_some() {
-                    self.sender_reports(key, now);
-                } else {
-                    self.input(key, now, Input::Timeout(now));
-                }
-                group_by_ssrc(&mut self.transmits[first..]);
-            }
-            self.request_layers(now, switch_requests);
         }
-        self.egress.fwd_keys = keys_buf;
-        self.egress.copies = copies;
-        self.egress.record_delays(packets);
-        cut
+        false
+    }
+
+    /// Write every packet of the run to the viewer at `key`.
+    #[inline]
+    fn visit(&mut self, now: Instant, key: u32, run: &mut egress::Run) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if !s.connected || (run.stale && !s.subscriptions.iter().any(|x| Some(x.id) == run.stream))
+        {
+            return;
+        }
+        let mut switch_requests = Vec::new();
+        if now >= s.next_layer_eval {
+            s.next_layer_eval = now + LAYER_EVAL_INTERVAL;
+            evaluate_layers(s, now, &mut switch_requests);
+        }
+        let mut wrote = false;
+        let first = self.transmits.len();
+        let (older, newer) = run.packets.as_mut_slices();
+        for p in older.iter_mut().chain(newer) {
+            if s.video_gated
+                && !tcp::admits(s.congested, &mut s.video_gated, p.fwd.kind, p.fwd.keyframe)
+            {
+                self.counters.drop_tcp_video_congested += 1;
+                continue;
+            }
+            match write_to_viewer(s, &p.fwd, now, &mut self.transmits) {
+                WriteResult::Written => {
+                    wrote = true;
+                    p.copies += 1;
+                    self.counters.rtp_forwarded += 1;
+                }
+                WriteResult::NoCodec => self.counters.drop_no_codec += 1,
+                WriteResult::Skipped => {}
+            }
+        }
+        s.sync_demand();
+        if wrote {
+            self.counters.viewer_visits += 1;
+            if s.sender.is_some() {
+                self.sender_reports(key, now);
+            } else {
+                self.input(key, now, Input::Timeout(now));
+            }
+            group_by_ssrc(&mut self.transmits[first..]);
+        }
+        self.request_layers(now, switch_requests);
     }
 
     // ------------------------------------------------------------- keyframes
