@@ -158,6 +158,10 @@ pub(super) struct Egress {
     /// Per destination shard, the batch being built this turn.
     out_batches: Vec<Vec<FwdPacket>>,
     pub run: Run,
+    /// Streams that lost a local viewer since the run last looked (see
+    /// [`Run::stale`]); kept apart from the run, which is out of its place
+    /// while it goes round.
+    pub left: Vec<StreamId>,
     /// This turn's forwarded packets.
     pub delays: Vec<ForwardDelay>,
 }
@@ -168,7 +172,15 @@ impl Egress {
             pending: Vec::new(),
             out_batches: (0..shards).map(|_| Vec::new()).collect(),
             run: Run::default(),
+            left: Vec::new(),
             delays: Vec::new(),
+        }
+    }
+
+    /// Mark `run` stale if its stream lost a viewer since it last looked.
+    pub fn note_left(&mut self, run: &mut Run) {
+        if self.left.drain(..).any(|s| Some(s) == run.stream) {
+            run.stale = true;
         }
     }
 
@@ -355,6 +367,21 @@ mod tests {
         got.clear();
         go(&mut run, 5, &mut got);
         assert_eq!(got, [(11, vec![seq + 1]), (12, vec![seq + 1])]);
+    }
+
+    #[test]
+    fn a_viewer_leaving_the_runs_stream_makes_the_run_check_each_viewer() {
+        let mut e = Egress::new(1);
+        let mut run = Run::default();
+        run.start(StreamId(1), &[10, 11]);
+        e.left.push(StreamId(2));
+        e.note_left(&mut run);
+        assert!(!run.stale && e.left.is_empty(), "another stream's viewer");
+        e.left.extend([StreamId(2), StreamId(1)]);
+        e.note_left(&mut run);
+        assert!(run.stale && e.left.is_empty());
+        run.start(StreamId(1), &[11]);
+        assert!(!run.stale, "a new run has today's viewers");
     }
 
     #[test]

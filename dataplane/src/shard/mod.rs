@@ -432,10 +432,8 @@ impl Shard {
 
     fn unsubscribe_stream(&mut self, key: u32, stream: &StreamShared) {
         stream.remove_viewer(self.cfg.id);
-        if self.egress.run.stream == Some(stream.id) {
-            // The run's list of viewers still names the key.
-            self.egress.run.stale = true;
-        }
+        // A run of the stream may still name the key.
+        self.egress.left.push(stream.id);
         if let Some(v) = self.viewers.get_mut(&stream.id) {
             v.retain(|&k| k != key);
             if v.is_empty() {
@@ -610,10 +608,12 @@ impl Shard {
     /// joins the run.
     fn flush_pending(&mut self, now: Instant) {
         if !self.egress.backlog() {
+            self.egress.left.clear();
             return;
         }
         let budget = self.transmits.len() + TURN_SEND_BUDGET;
         let mut run = std::mem::take(&mut self.egress.run);
+        self.egress.note_left(&mut run);
         let mut pending = std::mem::take(&mut self.egress.pending);
         loop {
             if run.packets.is_empty() {
@@ -639,6 +639,8 @@ impl Shard {
             }
         }
         run.record_turn(&mut self.egress.delays);
+        // A visit can end a session (str0m refusing input).
+        self.egress.note_left(&mut run);
         self.egress.run = run;
         // Whatever was queued meanwhile goes after what is left.
         pending.append(&mut self.egress.pending);
