@@ -297,6 +297,17 @@ async fn a_killed_edge_leaves_nothing_behind_at_the_origin() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let b = Node::start("127.0.0.2", &args);
     let http = client::http_client(true);
+    // b is up once its first heartbeat is in the registry: its connection to
+    // Redis works (a loaded machine can take longer than a call's time limit
+    // to make it, and b would rightly answer 503 meanwhile).
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            node_ids(&http, &a.url()).await == ["a", "b"]
+        })
+        .await,
+        "b never joined the cluster; its log:\n{}",
+        b.log_text()
+    );
     let publisher = client::publish(&http, &whip(&a, "edge-dies"), MediaSpec::default())
         .await
         .unwrap();
