@@ -53,6 +53,36 @@ pub struct FwdPacket {
     pub payload: Arc<[u8]>,
 }
 
+#[cfg(test)]
+impl FwdPacket {
+    /// A packet of `stream` for unit tests: `kind`'s usual codec (Opus or
+    /// VP8), sequence number `seq`, a 4-byte payload, received now.
+    pub(crate) fn for_test(stream: StreamId, kind: MediaKind, seq: u64) -> FwdPacket {
+        FwdPacket {
+            stream,
+            kind,
+            mid: "0".into(),
+            rid: None,
+            keyframe: false,
+            publisher_tag: 1,
+            pt: 96.into(),
+            codec: if kind == MediaKind::Audio {
+                Codec::Opus
+            } else {
+                Codec::Vp8
+            },
+            seq,
+            ts: 0,
+            marker: false,
+            audio_level: None,
+            voice_activity: None,
+            video_orientation: None,
+            received: Instant::now(),
+            payload: Arc::from(&[0u8; 4][..]),
+        }
+    }
+}
+
 /// The publisher currently feeding a stream, as viewers need to know it.
 #[derive(Debug)]
 pub struct SourceInfo {

@@ -573,32 +573,10 @@ impl ShardThread {
 mod tests {
     use super::*;
     use crate::ids::StreamId;
-    use str0m::format::Codec;
     use str0m::media::MediaKind;
 
     fn pkt(kind: MediaKind) -> FwdPacket {
-        FwdPacket {
-            stream: StreamId(1),
-            kind,
-            mid: "0".into(),
-            rid: None,
-            keyframe: false,
-            publisher_tag: 1,
-            pt: 96.into(),
-            codec: if kind == MediaKind::Audio {
-                Codec::Opus
-            } else {
-                Codec::Vp8
-            },
-            seq: 1,
-            ts: 0,
-            marker: false,
-            audio_level: None,
-            voice_activity: None,
-            video_orientation: None,
-            received: Instant::now(),
-            payload: Arc::from(&[0u8; 4][..]),
-        }
+        FwdPacket::for_test(StreamId(1), kind, 1)
     }
 
     #[test]

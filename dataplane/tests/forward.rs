@@ -427,21 +427,61 @@ fn a_late_packet_of_a_frame_already_sent_is_not_held() {
     assert_eq!(h.shard.counters().frames_held_expired, 0);
 }
 
-#[test]
-fn a_large_fan_out_goes_out_in_parts_and_later_packets_reach_every_viewer() {
-    use sluice_dataplane::testkit::sluice_testkit_shard_datagram as datagram;
+/// A publisher and 40 viewers, connected, and 8 packets of the publisher
+/// handed to the shard and forwarded in one turn: 320 copies, more than a
+/// turn writes, so the turn stops partway round. Returns the harness, the
+/// publisher, the viewers and how many datagrams that turn wrote (still in
+/// the shard's output).
+fn fan_out_stopped_partway() -> (Harness, usize, Vec<usize>, usize) {
     let mut h = Harness::new();
     let publisher = h.add_publisher();
     let viewers: Vec<usize> = (0..40).map(|_| h.add_viewer()).collect();
     h.connect_all(Duration::from_secs(5));
-    let from = h.peers[publisher].addr;
-    // 8 packets to 40 viewers: 320 copies, more than one turn writes.
-    let first = h.publisher_datagrams(publisher, 8, 600);
-    for d in &first {
-        datagram(&mut h.shard, h.now, from, d);
-    }
+    feed_without_a_turn(&mut h, publisher, 8);
     h.shard.handle_timeout(h.now);
     let part = h.shard.transmits().len();
+    (h, publisher, viewers, part)
+}
+
+/// Hand `n` more of the publisher's packets to the shard without running a
+/// turn, as datagrams read in the middle of a fan-out.
+fn feed_without_a_turn(h: &mut Harness, publisher: usize, n: usize) {
+    use sluice_dataplane::testkit::sluice_testkit_shard_datagram as datagram;
+    let from = h.peers[publisher].addr;
+    for d in &h.publisher_datagrams(publisher, n, 600) {
+        datagram(&mut h.shard, h.now, from, d);
+    }
+}
+
+/// Deliver the shard's output and run turns until nothing waits for a
+/// viewer; returns how many turns that took.
+fn finish_fan_out(h: &mut Harness) -> usize {
+    let mut turns = 0;
+    h.deliver_shard_output();
+    while h.shard.forward_backlog() {
+        h.shard.handle_timeout(h.now);
+        h.deliver_shard_output();
+        turns += 1;
+    }
+    h.exchange();
+    turns
+}
+
+/// Every viewer has `n` packets, with consecutive sequence numbers.
+fn assert_each_viewer_got_in_order(h: &Harness, viewers: &[usize], n: usize) {
+    for &v in viewers {
+        let s = seqs(h, v);
+        assert_eq!(s.len(), n, "viewer {v}: {s:?}");
+        assert!(
+            s.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+            "viewer {v}: {s:?}"
+        );
+    }
+}
+
+#[test]
+fn a_large_fan_out_goes_out_in_parts_and_later_packets_reach_every_viewer() {
+    let (mut h, publisher, viewers, part) = fan_out_stopped_partway();
     assert!(
         (128..320).contains(&part),
         "first turn wrote {part} datagrams"
@@ -450,51 +490,20 @@ fn a_large_fan_out_goes_out_in_parts_and_later_packets_reach_every_viewer() {
     h.deliver_shard_output();
     // A packet of the same stream arrives while the first run is unfinished:
     // it must reach the viewers already visited too.
-    let later = h.publisher_datagrams(publisher, 4, 600);
-    for d in &later {
-        datagram(&mut h.shard, h.now, from, d);
-    }
-    let mut turns = 1;
-    while h.shard.forward_backlog() {
-        h.shard.handle_timeout(h.now);
-        h.deliver_shard_output();
-        turns += 1;
-    }
+    feed_without_a_turn(&mut h, publisher, 4);
+    let turns = 1 + finish_fan_out(&mut h);
     assert!(turns >= 3, "{turns} turns");
-    h.exchange();
-    for &v in &viewers {
-        let s = seqs(&h, v);
-        assert_eq!(s.len(), 12, "viewer {v}: {s:?}");
-        assert!(
-            s.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
-            "viewer {v}: {s:?}"
-        );
-    }
+    assert_each_viewer_got_in_order(&h, &viewers, 12);
     assert_eq!(h.shard.counters().rtp_forwarded, 40 * 12);
 }
 
 #[test]
 fn a_packet_arriving_during_a_large_fan_out_goes_in_the_same_send_to_the_viewers_left() {
-    use sluice_dataplane::testkit::sluice_testkit_shard_datagram as datagram;
-    let mut h = Harness::new();
-    let publisher = h.add_publisher();
-    let viewers: Vec<usize> = (0..40).map(|_| h.add_viewer()).collect();
-    h.connect_all(Duration::from_secs(5));
-    let from = h.peers[publisher].addr;
-    // One packet to 40 viewers twice over a turn's budget in all: the first
-    // turn stops partway round.
-    let first = h.publisher_datagrams(publisher, 8, 600);
-    for d in &first {
-        datagram(&mut h.shard, h.now, from, d);
-    }
-    h.shard.handle_timeout(h.now);
-    let visited = h.shard.transmits().len() / 8;
+    let (mut h, publisher, viewers, part) = fan_out_stopped_partway();
+    let visited = part / 8;
     assert!(visited < 40, "{visited} viewers in the first turn");
     h.deliver_shard_output();
-    let later = h.publisher_datagrams(publisher, 2, 600);
-    for d in &later {
-        datagram(&mut h.shard, h.now, from, d);
-    }
+    feed_without_a_turn(&mut h, publisher, 2);
     h.shard.handle_timeout(h.now);
     // The next viewer gets the rest of the first packets and the two new
     // ones in one visit: ten RTP datagrams in a row to one address.
@@ -506,22 +515,8 @@ fn a_packet_arriving_during_a_large_fan_out_goes_in_the_same_send_to_the_viewers
         .filter(|d| is_rtp(&d.contents))
         .count();
     assert_eq!(together, 10);
-    let mut turns = 2;
-    h.deliver_shard_output();
-    while h.shard.forward_backlog() {
-        h.shard.handle_timeout(h.now);
-        h.deliver_shard_output();
-        turns += 1;
-    }
-    h.exchange();
-    for &v in &viewers {
-        let s = seqs(&h, v);
-        assert_eq!(s.len(), 10, "viewer {v}: {s:?}");
-        assert!(
-            s.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
-            "viewer {v}: {s:?}"
-        );
-    }
+    let turns = 2 + finish_fan_out(&mut h);
+    assert_each_viewer_got_in_order(&h, &viewers, 10);
     assert_eq!(h.shard.counters().rtp_forwarded, 40 * 10);
     // 400 copies in turns of at least 128: the later packets added no turn.
     assert!(turns <= 4, "{turns} turns");

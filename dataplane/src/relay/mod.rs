@@ -357,30 +357,21 @@ fn srtcp_index(data: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use str0m::format::Codec;
-    use str0m::media::{MediaKind, Mid, Pt};
+    use str0m::media::{MediaKind, Mid};
 
     const ORIGIN: &str = "127.0.0.1:40000";
     const EDGE: &str = "127.0.0.2:40000";
 
     fn packet(stream: &StreamShared, seq: u64, rid: Option<&str>) -> FwdPacket {
         FwdPacket {
-            stream: stream.id,
-            kind: MediaKind::Video,
             mid: Mid::from("1"),
             rid: rid.map(Rid::from),
             keyframe: seq == 100,
             publisher_tag: 77,
-            pt: Pt::from(96),
-            codec: Codec::Vp8,
-            seq,
             ts: seq as u32 * 3000,
             marker: true,
-            audio_level: None,
-            voice_activity: None,
-            video_orientation: None,
-            received: Instant::now(),
             payload: Arc::from(vec![seq as u8; 300]),
+            ..FwdPacket::for_test(stream.id, MediaKind::Video, seq)
         }
     }
 
