@@ -41,8 +41,8 @@ pub(super) struct RunPacket {
 /// The run being forwarded: packets of one stream going round the viewers
 /// the stream had when the run started, one viewer per step.
 ///
-/// A packet that arrives while the run's first packet is still going round
-/// joins the run where it stands: from the next viewer on it travels with
+/// A packet that arrives while the run is young (its first [`JOIN_ROUNDS`]
+/// rounds) joins it where it stands: from the next viewer on it travels with
 /// the packets already in the run (one visit, one GSO send for each
 /// viewer), and it goes on round to the viewers before that. A paced
 /// publisher's packets arrive a few milliseconds apart, each alone; when a
@@ -51,9 +51,9 @@ pub(super) struct RunPacket {
 /// packets in arrival order: a packet that joined at step `s` reaches the
 /// viewer at position `p` at the first step from `s` on that lands on `p`,
 /// never before the packets that were in the run earlier. Packets that
-/// arrive after the first packet has been round wait for the next run,
-/// which takes the viewers the stream has by then, so the list of viewers a
-/// run uses is at most two rounds old.
+/// arrive later wait for the next run, which takes the viewers the stream
+/// has by then, so the list of viewers a run uses is at most
+/// `JOIN_ROUNDS + 1` rounds old.
 #[derive(Default)]
 pub(super) struct Run {
     pub stream: Option<StreamId>,
@@ -258,32 +258,13 @@ pub(super) fn group_by_ssrc(out: &mut [Datagram]) {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-    use std::sync::Arc;
 
-    use str0m::format::Codec;
     use str0m::media::MediaKind;
 
     use super::*;
 
     fn fwd(stream: u32, seq: u64) -> FwdPacket {
-        FwdPacket {
-            stream: StreamId(stream),
-            kind: MediaKind::Video,
-            mid: "0".into(),
-            rid: None,
-            keyframe: false,
-            publisher_tag: 1,
-            pt: 96.into(),
-            codec: Codec::Vp8,
-            seq,
-            ts: 0,
-            marker: false,
-            audio_level: None,
-            voice_activity: None,
-            video_orientation: None,
-            received: Instant::now(),
-            payload: Arc::from(&[0u8; 4][..]),
-        }
+        FwdPacket::for_test(StreamId(stream), MediaKind::Video, seq)
     }
 
     /// Steps the run `n` times (or until it is done), noting what each

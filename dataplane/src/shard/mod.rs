@@ -613,6 +613,8 @@ impl Shard {
         }
         let budget = self.transmits.len() + TURN_SEND_BUDGET;
         let mut run = std::mem::take(&mut self.egress.run);
+        // Viewers that left since: between turns, or in the last turn's
+        // visits (str0m refusing input ends a session).
         self.egress.note_left(&mut run);
         let mut pending = std::mem::take(&mut self.egress.pending);
         loop {
@@ -639,8 +641,6 @@ impl Shard {
             }
         }
         run.record_turn(&mut self.egress.delays);
-        // A visit can end a session (str0m refusing input).
-        self.egress.note_left(&mut run);
         self.egress.run = run;
         // Whatever was queued meanwhile goes after what is left.
         pending.append(&mut self.egress.pending);
