@@ -59,7 +59,7 @@ impl Pacer {
     }
 
     /// Count `bytes` sent outside the queue (audio, which goes first) toward
-    /// the debt.
+    /// the debt. Unpaced, there is no debt: `free_at` stays `None`.
     pub fn charge(&mut self, now: Instant, bytes: usize) {
         if self.rate_bps == 0 {
             return;
@@ -70,7 +70,7 @@ impl Pacer {
 
     /// The next packet if it may leave at `now`; its bytes are charged.
     pub fn pop_due(&mut self, now: Instant) -> Option<Queued> {
-        if self.free_at.is_some_and(|t| t > now) && self.rate_bps != 0 {
+        if self.free_at.is_some_and(|t| t > now) {
             return None;
         }
         let p = self.queue.pop_front()?;
@@ -83,21 +83,8 @@ impl Pacer {
         if self.queue.is_empty() {
             return None;
         }
-        Some(match self.free_at {
-            Some(t) if self.rate_bps != 0 => t,
-            // Not paced, or nothing sent yet: at once.
-            _ => Instant::now(),
-        })
-    }
-
-    /// Packets waiting.
-    pub fn len(&self) -> usize {
-        self.queue.len()
-    }
-
-    /// Whether no packet waits.
-    pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        // Not paced, or nothing sent yet: at once.
+        Some(self.free_at.unwrap_or_else(Instant::now))
     }
 
     fn time_for(&self, bytes: usize) -> Duration {
@@ -139,8 +126,7 @@ mod tests {
             p.pop_due(t0 + Duration::from_millis(2)).map(|q| q.seq),
             Some(2)
         );
-        assert!(p.is_empty());
-        assert_eq!(p.next_due(), None);
+        assert_eq!(p.next_due(), None, "nothing waits");
     }
 
     #[test]

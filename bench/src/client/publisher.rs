@@ -84,14 +84,15 @@ impl PubState {
                     break;
                 };
                 let seq: SeqNo = a.seq.into();
+                let len = payload.len();
                 self.stats
                     .bytes_sent
-                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                    .fetch_add(len as u64, Ordering::Relaxed);
                 tx.write_rtp(RtpWrite::new(pt, seq, ts, now, payload).marker(true));
                 self.stats.audio_sent.fetch_add(1, Ordering::Relaxed);
                 // Audio goes ahead of the video waiting in the pacer, and
                 // counts toward its debt.
-                self.pacer.charge(now, 80 + pacer::OVERHEAD);
+                self.pacer.charge(now, len + pacer::OVERHEAD);
                 a.seq += 1;
                 a.counter += 1;
                 a.next = a.next.map(|t| t + Duration::from_millis(20));
