@@ -6,6 +6,8 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use str0m::media::MediaKind;
+
 use super::api::CrossShard;
 use crate::fanout::{FwdPacket, StreamShared};
 use crate::ids::{ShardId, StreamId};
@@ -28,6 +30,14 @@ pub struct ForwardDelay {
 
 /// Rounds of its viewers during which a run takes in new packets.
 const JOIN_ROUNDS: usize = 4;
+
+/// Packets a shard keeps waiting for its own viewers (queued and in the
+/// run). A shard behind its fan-out (a publisher sending more than its
+/// viewers can be sent, or too many viewers for the core) would otherwise
+/// queue without end: past 3/4 of this it drops video and keeps audio, as
+/// the queues between shards do, and at it drops everything, counted in
+/// `drop_local_backlog`. 8,192 packets of ~1,200 bytes are ~10 MiB.
+pub(super) const LOCAL_BACKLOG: usize = 8192;
 
 /// One packet of the run and the step at which it has been round every
 /// viewer of the run.
@@ -164,6 +174,8 @@ pub(super) struct Egress {
     pub left: Vec<StreamId>,
     /// This turn's forwarded packets.
     pub delays: Vec<ForwardDelay>,
+    /// Packets refused by [`LOCAL_BACKLOG`] since the shard last counted.
+    pub shed: u64,
 }
 
 impl Egress {
@@ -174,6 +186,7 @@ impl Egress {
             run: Run::default(),
             left: Vec::new(),
             delays: Vec::new(),
+            shed: 0,
         }
     }
 
@@ -193,14 +206,14 @@ impl Egress {
     /// for every other shard that has some.
     #[inline]
     pub fn route(&mut self, own: ShardId, stream: &StreamShared, fwd: FwdPacket) {
+        let local = stream.viewers_on(own) > 0 && self.admit_local(&fwd);
         for (shard, batch) in self.out_batches.iter_mut().enumerate() {
             let sid = ShardId(shard as u16);
-            if stream.viewers_on(sid) == 0 {
-                continue;
-            }
             if sid == own {
-                self.pending.push(fwd.clone());
-            } else {
+                if local {
+                    self.pending.push(fwd.clone());
+                }
+            } else if stream.viewers_on(sid) > 0 {
                 batch.push(fwd.clone());
             }
         }
@@ -208,11 +221,25 @@ impl Egress {
 
     /// A batch of packets from a publisher on another shard.
     pub fn take_fanout(&mut self, batch: Vec<FwdPacket>) {
-        if self.pending.is_empty() {
-            self.pending = batch;
-        } else {
-            self.pending.extend(batch);
+        for p in batch {
+            if self.admit_local(&p) {
+                self.pending.push(p);
+            }
         }
+    }
+
+    /// Whether a packet for this shard's own viewers may wait for them:
+    /// past 3/4 of [`LOCAL_BACKLOG`] only audio may, at it nothing; what is
+    /// refused is counted in `shed`.
+    fn admit_local(&mut self, p: &FwdPacket) -> bool {
+        let waiting = self.pending.len() + self.run.packets.len();
+        if waiting >= LOCAL_BACKLOG
+            || (waiting >= LOCAL_BACKLOG / 4 * 3 && p.kind != MediaKind::Audio)
+        {
+            self.shed += 1;
+            return false;
+        }
+        true
     }
 
     /// Hand this turn's non-empty per-shard batches to `cross`.
@@ -363,6 +390,40 @@ mod tests {
         assert!(run.stale && e.left.is_empty());
         run.start(StreamId(1), &[11]);
         assert!(!run.stale, "a new run has today's viewers");
+    }
+
+    #[test]
+    fn a_shard_far_behind_its_own_viewers_drops_video_then_everything_and_counts() {
+        let own = ShardId(0);
+        let stream = StreamShared::new(StreamId(1), "s");
+        stream.add_viewer(own);
+        let mut e = Egress::new(1);
+        let audio = |seq| FwdPacket::for_test(StreamId(1), MediaKind::Audio, seq);
+        for seq in 0..(LOCAL_BACKLOG / 4 * 3) as u64 {
+            e.route(own, &stream, fwd(1, seq));
+        }
+        assert_eq!((e.pending.len(), e.shed), (LOCAL_BACKLOG / 4 * 3, 0));
+        // Past 3/4: video is refused, audio still queued.
+        e.route(own, &stream, fwd(1, 1));
+        e.route(own, &stream, audio(2));
+        assert_eq!(e.shed, 1);
+        assert_eq!(e.pending.last().map(|p| p.kind), Some(MediaKind::Audio));
+        // What waits in the run counts too; at the limit nothing is queued,
+        // from this shard's publishers or from other shards.
+        let mut run = std::mem::take(&mut e.run);
+        run.start(StreamId(1), &[10]);
+        for p in e.pending.drain(..LOCAL_BACKLOG / 4) {
+            run.push(p);
+        }
+        e.run = run;
+        while e.pending.len() + e.run.packets.len() < LOCAL_BACKLOG {
+            e.route(own, &stream, audio(3));
+        }
+        let shed = e.shed;
+        e.route(own, &stream, audio(4));
+        e.take_fanout(vec![audio(5), fwd(1, 6)]);
+        assert_eq!(e.shed, shed + 3);
+        assert_eq!(e.pending.len() + e.run.packets.len(), LOCAL_BACKLOG);
     }
 
     #[test]

@@ -607,6 +607,7 @@ impl Shard {
     /// of a large fan-out, not for all of it, and what arrived meanwhile
     /// joins the run.
     fn flush_pending(&mut self, now: Instant) {
+        self.counters.drop_local_backlog += std::mem::take(&mut self.egress.shed);
         if !self.egress.backlog() {
             self.egress.left.clear();
             return;
