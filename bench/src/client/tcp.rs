@@ -14,7 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use super::{drain, next_wake, ClientError, Role, SessionOptions};
+use super::role::{count_header, drain, next_wake, Role};
+use super::{ClientError, SessionOptions};
 
 /// Receive buffer of the connection.
 const RECV_BUFFER: u32 = 256 << 10;
@@ -158,7 +159,7 @@ pub(super) async fn run(
                                 && v.stats.connected.load(Ordering::Relaxed)
                                 && sluice_dataplane::is_rtp(frame) =>
                             {
-                                super::count_header(&v.stats, frame);
+                                count_header(&v.stats, frame);
                                 false
                             }
                             _ => {
