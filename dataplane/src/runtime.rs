@@ -514,7 +514,11 @@ impl ShardThread {
                 continue;
             }
             my_waker.prepare_park();
-            if !self.ctl.is_empty() || !self.fanout.is_empty() || self.stop.load(Ordering::SeqCst) {
+            if !self.ctl.is_empty()
+                || !self.fanout.is_empty()
+                || self.backend.holds_input()
+                || self.stop.load(Ordering::SeqCst)
+            {
                 my_waker.unpark();
                 continue;
             }

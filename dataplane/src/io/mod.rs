@@ -81,6 +81,12 @@ pub trait Backend: Send {
     fn send(&mut self, out: &mut Vec<Datagram>, counters: &mut Counters);
     /// The socket's descriptor, to wait on.
     fn fd(&self) -> RawFd;
+    /// Whether the backend already took datagrams from the kernel that `recv`
+    /// has not handed out yet. Waiting on [`Backend::fd`] cannot see those, so
+    /// the loop must not park while this holds.
+    fn holds_input(&self) -> bool {
+        false
+    }
     /// A second descriptor to wait on, if the backend has one (AF_XDP also
     /// reads the kernel's UDP socket).
     fn extra_fd(&self) -> Option<RawFd> {

@@ -455,6 +455,13 @@ impl Backend for UringBackend {
     fn fd(&self) -> RawFd {
         self.ring.as_raw_fd()
     }
+
+    /// A send reaps every completion in the ring, those of datagrams that
+    /// arrived meanwhile too: they wait in the stash, and the ring's fd no
+    /// longer shows them.
+    fn holds_input(&self) -> bool {
+        !self.stash.is_empty()
+    }
 }
 
 impl Drop for UringBackend {

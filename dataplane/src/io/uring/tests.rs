@@ -254,6 +254,50 @@ fn park_returns_at_once_for_a_datagram_taken_before_parking() {
     assert_eq!(got, vec![b"early".to_vec()]);
 }
 
+/// A send reaps every completion in the ring, a datagram's too: the
+/// datagram then waits in the backend, where the ring's fd no longer shows
+/// it, so the backend must say it holds input until `recv` hands it out
+/// (else the loop parks with it until its next timer, as it did after the
+/// last send of a fan-out: a paced frame's last packet was late by up to the
+/// time to the publisher's next packet).
+#[test]
+fn a_datagram_reaped_by_a_send_is_held_input_until_recv_takes_it() {
+    if let Some(e) = uring_unavailable() {
+        panic!("io_uring unavailable on this host, so this test cannot run: {e}");
+    }
+    let mut rx = backend(loopback());
+    let dest = rx.socket.local_addr().unwrap();
+    assert_eq!(rx.recv(&mut |_, _| {}).unwrap(), 0);
+    assert!(!rx.holds_input());
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(b"late", dest)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let sink = loopback();
+    let mut out = vec![datagram(sink.local_addr().unwrap(), 1, 100)];
+    let mut counters = Counters::default();
+    rx.send(&mut out, &mut counters);
+    assert_eq!(counters.tx_packets, 1);
+    assert!(
+        rx.holds_input(),
+        "the send reaped the datagram's completion: it is held, not in the ring"
+    );
+    // Parking on the ring alone would not end for it.
+    let waker = Waker::new().unwrap();
+    let start = Instant::now();
+    waker.prepare_park();
+    waker.park(&[rx.fd()], Duration::from_millis(200));
+    assert!(
+        start.elapsed() >= Duration::from_millis(150),
+        "the ring's fd showed a datagram the backend already holds"
+    );
+    let mut got = Vec::new();
+    rx.recv(&mut |_, d| got.push(d.to_vec())).unwrap();
+    assert_eq!(got, vec![b"late".to_vec()]);
+    assert!(!rx.holds_input());
+}
+
 #[test]
 fn parse_sockaddr_reads_both_families() {
     for addr in ["192.0.2.7:5004", "[2001:db8::1]:443"] {

@@ -237,6 +237,10 @@ impl Backend for XdpBackend {
         self.xsk.as_raw_fd()
     }
 
+    fn holds_input(&self) -> bool {
+        self.kernel.holds_input()
+    }
+
     fn extra_fd(&self) -> Option<RawFd> {
         Some(self.kernel_fd)
     }
