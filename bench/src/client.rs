@@ -109,6 +109,12 @@ pub struct MediaSpec {
     /// phases, as independent encoders have, instead of all sending their
     /// keyframes together every interval.
     pub keyframe_phase: Duration,
+    /// Where in each track's period (a video frame's, an audio packet's)
+    /// this publisher's packets fall, as a fraction of it from its start:
+    /// publishers of one run get different phases, as independent senders
+    /// have, instead of sending their frames at the same instants (they
+    /// connect within milliseconds of each other).
+    pub phase: f64,
     /// Largest RTP payload.
     pub max_payload: usize,
     /// The video is paced at this many times its bitrate, as libwebrtc
@@ -127,6 +133,7 @@ impl Default for MediaSpec {
             fps: 30,
             keyframe_interval: Duration::from_secs(2),
             keyframe_phase: Duration::ZERO,
+            phase: 0.0,
             max_payload: 1150,
             pacing_factor: 2.5,
         }

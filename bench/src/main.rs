@@ -366,6 +366,7 @@ fn fanout_config(a: &FanoutArgs) -> FanoutConfig {
             fps: a.fps,
             keyframe_interval: a.keyframe_interval,
             keyframe_phase: Duration::ZERO,
+            phase: 0.0,
             max_payload: a.max_payload,
             pacing_factor: a.pacing_factor,
         },

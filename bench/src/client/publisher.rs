@@ -55,6 +55,14 @@ pub(super) struct PubState {
     pub(super) stats: Arc<PublisherStats>,
 }
 
+/// Time between a publisher's audio packets (20 ms Opus frames).
+const AUDIO_PERIOD: Duration = Duration::from_millis(20);
+
+/// Time between video frames at `fps`.
+fn frame_gap(fps: u32) -> Duration {
+    Duration::from_secs(1) / fps.max(1)
+}
+
 fn find_pt(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
     let remote = rtc.media(mid)?.remote_pts().to_vec();
     rtc.codec_config()
@@ -95,7 +103,7 @@ impl PubState {
                 self.pacer.charge(now, len + pacer::OVERHEAD);
                 a.seq += 1;
                 a.counter += 1;
-                a.next = a.next.map(|t| t + Duration::from_millis(20));
+                a.next = a.next.map(|t| t + AUDIO_PERIOD);
                 wrote = true;
             }
         }
@@ -103,7 +111,7 @@ impl PubState {
             if v.pt.is_none() {
                 v.pt = find_pt(rtc, v.mid, video_codec);
             }
-            let frame_gap = Duration::from_secs(1) / self.spec.fps.max(1);
+            let frame_gap = frame_gap(self.spec.fps);
             while let (Some(_), true) = (v.pt, v.next.is_some_and(|t| t <= now)) {
                 let periodic = periodic_key_due(&mut v.next_key, now, self.spec.keyframe_interval);
                 let key = v.force_key || v.last_key.is_none() || periodic;
@@ -186,8 +194,12 @@ impl PubState {
     }
 
     pub(super) fn start(&mut self, now: Instant) {
-        for t in [&mut self.audio, &mut self.video].into_iter().flatten() {
-            t.next = Some(now);
+        let phase = self.spec.phase.clamp(0.0, 1.0);
+        if let Some(a) = self.audio.as_mut() {
+            a.next = Some(now + AUDIO_PERIOD.mul_f64(phase));
+        }
+        if let Some(v) = self.video.as_mut() {
+            v.next = Some(now + frame_gap(self.spec.fps).mul_f64(phase));
         }
         if let Some(v) = self.video.as_mut() {
             // The first frame is a keyframe; periodic ones follow on the
@@ -223,6 +235,36 @@ fn periodic_key_due(next: &mut Option<Instant>, now: Instant, interval: Duration
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn state(phase: f64) -> PubState {
+        let spec = MediaSpec {
+            phase,
+            ..MediaSpec::default()
+        };
+        PubState {
+            pacer: Pacer::new((spec.bitrate as f64 * spec.pacing_factor) as u64),
+            spec,
+            audio: Some(TrackTx::new(Mid::from("0"), 1)),
+            video: Some(TrackTx::new(Mid::from("1"), 2)),
+            stats: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn a_publishers_phase_shifts_its_first_frame_and_audio_packet() {
+        let t0 = Instant::now();
+        let mut first = state(0.0);
+        first.start(t0);
+        assert_eq!(first.next_due(), Some(t0));
+        let mut half = state(0.5);
+        half.start(t0);
+        // 30 frames/s and 20 ms audio: half of each period.
+        let video = half.video.as_ref().and_then(|v| v.next).unwrap();
+        let audio = half.audio.as_ref().and_then(|a| a.next).unwrap();
+        assert_eq!(video - t0, Duration::from_secs(1) / 60);
+        assert_eq!(audio - t0, Duration::from_millis(10));
+        assert_eq!(half.next_due(), Some(audio));
+    }
 
     #[test]
     fn periodic_keyframes_stay_on_their_grid() {

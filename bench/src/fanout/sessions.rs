@@ -40,6 +40,8 @@ pub(super) async fn start_publishers(
             (http.clone(), opts.clone(), cfg.media.clone(), sem.clone());
         // Spread the publishers' periodic keyframes over the interval.
         media.keyframe_phase = cfg.media.keyframe_interval * i as u32 / cfg.streams.max(1) as u32;
+        // And their frames and audio packets over their periods.
+        media.phase = i as f64 / cfg.streams.max(1) as f64;
         set.spawn(async move {
             let _permit = sem.acquire_owned().await.expect("semaphore open");
             client::publish_with(&http, &ep, media, &opts)
