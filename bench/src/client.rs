@@ -110,7 +110,8 @@ pub struct MediaSpec {
     /// keyframes together every interval.
     pub keyframe_phase: Duration,
     /// Where in each track's period (a video frame's, an audio packet's)
-    /// this publisher's packets fall, as a fraction of it from its start:
+    /// this publisher's packets fall, as a fraction of it from its start
+    /// (0 to 1; anything else counts as 0):
     /// publishers of one run get different phases, as independent senders
     /// have, instead of sending their frames at the same instants (they
     /// connect within milliseconds of each other).

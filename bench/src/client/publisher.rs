@@ -194,7 +194,12 @@ impl PubState {
     }
 
     pub(super) fn start(&mut self, now: Instant) {
-        let phase = self.spec.phase.clamp(0.0, 1.0);
+        // A fraction of the period; anything else starts at once.
+        let phase = if (0.0..=1.0).contains(&self.spec.phase) {
+            self.spec.phase
+        } else {
+            0.0
+        };
         if let Some(a) = self.audio.as_mut() {
             a.next = Some(now + AUDIO_PERIOD.mul_f64(phase));
         }
@@ -264,6 +269,11 @@ mod tests {
         assert_eq!(video - t0, Duration::from_secs(1) / 60);
         assert_eq!(audio - t0, Duration::from_millis(10));
         assert_eq!(half.next_due(), Some(audio));
+        for odd in [f64::NAN, -0.5, 2.0] {
+            let mut s = state(odd);
+            s.start(t0);
+            assert_eq!(s.next_due(), Some(t0), "phase {odd}");
+        }
     }
 
     #[test]
