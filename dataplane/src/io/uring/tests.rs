@@ -5,9 +5,12 @@ use crate::io::{bind_udp, Waker};
 use socket2::SockAddr;
 use std::time::Instant;
 
-/// io_uring may be disabled (sysctl, seccomp, container); only then skip.
-fn uring_unavailable() -> Option<io::Error> {
-    IoUring::new(8).err()
+/// io_uring may be disabled (sysctl, seccomp, container): a test that
+/// needs it then fails, saying so.
+fn require_uring() {
+    if let Err(e) = IoUring::new(8) {
+        panic!("io_uring unavailable on this host, so this test cannot run: {e}");
+    }
 }
 
 fn loopback() -> UdpSocket {
@@ -16,6 +19,38 @@ fn loopback() -> UdpSocket {
 
 fn backend(sock: UdpSocket) -> UringBackend {
     UringBackend::new(sock).expect("io_uring works here, so the backend must set up")
+}
+
+/// A backend on loopback with its recv armed (nothing queued yet), and its address.
+fn armed_receiver() -> (UringBackend, SocketAddr) {
+    let mut rx = backend(loopback());
+    let dest = rx.socket.local_addr().unwrap();
+    assert_eq!(rx.recv(&mut |_, _| {}).unwrap(), 0);
+    (rx, dest)
+}
+
+/// One datagram to `dest` from a socket of its own.
+fn send_one(dest: SocketAddr, payload: &[u8]) {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(payload, dest)
+        .unwrap();
+}
+
+/// How long the shard loop's park on `rx` lasts, at most `timeout`.
+fn parked_for(rx: &UringBackend, timeout: Duration) -> Duration {
+    let waker = Waker::new().unwrap();
+    let start = Instant::now();
+    waker.prepare_park();
+    waker.park(&[rx.fd()], timeout);
+    start.elapsed()
+}
+
+/// What one `recv` hands out.
+fn recv_all(rx: &mut UringBackend) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    rx.recv(&mut |_, d| got.push(d.to_vec())).unwrap();
+    got
 }
 
 /// Receive into `got` until it holds `want` datagrams or 5 s pass,
@@ -99,9 +134,7 @@ fn send_and_check(
 
 #[test]
 fn mixed_size_datagrams_arrive_whole_between_two_uring_backends() {
-    if let Some(e) = uring_unavailable() {
-        panic!("io_uring unavailable on this host, so this test cannot run: {e}");
-    }
+    require_uring();
     let (a, b) = (loopback(), loopback());
     let from = a.local_addr().unwrap();
     let (mut tx, mut rx) = (backend(a), backend(b));
@@ -121,9 +154,7 @@ fn mixed_size_datagrams_arrive_whole_between_two_uring_backends() {
 ))]
 #[test]
 fn refused_gso_falls_back_to_single_sends_without_loss() {
-    if let Some(e) = uring_unavailable() {
-        panic!("io_uring unavailable on this host, so this test cannot run: {e}");
-    }
+    require_uring();
     let a = loopback();
     crate::io::tests::refuse_gso(&a);
     let from = a.local_addr().unwrap();
@@ -135,9 +166,7 @@ fn refused_gso_falls_back_to_single_sends_without_loss() {
 
 #[test]
 fn oversize_datagram_is_counted_and_dropped_and_the_next_arrives() {
-    if let Some(e) = uring_unavailable() {
-        panic!("io_uring unavailable on this host, so this test cannot run: {e}");
-    }
+    require_uring();
     let mut rx = backend(loopback());
     let dest = rx.socket.local_addr().unwrap();
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -160,12 +189,8 @@ fn oversize_datagram_is_counted_and_dropped_and_the_next_arrives() {
 /// would park with a datagram reaped but never handed over.
 #[test]
 fn a_run_of_oversize_datagrams_does_not_hide_the_next_one() {
-    if let Some(e) = uring_unavailable() {
-        panic!("io_uring unavailable on this host, so this test cannot run: {e}");
-    }
-    let mut rx = backend(loopback());
-    let dest = rx.socket.local_addr().unwrap();
-    assert_eq!(rx.recv(&mut |_, _| {}).unwrap(), 0);
+    require_uring();
+    let (mut rx, dest) = armed_receiver();
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     for _ in 0..2 * RECV_BATCH {
         peer.send_to(&[1u8; 3000], dest).unwrap();
@@ -180,12 +205,8 @@ fn a_run_of_oversize_datagrams_does_not_hide_the_next_one() {
 
 #[test]
 fn more_datagrams_than_buffers_all_arrive_after_the_ring_runs_dry() {
-    if let Some(e) = uring_unavailable() {
-        panic!("io_uring unavailable on this host, so this test cannot run: {e}");
-    }
-    let mut rx = backend(loopback());
-    let dest = rx.socket.local_addr().unwrap();
-    assert_eq!(rx.recv(&mut |_, _| {}).unwrap(), 0);
+    require_uring();
+    let (mut rx, dest) = armed_receiver();
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     let n = 3 * BUF_COUNT as u32;
     for seq in 0..n {
@@ -202,29 +223,16 @@ fn more_datagrams_than_buffers_all_arrive_after_the_ring_runs_dry() {
 
 #[test]
 fn parked_loop_wakes_when_a_datagram_arrives() {
-    if let Some(e) = uring_unavailable() {
-        panic!("io_uring unavailable on this host, so this test cannot run: {e}");
-    }
-    let mut rx = backend(loopback());
-    let dest = rx.socket.local_addr().unwrap();
-    assert_eq!(rx.recv(&mut |_, _| {}).unwrap(), 0);
+    require_uring();
+    let (mut rx, dest) = armed_receiver();
     let sender = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(100));
-        UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .send_to(b"wake", dest)
-            .unwrap();
+        send_one(dest, b"wake");
     });
-    let waker = Waker::new().unwrap();
-    let start = Instant::now();
-    waker.prepare_park();
-    waker.park(&[rx.fd()], Duration::from_secs(5));
-    let woke = start.elapsed();
+    let woke = parked_for(&rx, Duration::from_secs(5));
     sender.join().unwrap();
     assert!(woke < Duration::from_secs(2), "parked for {woke:?}");
-    let mut got = Vec::new();
-    rx.recv(&mut |_, d| got.push(d.to_vec())).unwrap();
-    assert_eq!(got, vec![b"wake".to_vec()]);
+    assert_eq!(recv_all(&mut rx), vec![b"wake".to_vec()]);
 }
 
 /// The kernel may take a datagram off the socket before the loop parks
@@ -232,26 +240,13 @@ fn parked_loop_wakes_when_a_datagram_arrives() {
 /// readable, but the park must still end at once.
 #[test]
 fn park_returns_at_once_for_a_datagram_taken_before_parking() {
-    if let Some(e) = uring_unavailable() {
-        panic!("io_uring unavailable on this host, so this test cannot run: {e}");
-    }
-    let mut rx = backend(loopback());
-    let dest = rx.socket.local_addr().unwrap();
-    assert_eq!(rx.recv(&mut |_, _| {}).unwrap(), 0);
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .send_to(b"early", dest)
-        .unwrap();
+    require_uring();
+    let (mut rx, dest) = armed_receiver();
+    send_one(dest, b"early");
     std::thread::sleep(Duration::from_millis(20));
-    let waker = Waker::new().unwrap();
-    let start = Instant::now();
-    waker.prepare_park();
-    waker.park(&[rx.fd()], Duration::from_secs(3));
-    let parked = start.elapsed();
+    let parked = parked_for(&rx, Duration::from_secs(3));
     assert!(parked < Duration::from_secs(1), "parked for {parked:?}");
-    let mut got = Vec::new();
-    rx.recv(&mut |_, d| got.push(d.to_vec())).unwrap();
-    assert_eq!(got, vec![b"early".to_vec()]);
+    assert_eq!(recv_all(&mut rx), vec![b"early".to_vec()]);
 }
 
 /// A send reaps every completion in the ring, a datagram's too: the
@@ -262,17 +257,10 @@ fn park_returns_at_once_for_a_datagram_taken_before_parking() {
 /// time to the publisher's next packet).
 #[test]
 fn a_datagram_reaped_by_a_send_is_held_input_until_recv_takes_it() {
-    if let Some(e) = uring_unavailable() {
-        panic!("io_uring unavailable on this host, so this test cannot run: {e}");
-    }
-    let mut rx = backend(loopback());
-    let dest = rx.socket.local_addr().unwrap();
-    assert_eq!(rx.recv(&mut |_, _| {}).unwrap(), 0);
+    require_uring();
+    let (mut rx, dest) = armed_receiver();
     assert!(!rx.holds_input());
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .send_to(b"late", dest)
-        .unwrap();
+    send_one(dest, b"late");
     std::thread::sleep(Duration::from_millis(20));
     let sink = loopback();
     let mut out = vec![datagram(sink.local_addr().unwrap(), 1, 100)];
@@ -284,17 +272,11 @@ fn a_datagram_reaped_by_a_send_is_held_input_until_recv_takes_it() {
         "the send reaped the datagram's completion: it is held, not in the ring"
     );
     // Parking on the ring alone would not end for it.
-    let waker = Waker::new().unwrap();
-    let start = Instant::now();
-    waker.prepare_park();
-    waker.park(&[rx.fd()], Duration::from_millis(200));
     assert!(
-        start.elapsed() >= Duration::from_millis(150),
+        parked_for(&rx, Duration::from_millis(200)) >= Duration::from_millis(150),
         "the ring's fd showed a datagram the backend already holds"
     );
-    let mut got = Vec::new();
-    rx.recv(&mut |_, d| got.push(d.to_vec())).unwrap();
-    assert_eq!(got, vec![b"late".to_vec()]);
+    assert_eq!(recv_all(&mut rx), vec![b"late".to_vec()]);
     assert!(!rx.holds_input());
 }
 
