@@ -59,6 +59,25 @@ pub(super) enum Role {
     View(ViewState),
 }
 
+/// Hands str0m the timeout it asked for.
+pub(super) fn time_out(rtc: &mut Rtc) -> Result<(), ClientError> {
+    rtc.handle_input(Input::Timeout(Instant::now()))
+        .map_err(|e| ClientError::Rtc(e.to_string()))
+}
+
+/// Closes the session and queues on `outbox` what str0m sends as it
+/// closes (DTLS close_notify, RTCP BYE).
+pub(super) fn close(rtc: &mut Rtc, outbox: &mut Vec<Transmit>) {
+    let _ = rtc.close();
+    while let Ok(out) = rtc.poll_output() {
+        match out {
+            Output::Transmit(t) => outbox.push(t),
+            Output::Timeout(_) => break,
+            Output::Event(_) => {}
+        }
+    }
+}
+
 /// Drains str0m's output down to its next timeout: transmits are queued on
 /// `outbox`, events handled. `None` when the session is over.
 pub(super) fn drain(

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
-use str0m::{Candidate, Input, Output, Rtc};
+use str0m::{Candidate, Input, Rtc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use super::role::{count_header, drain, next_wake, Role};
+use super::role::{close, count_header, drain, next_wake, time_out, Role};
 use super::{ClientError, SessionOptions};
 
 /// Receive buffer of the connection.
@@ -182,19 +182,11 @@ pub(super) async fn run(
             }
             _ = pause_check, if !reading => {}
             _ = tokio::time::sleep_until(wake.into()) => {
-                rtc.handle_input(Input::Timeout(Instant::now()))
-                    .map_err(|e| ClientError::Rtc(e.to_string()))?;
+                time_out(&mut rtc)?;
                 dirty = true;
             }
             _ = stop.notified() => {
-                let _ = rtc.close();
-                while let Ok(out) = rtc.poll_output() {
-                    match out {
-                        Output::Transmit(t) => outbox.push(t),
-                        Output::Timeout(_) => break,
-                        Output::Event(_) => {}
-                    }
-                }
+                close(&mut rtc, &mut outbox);
                 let _ = flush(&mut wr, &mut outbox, &mut wbuf).await;
                 return Ok(());
             }

@@ -10,13 +10,13 @@ use std::time::Instant;
 
 use sluice_dataplane::is_rtp;
 use str0m::net::{Protocol, Receive, Transmit};
-use str0m::{Input, Output, Rtc};
+use str0m::{Input, Rtc};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
 use super::counters::ViewerStats;
-use super::role::{count_header, drain, next_wake, Role};
+use super::role::{close, count_header, drain, next_wake, time_out, Role};
 use super::{ClientError, ViewerMode};
 use crate::gro;
 
@@ -63,20 +63,13 @@ pub(super) async fn run(
                 }
             }
             _ = tokio::time::sleep_until(wake.into()) => {
-                rtc.handle_input(Input::Timeout(Instant::now()))
-                    .map_err(|e| ClientError::Rtc(e.to_string()))?;
+                time_out(&mut rtc)?;
                 dirty = true;
             }
             _ = stop.notified() => {
-                let _ = rtc.close();
                 // Let close_notify and BYE out.
-                while let Ok(out) = rtc.poll_output() {
-                    match out {
-                        Output::Transmit(t) => { let _ = socket.send_to(&t.contents, t.destination).await; }
-                        Output::Timeout(_) => break,
-                        Output::Event(_) => {}
-                    }
-                }
+                close(&mut rtc, &mut outbox);
+                flush(&socket, &mut outbox).await;
                 return Ok(());
             }
         }
