@@ -808,35 +808,39 @@ where
     let unused = typed_line('a', any_value()).map(MediaAttribute::Unused);
 
     // Split into two choice() calls because combine's choice macro supports at most 25 parsers.
+    // Each alternative takes only lines of its own attribute name, so their order decides no
+    // line's meaning, only how many are tried first: the attributes a media section has many
+    // of (one per codec or extension) come first. A failed alternative costs about as much as
+    // a parsed line, and most of an offer's lines are rtcp-fb, rtpmap, fmtp and extmap.
     choice((
         attempt(choice((
+            attempt(rtcp_fb),
+            attempt(rtpmap),
+            attempt(fmtp),
+            attempt(extmap),
+            attempt(ssrc),
+            attempt(cand),
             attempt(ice_ufrag),
             attempt(ice_pwd),
             attempt(ice_opt),
             attempt(finger),
             attempt(setup),
             attempt(mid),
+            attempt(direction),
+        ))),
+        attempt(choice((
+            attempt(msid),
+            attempt(rtcp),
+            attempt(rtcpmux),
+            attempt(rtcprsize),
+            attempt(rtcpmuxonly),
+            attempt(ssrc_group),
+            attempt(rid),
+            attempt(simulcast),
+            attempt(endof),
             attempt(sctp_port),
             attempt(max_message_size),
             attempt(sctp_init),
-            attempt(extmap),
-            attempt(direction),
-            attempt(msid),
-            attempt(rtcp),
-        ))),
-        attempt(choice((
-            attempt(rtcpmux),
-            attempt(rtcpmuxonly),
-            attempt(rtcprsize),
-            attempt(cand),
-            attempt(endof),
-            attempt(rtpmap),
-            attempt(rtcp_fb),
-            attempt(fmtp),
-            attempt(rid),
-            attempt(simulcast),
-            attempt(ssrc_group),
-            attempt(ssrc),
         ))),
         unused,
     ))
