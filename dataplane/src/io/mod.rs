@@ -151,7 +151,7 @@ pub fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> io::Result<UdpSocket> 
 /// The kernel's default (`IP_PMTUDISC_WANT`) already sets DF on the wire, but
 /// it lets the kernel fragment toward a destination whose path MTU it has
 /// learned (from an ICMP message anyone can forge) and so draws a hashed IP ID
-/// for every datagram (`__ip_select_ident`: 4.5% of a shard thread's samples
+/// for every datagram (`__ip_select_ident`: 4% of a shard thread's samples
 /// at 1,000 viewers).
 /// sluice's datagrams are one forwarded RTP packet each, sized by the
 /// publisher's browser for any path; `PROBE` ignores learned path MTUs, so a
