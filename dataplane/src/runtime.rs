@@ -465,8 +465,9 @@ impl ShardThread {
                 self.core.handle_fanout(batch);
             }
             self.core.handle_timeout(now);
-            if self.core.forward_backlog() {
-                // Viewers still to visit: go on after this turn's sends.
+            if self.core.forward_backlog() || self.core.handshake_backlog() {
+                // Viewers still to visit, or handshakes past the turn's
+                // budget: go on after this turn's sends.
                 work += 1;
             }
 

@@ -562,3 +562,27 @@ fn dtls_agrees_on_aes_128_gcm_when_the_client_offers_it() {
         assert_eq!(h.peers[v].received.len(), 20, "viewer {v}");
     }
 }
+
+#[test]
+fn handshakes_past_a_turns_budget_wait_for_later_turns_and_all_complete() {
+    // Twenty viewers handshake at once: each turn hands str0m only a few of
+    // their DTLS datagrams and keeps the rest, in order, for the next turns.
+    // Every viewer must still connect and get media.
+    let mut h = Harness::new();
+    let publisher = h.add_publisher();
+    let viewers: Vec<usize> = (0..20).map(|_| h.add_viewer()).collect();
+    h.connect_all(Duration::from_secs(10));
+    let c = h.shard.counters();
+    assert!(c.handshakes_deferred > 0, "no handshake datagram waited");
+    assert_eq!(c.drop_handshake_backlog, 0);
+    assert!(!h.shard.handshake_backlog());
+    send_video(&mut h, publisher, 10);
+    h.advance(Duration::from_millis(300));
+    for &v in &viewers {
+        assert!(
+            h.peers[v].received.len() >= 40,
+            "viewer {v} received {}",
+            h.peers[v].received.len()
+        );
+    }
+}

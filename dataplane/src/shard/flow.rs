@@ -8,6 +8,7 @@ use std::time::Instant;
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
+use super::handshake::{is_dtls, Admit, Deferred};
 use super::{ingest, Shard};
 use crate::ids::Role;
 use crate::packet::{is_rtcp, is_rtp, is_tcp_flow, MAX_PUBLISHER_RTP};
@@ -93,6 +94,25 @@ impl Shard {
             }
         }
         session.last_rx = now;
+        if !session.connected && is_dtls(data) {
+            let id = session.id;
+            match self.handshakes.admit(|| Deferred {
+                key,
+                id,
+                via,
+                data: data.to_vec(),
+            }) {
+                Admit::Now => {}
+                Admit::Deferred => {
+                    self.counters.handshakes_deferred += 1;
+                    return;
+                }
+                Admit::Dropped => {
+                    self.counters.drop_handshake_backlog += 1;
+                    return;
+                }
+            }
+        }
         if let (Some(d), true) = (session.sender.as_mut(), is_rtcp(data)) {
             // NACKs and reception reports for what the SRTP sender sent;
             // str0m reads the same datagram for the rest.
@@ -101,6 +121,22 @@ impl Shard {
         }
         if !self.input(key, now, Input::Receive(now, receive)) {
             self.counters.drop_session_error += 1;
+        }
+    }
+
+    /// Hand str0m the handshake datagrams that waited, while this turn's
+    /// budget lasts.
+    pub(super) fn run_deferred_handshakes(&mut self, now: Instant) {
+        while let Some(d) = self.handshakes.next_deferred() {
+            if self.sessions.get_mut(d.key).is_none_or(|s| s.id != d.id) {
+                continue;
+            }
+            let Ok(receive) = Receive::new(d.via.proto, d.via.from, d.via.to, &d.data) else {
+                continue;
+            };
+            if !self.input(d.key, now, Input::Receive(now, receive)) {
+                self.counters.drop_session_error += 1;
+            }
         }
     }
 

@@ -25,6 +25,7 @@ mod api;
 mod egress;
 mod events;
 mod flow;
+mod handshake;
 mod ingest;
 mod keyframe;
 mod relay;
@@ -74,6 +75,8 @@ pub struct Shard {
     relay_out: Vec<RelayOutput>,
     /// This shard's ICE-TCP connections.
     tcp: tcp::TcpFlows,
+    /// DTLS handshake datagrams waiting for a turn's budget.
+    handshakes: handshake::Handshakes,
 }
 
 impl Shard {
@@ -101,6 +104,7 @@ impl Shard {
             relays: Relays::new(cfg_id),
             relay_out: Vec::new(),
             tcp: tcp::TcpFlows::default(),
+            handshakes: handshake::Handshakes::default(),
         }
     }
 
@@ -254,6 +258,8 @@ impl Shard {
     /// visiting each local viewer once with all packets due to it.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.counters.loop_turns += 1;
+        self.handshakes.next_turn();
+        self.run_deferred_handshakes(now);
         self.egress.delays.clear();
         self.expired.clear();
         self.wheel.expire(now, &mut self.expired);
@@ -364,6 +370,11 @@ impl Shard {
     /// Whether packets wait for viewers the last turn did not reach.
     pub fn forward_backlog(&self) -> bool {
         self.egress.backlog()
+    }
+
+    /// Whether DTLS handshake datagrams wait for a turn's budget.
+    pub fn handshake_backlog(&self) -> bool {
+        self.handshakes.backlog()
     }
 
     /// The packets this turn forwarded: when each reached the publisher's

@@ -1,0 +1,159 @@
+//! DTLS handshakes take their turn with forwarding.
+//!
+//! A handshake datagram costs the shard far more than a forwarded copy: the
+//! client's second flight is an ECDHE, the verification of its
+//! CertificateVerify and the key schedule, about 0.1–0.3 ms. A turn took
+//! every datagram the socket held, so a join storm could put dozens of them
+//! ahead of the fan-out of a packet already read: viewers already watching
+//! saw p99 go from under 3 ms to 12–130 ms while 1,000 others joined
+//! (BENCHMARKS.md, "A join storm waits its turn"). Now a turn hands str0m at
+//! most [`HANDSHAKE_BUDGET`] handshake datagrams; the rest wait here, in
+//! arrival order, for the next turns. The queue is bounded: past it a
+//! datagram is dropped and counted, and the peer's DTLS retransmits it.
+
+use std::collections::VecDeque;
+
+use crate::ids::SessionId;
+
+use super::flow::Via;
+
+/// Handshake datagrams a turn hands str0m, deferred ones first.
+pub(super) const HANDSHAKE_BUDGET: usize = 2;
+
+/// Deferred handshake datagrams a shard holds (each at most one datagram,
+/// so at most ~2.3 MiB of 9,000-byte ones).
+pub(super) const HANDSHAKE_QUEUE: usize = 256;
+
+/// A DTLS record RFC 7983 demultiplexes by its first byte.
+pub(super) fn is_dtls(data: &[u8]) -> bool {
+    matches!(data.first(), Some(20..=63))
+}
+
+/// A handshake datagram kept for a later turn.
+pub(super) struct Deferred {
+    pub key: u32,
+    /// The session it came for: a key freed and reused since names another.
+    pub id: SessionId,
+    pub via: Via,
+    pub data: Vec<u8>,
+}
+
+/// The turn's handshake budget and the datagrams waiting for one.
+#[derive(Default)]
+pub(super) struct Handshakes {
+    queue: VecDeque<Deferred>,
+    spent: usize,
+}
+
+/// What became of a handshake datagram offered to the budget.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Admit {
+    /// Hand it to str0m now.
+    Now,
+    /// Kept for a later turn.
+    Deferred,
+    /// The queue is full: dropped.
+    Dropped,
+}
+
+impl Handshakes {
+    /// A datagram for a session whose handshake is under way: now, if this
+    /// turn has budget and nothing older waits; else queued, if there is room.
+    pub fn admit(&mut self, d: impl FnOnce() -> Deferred) -> Admit {
+        if self.queue.is_empty() && self.spent < HANDSHAKE_BUDGET {
+            self.spent += 1;
+            return Admit::Now;
+        }
+        if self.queue.len() >= HANDSHAKE_QUEUE {
+            return Admit::Dropped;
+        }
+        self.queue.push_back(d());
+        Admit::Deferred
+    }
+
+    /// A new turn: its budget, spent first on what waits.
+    pub fn next_turn(&mut self) {
+        self.spent = 0;
+    }
+
+    /// The next waiting datagram, while the turn has budget.
+    pub fn next_deferred(&mut self) -> Option<Deferred> {
+        if self.spent >= HANDSHAKE_BUDGET {
+            return None;
+        }
+        let d = self.queue.pop_front()?;
+        self.spent += 1;
+        Some(d)
+    }
+
+    /// Whether datagrams wait for a turn.
+    pub fn backlog(&self) -> bool {
+        !self.queue.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use str0m::net::Protocol;
+
+    fn deferred(n: u8) -> Deferred {
+        let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        Deferred {
+            key: u32::from(n),
+            id: SessionId(u64::from(n)),
+            via: Via {
+                proto: Protocol::Udp,
+                from: a,
+                to: a,
+            },
+            data: vec![22, n],
+        }
+    }
+
+    #[test]
+    fn a_turn_takes_its_budget_then_defers_in_order_and_the_next_turns_go_first() {
+        let mut h = Handshakes::default();
+        for _ in 0..HANDSHAKE_BUDGET {
+            assert_eq!(h.admit(|| deferred(0)), Admit::Now);
+        }
+        assert_eq!(h.admit(|| deferred(1)), Admit::Deferred);
+        assert_eq!(h.admit(|| deferred(2)), Admit::Deferred);
+        assert_eq!(h.admit(|| deferred(3)), Admit::Deferred);
+        assert!(h.backlog());
+        h.next_turn();
+        // Budget left but older datagrams wait: a new one queues behind them.
+        assert_eq!(h.next_deferred().map(|d| d.key), Some(1));
+        assert_eq!(h.admit(|| deferred(4)), Admit::Deferred);
+        assert_eq!(h.next_deferred().map(|d| d.key), Some(2));
+        assert!(h.next_deferred().is_none(), "the turn's budget is spent");
+        h.next_turn();
+        assert_eq!(h.next_deferred().map(|d| d.key), Some(3));
+        assert_eq!(h.next_deferred().map(|d| d.key), Some(4));
+        assert!(!h.backlog());
+        h.next_turn();
+        assert_eq!(h.admit(|| deferred(5)), Admit::Now);
+    }
+
+    #[test]
+    fn the_queue_is_bounded() {
+        let mut h = Handshakes::default();
+        for _ in 0..HANDSHAKE_BUDGET {
+            assert_eq!(h.admit(|| deferred(0)), Admit::Now);
+        }
+        for _ in 0..HANDSHAKE_QUEUE {
+            assert_eq!(h.admit(|| deferred(1)), Admit::Deferred);
+        }
+        assert_eq!(h.admit(|| deferred(2)), Admit::Dropped);
+    }
+
+    #[test]
+    fn dtls_is_told_by_its_first_byte() {
+        assert!(is_dtls(&[22, 254, 253]));
+        assert!(is_dtls(&[20]));
+        assert!(!is_dtls(&[0, 1])); // STUN
+        assert!(!is_dtls(&[128, 96])); // RTP
+        assert!(!is_dtls(&[]));
+    }
+}
