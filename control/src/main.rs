@@ -353,6 +353,9 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Nice value of the control plane's threads when they share the shards' cores.
+const CONTROL_NICE: i32 = 10;
+
 fn serve(config: Config) -> anyhow::Result<()> {
     init_logs(&config.log_format);
     // Huge pages cost each viewer memory and each setup time, for nothing
@@ -370,9 +373,21 @@ fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!("could not keep the control plane off shard cores: {e}");
         }
     }
+    // With no CPU to itself the control plane shares the shards' cores: its
+    // threads yield to them (nice 10), so a join storm's HTTP, TLS and SDP
+    // work does not hold back the packets of those already watching. The
+    // shards are started from this (main) thread and keep its priority.
+    let yield_to_shards = spare.is_empty() && !shard_cores.is_empty();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(spare.len().clamp(1, 4))
         .thread_name("control")
+        .on_thread_start(move || {
+            if yield_to_shards {
+                if let Err(e) = sluice_dataplane::set_thread_nice(CONTROL_NICE) {
+                    tracing::debug!("control thread keeps its priority: {e}");
+                }
+            }
+        })
         .enable_all()
         .build()?;
     rt.block_on(run(config))

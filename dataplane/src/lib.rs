@@ -43,7 +43,7 @@ pub use io::xdp::{
 };
 pub use io::{
     allowed_cpus, bind_udp, disable_transparent_huge_pages, make_backend, probe, set_int_option,
-    set_thread_cpus, Backend, IoKind, Waker,
+    set_thread_cpus, set_thread_nice, Backend, IoKind, Waker,
 };
 pub use packet::{is_rtcp, is_rtp, is_tcp_flow, recycle, tcp_flow_addr, Datagram};
 pub use relay::{RelayDirection, RelayLinkId, RELAY_IDLE, RELAY_KEY_LEN};

@@ -362,6 +362,20 @@ pub fn set_thread_cpus(cpus: &[usize]) -> io::Result<()> {
     Ok(())
 }
 
+/// Set the calling thread's nice value (Linux: `setpriority` of its thread
+/// id changes that thread alone). Raising it needs no privilege; lowering it
+/// below what the thread had needs `CAP_SYS_NICE`.
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: setpriority with integer arguments only; `tid` names this thread.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Keep transparent huge pages out of this process (`PR_SET_THP_DISABLE`),
 /// whatever the host's THP mode, for mappings made now and later.
 ///
@@ -412,6 +426,21 @@ pub(crate) mod tests {
         };
         assert_eq!(r, 0, "getsockopt: {}", io::Error::last_os_error());
         value
+    }
+
+    #[test]
+    fn a_thread_can_lower_its_own_priority_and_no_other() {
+        std::thread::spawn(|| {
+            set_thread_nice(7).unwrap();
+            // SAFETY: getpriority/gettid with integer arguments only.
+            let me = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+            assert_eq!(me, 7);
+        })
+        .join()
+        .unwrap();
+        // SAFETY: as above, for this (another) thread.
+        let other = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+        assert_ne!(other, 7);
     }
 
     #[test]
