@@ -96,10 +96,12 @@ impl Shard {
         session.last_rx = now;
         if !session.connected && is_dtls(data) {
             let id = session.id;
-            match self.handshakes.admit(|| Deferred {
+            match self.handshakes.admit(data.len(), || Deferred {
                 key,
                 id,
-                via,
+                proto: via.proto,
+                from: via.from,
+                to: via.to,
                 data: data.to_vec(),
             }) {
                 Admit::Now => {}
@@ -131,7 +133,7 @@ impl Shard {
             if self.sessions.get_mut(d.key).is_none_or(|s| s.id != d.id) {
                 continue;
             }
-            let Ok(receive) = Receive::new(d.via.proto, d.via.from, d.via.to, &d.data) else {
+            let Ok(receive) = Receive::new(d.proto, d.from, d.to, &d.data) else {
                 continue;
             };
             if !self.input(d.key, now, Input::Receive(now, receive)) {

@@ -8,21 +8,26 @@
 //! saw p99 go from under 3 ms to 12–130 ms while 1,000 others joined
 //! (BENCHMARKS.md, "A join storm waits its turn"). Now a turn hands str0m at
 //! most [`HANDSHAKE_BUDGET`] handshake datagrams; the rest wait here, in
-//! arrival order, for the next turns. The queue is bounded: past it a
-//! datagram is dropped and counted, and the peer's DTLS retransmits it.
+//! arrival order, for the next turns. The queue is bounded in datagrams and
+//! in bytes: past it a datagram is dropped and counted, and the peer's DTLS
+//! retransmits it.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use str0m::net::Protocol;
 
 use crate::ids::SessionId;
-
-use super::flow::Via;
 
 /// Handshake datagrams a turn hands str0m, deferred ones first.
 pub(super) const HANDSHAKE_BUDGET: usize = 2;
 
-/// Deferred handshake datagrams a shard holds (each at most one datagram,
-/// so at most ~2.3 MiB of 9,000-byte ones).
+/// Deferred handshake datagrams a shard holds at most.
 pub(super) const HANDSHAKE_QUEUE: usize = 256;
+
+/// Bytes of deferred handshake datagrams a shard holds at most: 256 of a
+/// browser's (at most a path MTU each), but not 256 of 64 KiB.
+pub(super) const HANDSHAKE_QUEUE_BYTES: usize = 512 * 1024;
 
 /// A DTLS record RFC 7983 demultiplexes by its first byte.
 pub(super) fn is_dtls(data: &[u8]) -> bool {
@@ -34,7 +39,10 @@ pub(super) struct Deferred {
     pub key: u32,
     /// The session it came for: a key freed and reused since names another.
     pub id: SessionId,
-    pub via: Via,
+    /// How it reached the shard, as str0m is told (see `flow::Via`).
+    pub proto: Protocol,
+    pub from: SocketAddr,
+    pub to: SocketAddr,
     pub data: Vec<u8>,
 }
 
@@ -42,6 +50,7 @@ pub(super) struct Deferred {
 #[derive(Default)]
 pub(super) struct Handshakes {
     queue: VecDeque<Deferred>,
+    bytes: usize,
     spent: usize,
 }
 
@@ -57,16 +66,18 @@ pub(super) enum Admit {
 }
 
 impl Handshakes {
-    /// A datagram for a session whose handshake is under way: now, if this
-    /// turn has budget and nothing older waits; else queued, if there is room.
-    pub fn admit(&mut self, d: impl FnOnce() -> Deferred) -> Admit {
+    /// A datagram of `len` bytes for a session whose handshake is under
+    /// way: now, if this turn has budget and nothing older waits; else
+    /// queued, if there is room.
+    pub fn admit(&mut self, len: usize, d: impl FnOnce() -> Deferred) -> Admit {
         if self.queue.is_empty() && self.spent < HANDSHAKE_BUDGET {
             self.spent += 1;
             return Admit::Now;
         }
-        if self.queue.len() >= HANDSHAKE_QUEUE {
+        if self.queue.len() >= HANDSHAKE_QUEUE || self.bytes + len > HANDSHAKE_QUEUE_BYTES {
             return Admit::Dropped;
         }
+        self.bytes += len;
         self.queue.push_back(d());
         Admit::Deferred
     }
@@ -82,6 +93,7 @@ impl Handshakes {
             return None;
         }
         let d = self.queue.pop_front()?;
+        self.bytes -= d.data.len();
         self.spent += 1;
         Some(d)
     }
@@ -95,37 +107,39 @@ impl Handshakes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::SocketAddr;
-    use str0m::net::Protocol;
 
-    fn deferred(n: u8) -> Deferred {
+    fn sized(n: u8, len: usize) -> Deferred {
         let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut data = vec![n; len];
+        data[0] = 22;
         Deferred {
             key: u32::from(n),
             id: SessionId(u64::from(n)),
-            via: Via {
-                proto: Protocol::Udp,
-                from: a,
-                to: a,
-            },
-            data: vec![22, n],
+            proto: Protocol::Udp,
+            from: a,
+            to: a,
+            data,
         }
+    }
+
+    fn deferred(n: u8) -> Deferred {
+        sized(n, 2)
     }
 
     #[test]
     fn a_turn_takes_its_budget_then_defers_in_order_and_the_next_turns_go_first() {
         let mut h = Handshakes::default();
         for _ in 0..HANDSHAKE_BUDGET {
-            assert_eq!(h.admit(|| deferred(0)), Admit::Now);
+            assert_eq!(h.admit(2, || deferred(0)), Admit::Now);
         }
-        assert_eq!(h.admit(|| deferred(1)), Admit::Deferred);
-        assert_eq!(h.admit(|| deferred(2)), Admit::Deferred);
-        assert_eq!(h.admit(|| deferred(3)), Admit::Deferred);
+        assert_eq!(h.admit(2, || deferred(1)), Admit::Deferred);
+        assert_eq!(h.admit(2, || deferred(2)), Admit::Deferred);
+        assert_eq!(h.admit(2, || deferred(3)), Admit::Deferred);
         assert!(h.backlog());
         h.next_turn();
         // Budget left but older datagrams wait: a new one queues behind them.
         assert_eq!(h.next_deferred().map(|d| d.key), Some(1));
-        assert_eq!(h.admit(|| deferred(4)), Admit::Deferred);
+        assert_eq!(h.admit(2, || deferred(4)), Admit::Deferred);
         assert_eq!(h.next_deferred().map(|d| d.key), Some(2));
         assert!(h.next_deferred().is_none(), "the turn's budget is spent");
         h.next_turn();
@@ -133,19 +147,37 @@ mod tests {
         assert_eq!(h.next_deferred().map(|d| d.key), Some(4));
         assert!(!h.backlog());
         h.next_turn();
-        assert_eq!(h.admit(|| deferred(5)), Admit::Now);
+        assert_eq!(h.admit(2, || deferred(5)), Admit::Now);
     }
 
     #[test]
     fn the_queue_is_bounded() {
         let mut h = Handshakes::default();
         for _ in 0..HANDSHAKE_BUDGET {
-            assert_eq!(h.admit(|| deferred(0)), Admit::Now);
+            assert_eq!(h.admit(2, || deferred(0)), Admit::Now);
         }
         for _ in 0..HANDSHAKE_QUEUE {
-            assert_eq!(h.admit(|| deferred(1)), Admit::Deferred);
+            assert_eq!(h.admit(2, || deferred(1)), Admit::Deferred);
         }
-        assert_eq!(h.admit(|| deferred(2)), Admit::Dropped);
+        assert_eq!(h.admit(2, || deferred(2)), Admit::Dropped);
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_too() {
+        let mut h = Handshakes::default();
+        for _ in 0..HANDSHAKE_BUDGET {
+            assert_eq!(h.admit(2, || deferred(0)), Admit::Now);
+        }
+        let big = 60 * 1024;
+        let fit = HANDSHAKE_QUEUE_BYTES / big;
+        for _ in 0..fit {
+            assert_eq!(h.admit(big, || sized(1, big)), Admit::Deferred);
+        }
+        assert_eq!(h.admit(big, || sized(2, big)), Admit::Dropped);
+        // Taking one out makes room for one again.
+        h.next_turn();
+        assert!(h.next_deferred().is_some());
+        assert_eq!(h.admit(big, || sized(3, big)), Admit::Deferred);
     }
 
     #[test]
