@@ -5,7 +5,7 @@
 //! CertificateVerify and the key schedule, about 0.1–0.3 ms. A turn took
 //! every datagram the socket held, so a join storm could put dozens of them
 //! ahead of the fan-out of a packet already read: viewers already watching
-//! saw p99 go from under 3 ms to 12–130 ms while 1,000 others joined
+//! saw p99 go from under 3 ms to 12–210 ms while 1,000 others joined
 //! (BENCHMARKS.md, "A join storm waits its turn"). Now a turn hands str0m at
 //! most [`HANDSHAKE_BUDGET`] handshake datagrams; the rest wait here, in
 //! arrival order, for the next turns. The queue is bounded in datagrams and
