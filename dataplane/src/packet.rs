@@ -87,6 +87,12 @@ pub fn is_rtp(buf: &[u8]) -> bool {
     buf.len() >= 12 && (128..=191).contains(&buf[0]) && !(192..=223).contains(&buf[1])
 }
 
+/// Is this datagram DTLS (a record type in 20..=63)? RFC 7983.
+#[inline]
+pub fn is_dtls(buf: &[u8]) -> bool {
+    matches!(buf.first(), Some(20..=63))
+}
+
 /// The SSRC of an RTP datagram (cleartext in SRTP).
 #[inline]
 pub fn rtp_ssrc(buf: &[u8]) -> Option<u32> {
@@ -152,6 +158,15 @@ mod tests {
         assert!(is_rtcp(&rtp));
         assert!(!is_rtp(&[0x16; 20])); // DTLS
         assert!(!is_rtp(&[0x00; 20])); // STUN
+    }
+
+    #[test]
+    fn dtls_is_told_by_its_first_byte() {
+        assert!(is_dtls(&[22, 254, 253]));
+        assert!(is_dtls(&[20]));
+        assert!(!is_dtls(&[0, 1])); // STUN
+        assert!(!is_dtls(&[128, 96])); // RTP
+        assert!(!is_dtls(&[]));
     }
 
     #[test]

@@ -130,12 +130,14 @@ fn a_lost_final_dtls_flight_is_resent_after_the_handshake_state_is_released() {
     }
     send_video(&mut h, publisher, 50);
     h.advance(Duration::from_millis(500));
-    for &v in &viewers {
-        assert!(
-            h.peers[v].received.len() >= 200,
-            "viewer {v} received {}",
-            h.peers[v].received.len()
-        );
+    every_viewer_received_at_least(&h, &viewers, 200);
+}
+
+/// Each of `viewers` received at least `n` packets.
+fn every_viewer_received_at_least(h: &Harness, viewers: &[usize], n: usize) {
+    for &v in viewers {
+        let got = h.peers[v].received.len();
+        assert!(got >= n, "viewer {v} received {got}");
     }
 }
 
@@ -578,11 +580,5 @@ fn handshakes_past_a_turns_budget_wait_for_later_turns_and_all_complete() {
     assert!(!h.shard.handshake_backlog());
     send_video(&mut h, publisher, 10);
     h.advance(Duration::from_millis(300));
-    for &v in &viewers {
-        assert!(
-            h.peers[v].received.len() >= 40,
-            "viewer {v} received {}",
-            h.peers[v].received.len()
-        );
-    }
+    every_viewer_received_at_least(&h, &viewers, 40);
 }

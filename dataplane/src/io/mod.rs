@@ -157,14 +157,6 @@ pub fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> io::Result<UdpSocket> 
 /// publisher's browser for any path; `PROBE` ignores learned path MTUs, so a
 /// forged ICMP message cannot make one viewer's sends fail or fragment.
 fn set_dont_fragment(sock: &Socket, ipv6: bool) -> io::Result<()> {
-    if ipv6 {
-        set_int_option(
-            sock,
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MTU_DISCOVER,
-            libc::IPV6_PMTUDISC_PROBE,
-        )?;
-    }
     // On an IPv6 socket this covers IPv4-mapped peers; it may be refused
     // there (a v6-only socket), which is fine.
     let v4 = set_int_option(
@@ -173,11 +165,15 @@ fn set_dont_fragment(sock: &Socket, ipv6: bool) -> io::Result<()> {
         libc::IP_MTU_DISCOVER,
         libc::IP_PMTUDISC_PROBE,
     );
-    if ipv6 {
-        Ok(())
-    } else {
-        v4
+    if !ipv6 {
+        return v4;
     }
+    set_int_option(
+        sock,
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MTU_DISCOVER,
+        libc::IPV6_PMTUDISC_PROBE,
+    )
 }
 
 /// `setsockopt` of an `int`-valued option on `sock`.
@@ -199,6 +195,11 @@ pub fn set_int_option(
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
+    os_result(r)
+}
+
+/// A libc call's result by the C convention: 0 is success, else `errno`.
+fn os_result(r: libc::c_int) -> io::Result<()> {
     if r == 0 {
         Ok(())
     } else {
@@ -356,10 +357,7 @@ pub fn set_thread_cpus(cpus: &[usize]) -> io::Result<()> {
     }
     // SAFETY: passes a live cpu_set_t and its exact size for pid 0 (this thread).
     let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    os_result(r)
 }
 
 /// Set the calling thread's nice value (Linux: `setpriority` of its thread
@@ -370,10 +368,7 @@ pub fn set_thread_nice(nice: i32) -> io::Result<()> {
     let tid = unsafe { libc::gettid() };
     // SAFETY: setpriority with integer arguments only; `tid` names this thread.
     let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    os_result(r)
 }
 
 /// Keep transparent huge pages out of this process (`PR_SET_THP_DISABLE`),
@@ -387,10 +382,7 @@ pub fn set_thread_nice(nice: i32) -> io::Result<()> {
 pub fn disable_transparent_huge_pages() -> io::Result<()> {
     // SAFETY: prctl with integer arguments only; no memory is passed.
     let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    os_result(r)
 }
 
 #[cfg(test)]

@@ -8,10 +8,10 @@ use std::time::Instant;
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
-use super::handshake::{is_dtls, Admit, Deferred};
+use super::handshake::{Admit, Deferred};
 use super::{ingest, Shard};
 use crate::ids::Role;
-use crate::packet::{is_rtcp, is_rtp, is_tcp_flow, MAX_PUBLISHER_RTP};
+use crate::packet::{is_dtls, is_rtcp, is_rtp, is_tcp_flow, MAX_PUBLISHER_RTP};
 use crate::stun;
 
 /// How a datagram reached the shard, as str0m must be told: the protocol,

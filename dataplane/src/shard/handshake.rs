@@ -29,11 +29,6 @@ pub(super) const HANDSHAKE_QUEUE: usize = 256;
 /// browser's (at most a path MTU each), but not 256 of 64 KiB.
 pub(super) const HANDSHAKE_QUEUE_BYTES: usize = 512 * 1024;
 
-/// A DTLS record RFC 7983 demultiplexes by its first byte.
-pub(super) fn is_dtls(data: &[u8]) -> bool {
-    matches!(data.first(), Some(20..=63))
-}
-
 /// A handshake datagram kept for a later turn.
 pub(super) struct Deferred {
     pub key: u32,
@@ -126,12 +121,18 @@ mod tests {
         sized(n, 2)
     }
 
-    #[test]
-    fn a_turn_takes_its_budget_then_defers_in_order_and_the_next_turns_go_first() {
+    /// Handshakes whose turn has spent its budget on datagrams handed over now.
+    fn budget_spent() -> Handshakes {
         let mut h = Handshakes::default();
         for _ in 0..HANDSHAKE_BUDGET {
             assert_eq!(h.admit(2, || deferred(0)), Admit::Now);
         }
+        h
+    }
+
+    #[test]
+    fn a_turn_takes_its_budget_then_defers_in_order_and_the_next_turns_go_first() {
+        let mut h = budget_spent();
         assert_eq!(h.admit(2, || deferred(1)), Admit::Deferred);
         assert_eq!(h.admit(2, || deferred(2)), Admit::Deferred);
         assert_eq!(h.admit(2, || deferred(3)), Admit::Deferred);
@@ -152,10 +153,7 @@ mod tests {
 
     #[test]
     fn the_queue_is_bounded() {
-        let mut h = Handshakes::default();
-        for _ in 0..HANDSHAKE_BUDGET {
-            assert_eq!(h.admit(2, || deferred(0)), Admit::Now);
-        }
+        let mut h = budget_spent();
         for _ in 0..HANDSHAKE_QUEUE {
             assert_eq!(h.admit(2, || deferred(1)), Admit::Deferred);
         }
@@ -164,10 +162,7 @@ mod tests {
 
     #[test]
     fn the_queue_is_bounded_in_bytes_too() {
-        let mut h = Handshakes::default();
-        for _ in 0..HANDSHAKE_BUDGET {
-            assert_eq!(h.admit(2, || deferred(0)), Admit::Now);
-        }
+        let mut h = budget_spent();
         let big = 60 * 1024;
         let fit = HANDSHAKE_QUEUE_BYTES / big;
         for _ in 0..fit {
@@ -178,14 +173,5 @@ mod tests {
         h.next_turn();
         assert!(h.next_deferred().is_some());
         assert_eq!(h.admit(big, || sized(3, big)), Admit::Deferred);
-    }
-
-    #[test]
-    fn dtls_is_told_by_its_first_byte() {
-        assert!(is_dtls(&[22, 254, 253]));
-        assert!(is_dtls(&[20]));
-        assert!(!is_dtls(&[0, 1])); // STUN
-        assert!(!is_dtls(&[128, 96])); // RTP
-        assert!(!is_dtls(&[]));
     }
 }
