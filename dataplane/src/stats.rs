@@ -81,7 +81,7 @@ counters! {
     drop_rogue_ssrc: "publisher RTP dropped: a new SSRC claimed a (mid, rid) whose SSRC is still live",
     drop_fanout_full: "fan-out batches dropped: destination shard's queue full",
     drop_fanout_video_shed: "video packets not sent to a shard whose fan-out queue is 3/4 full (audio still is)",
-    drop_handshake_backlog: "DTLS handshake datagrams dropped: 256 of them, or 512 KiB, already waited for a turn (the peer retransmits)",
+    drop_handshake_backlog: "DTLS handshake datagrams dropped: 256 of them, 512 KiB, or 16 of the same session's already waited for a turn (the peer retransmits)",
     handshakes_deferred: "DTLS handshake datagrams kept for a later turn, past the turn's budget of 2",
     drop_local_backlog: "packets not queued for this shard's own viewers: its backlog was 3/4 full (video) or full (everything)",
     drop_no_codec: "packets dropped: the viewer did not negotiate the codec",

@@ -96,7 +96,7 @@ impl Shard {
         session.last_rx = now;
         if !session.connected && is_dtls(data) {
             let id = session.id;
-            match self.handshakes.admit(data.len(), || Deferred {
+            match self.handshakes.admit(key, id, data.len(), || Deferred {
                 key,
                 id,
                 proto: via.proto,

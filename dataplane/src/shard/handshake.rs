@@ -29,6 +29,11 @@ pub(super) const HANDSHAKE_QUEUE: usize = 256;
 /// browser's (at most a path MTU each), but not 256 of 64 KiB.
 pub(super) const HANDSHAKE_QUEUE_BYTES: usize = 512 * 1024;
 
+/// Deferred datagrams one session may hold: a client's flight, resent a few
+/// times, is far fewer; one peer (or a sender forging its address) cannot
+/// take the queue from everyone else joining.
+pub(super) const HANDSHAKE_QUEUE_PER_SESSION: usize = 16;
+
 /// A handshake datagram kept for a later turn.
 pub(super) struct Deferred {
     pub key: u32,
@@ -61,15 +66,25 @@ pub(super) enum Admit {
 }
 
 impl Handshakes {
-    /// A datagram of `len` bytes for a session whose handshake is under
-    /// way: now, if this turn has budget and nothing older waits; else
-    /// queued, if there is room.
-    pub fn admit(&mut self, len: usize, d: impl FnOnce() -> Deferred) -> Admit {
+    /// A datagram of `len` bytes for session `id` (at `key`), whose
+    /// handshake is under way: now, if this turn has budget and nothing
+    /// older waits; else queued, if there is room, in all and for the session.
+    pub fn admit(
+        &mut self,
+        key: u32,
+        id: SessionId,
+        len: usize,
+        d: impl FnOnce() -> Deferred,
+    ) -> Admit {
         if self.queue.is_empty() && self.spent < HANDSHAKE_BUDGET {
             self.spent += 1;
             return Admit::Now;
         }
         if self.queue.len() >= HANDSHAKE_QUEUE || self.bytes + len > HANDSHAKE_QUEUE_BYTES {
+            return Admit::Dropped;
+        }
+        let held = self.queue.iter().filter(|q| q.key == key && q.id == id);
+        if held.count() >= HANDSHAKE_QUEUE_PER_SESSION {
             return Admit::Dropped;
         }
         self.bytes += len;
@@ -121,11 +136,17 @@ mod tests {
         sized(n, 2)
     }
 
+    /// `d` offered to `h` as the shard offers a datagram.
+    fn offer(h: &mut Handshakes, d: Deferred) -> Admit {
+        let (key, id, len) = (d.key, d.id, d.data.len());
+        h.admit(key, id, len, || d)
+    }
+
     /// Handshakes whose turn has spent its budget on datagrams handed over now.
     fn budget_spent() -> Handshakes {
         let mut h = Handshakes::default();
         for _ in 0..HANDSHAKE_BUDGET {
-            assert_eq!(h.admit(2, || deferred(0)), Admit::Now);
+            assert_eq!(offer(&mut h, deferred(0)), Admit::Now);
         }
         h
     }
@@ -133,14 +154,14 @@ mod tests {
     #[test]
     fn a_turn_takes_its_budget_then_defers_in_order_and_the_next_turns_go_first() {
         let mut h = budget_spent();
-        assert_eq!(h.admit(2, || deferred(1)), Admit::Deferred);
-        assert_eq!(h.admit(2, || deferred(2)), Admit::Deferred);
-        assert_eq!(h.admit(2, || deferred(3)), Admit::Deferred);
+        assert_eq!(offer(&mut h, deferred(1)), Admit::Deferred);
+        assert_eq!(offer(&mut h, deferred(2)), Admit::Deferred);
+        assert_eq!(offer(&mut h, deferred(3)), Admit::Deferred);
         assert!(h.backlog());
         h.next_turn();
         // Budget left but older datagrams wait: a new one queues behind them.
         assert_eq!(h.next_deferred().map(|d| d.key), Some(1));
-        assert_eq!(h.admit(2, || deferred(4)), Admit::Deferred);
+        assert_eq!(offer(&mut h, deferred(4)), Admit::Deferred);
         assert_eq!(h.next_deferred().map(|d| d.key), Some(2));
         assert!(h.next_deferred().is_none(), "the turn's budget is spent");
         h.next_turn();
@@ -148,16 +169,17 @@ mod tests {
         assert_eq!(h.next_deferred().map(|d| d.key), Some(4));
         assert!(!h.backlog());
         h.next_turn();
-        assert_eq!(h.admit(2, || deferred(5)), Admit::Now);
+        assert_eq!(offer(&mut h, deferred(5)), Admit::Now);
     }
 
     #[test]
     fn the_queue_is_bounded() {
         let mut h = budget_spent();
-        for _ in 0..HANDSHAKE_QUEUE {
-            assert_eq!(h.admit(2, || deferred(1)), Admit::Deferred);
+        // From as many sessions, none past its own share.
+        for n in 0..HANDSHAKE_QUEUE {
+            assert_eq!(offer(&mut h, deferred(n as u8)), Admit::Deferred);
         }
-        assert_eq!(h.admit(2, || deferred(2)), Admit::Dropped);
+        assert_eq!(offer(&mut h, deferred(2)), Admit::Dropped);
     }
 
     #[test]
@@ -166,12 +188,27 @@ mod tests {
         let big = 60 * 1024;
         let fit = HANDSHAKE_QUEUE_BYTES / big;
         for _ in 0..fit {
-            assert_eq!(h.admit(big, || sized(1, big)), Admit::Deferred);
+            assert_eq!(offer(&mut h, sized(1, big)), Admit::Deferred);
         }
-        assert_eq!(h.admit(big, || sized(2, big)), Admit::Dropped);
+        assert_eq!(offer(&mut h, sized(2, big)), Admit::Dropped);
         // Taking one out makes room for one again.
         h.next_turn();
         assert!(h.next_deferred().is_some());
-        assert_eq!(h.admit(big, || sized(3, big)), Admit::Deferred);
+        assert_eq!(offer(&mut h, sized(3, big)), Admit::Deferred);
+    }
+
+    #[test]
+    fn one_session_cannot_take_the_whole_queue() {
+        let mut h = budget_spent();
+        for _ in 0..HANDSHAKE_QUEUE_PER_SESSION {
+            assert_eq!(offer(&mut h, deferred(1)), Admit::Deferred);
+        }
+        assert_eq!(offer(&mut h, deferred(1)), Admit::Dropped);
+        // Another session still gets its place.
+        assert_eq!(offer(&mut h, deferred(2)), Admit::Deferred);
+        // A reused key with a new session id is another session.
+        let mut reused = deferred(1);
+        reused.id = SessionId(99);
+        assert_eq!(offer(&mut h, reused), Admit::Deferred);
     }
 }
