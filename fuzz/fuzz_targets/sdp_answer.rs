@@ -3,6 +3,9 @@
 //! without bandwidth estimation), and a client's answer to the offer of a
 //! room's receive transport.
 //!
+//! Every text is also parsed with and without the parser's direct reader of
+//! common attribute lines (third_party/README.md), which must agree.
+//!
 //! Input: first byte picks the path (bit 0 publish, bit 1 estimate, bit 2
 //! treat the text as the answer to a receive-transport offer); the rest is
 //! the SDP text.
@@ -32,6 +35,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(sdp) = std::str::from_utf8(rest) else {
         return;
     };
+    if let Err(e) = str0m::_internal_sdp_check::direct_reader_agrees(sdp) {
+        panic!("the SDP parsers disagree on {sdp:?}\n{e}");
+    }
     let n = negotiator();
     let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let cand = [str0m::Candidate::host(addr, "udp").expect("candidate")];

@@ -2435,6 +2435,18 @@ mod test {
 #[allow(missing_docs)]
 pub mod _internal_test_exports;
 
+/// For fuzzing: the SDP parser with and without its direct reader of common
+/// attribute lines must agree.
+#[cfg(feature = "_internal_sdp_check")]
+#[doc(hidden)]
+pub mod _internal_sdp_check {
+    /// `Ok` when both parsers give the same `Sdp` and leave the same input,
+    /// or both fail; otherwise what differed.
+    pub fn direct_reader_agrees(input: &str) -> Result<(), String> {
+        crate::sdp::direct_reader_agrees(input)
+    }
+}
+
 #[cfg(feature = "unversioned")]
 pub mod unversioned {
     //! This module provides functionality that is not versioned according to semver.

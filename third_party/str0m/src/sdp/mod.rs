@@ -11,7 +11,23 @@ pub(crate) use data::{FormatParam, Sdp, Session, SessionAttribute, Setup};
 pub(crate) use data::{MediaAttribute, MediaLine, MediaType, Msid, Proto};
 pub(crate) use data::{RestrictionId, Simulcast, SimulcastGroups, SimulcastLayer};
 
+mod fast;
 mod parser;
+
+/// Parses `input` with and without the direct reader of common attribute
+/// lines (`fast.rs`): `Ok` when both give the same `Sdp` and leave the same
+/// input, or both fail.
+#[cfg(any(test, feature = "_internal_sdp_check"))]
+pub(crate) fn direct_reader_agrees(input: &str) -> Result<(), String> {
+    use combine::Parser;
+    let direct = parser::sdp_parser(true).parse(input).ok();
+    let grammar = parser::sdp_parser(false).parse(input).ok();
+    if direct == grammar {
+        Ok(())
+    } else {
+        Err(format!("direct reader: {direct:?}\ngrammar: {grammar:?}"))
+    }
+}
 
 mod error;
 pub use error::SdpError;

@@ -10,17 +10,18 @@ use combine::parser::char::*;
 use combine::parser::combinator::*;
 use combine::stream::StreamErrorFor;
 use combine::*;
-use combine::{ParseError, Parser, Stream};
+use combine::{ParseError, Parser, RangeStream, Stream};
 
 use super::data::*;
 
-/// Creates a parser of SDP
-pub fn sdp_parser<Input>() -> impl Parser<Input, Output = Sdp>
+/// Creates a parser of SDP. With `direct`, the common media attribute lines
+/// are read by `fast.rs` rather than by the grammar (the same result, sooner).
+pub fn sdp_parser<'a, Input>(direct: bool) -> impl Parser<Input, Output = Sdp>
 where
-    Input: Stream<Token = char>,
+    Input: RangeStream<Token = char, Range = &'a str>,
     Input::Error: ParseError<Input::Token, Input::Range, Input::Position>,
 {
-    (session_parser(), many::<Vec<_>, _, _>(media_parser())).map(|(session, media)| Sdp {
+    (session_parser(), many::<Vec<_>, _, _>(media_parser(direct))).map(|(session, media)| Sdp {
         session,
         media_lines: media,
     })
@@ -349,16 +350,16 @@ where
 // /////////////////////////////////////////////////// Media description
 
 /// A m= section with attributes, until next m= or EOF
-fn media_parser<Input>() -> impl Parser<Input, Output = MediaLine>
+fn media_parser<'a, Input>(direct: bool) -> impl Parser<Input, Output = MediaLine>
 where
-    Input: Stream<Token = char>,
+    Input: RangeStream<Token = char, Range = &'a str>,
     Input::Error: ParseError<Input::Token, Input::Range, Input::Position>,
 {
     (
         media_line(),
         optional(typed_line('c', any_value())), // c=IN IP4 0.0.0.0
         optional(bandwidth_line()),             // b=AS:2500
-        many::<Vec<_>, _, _>(media_attribute_line()),
+        many::<Vec<_>, _, _>(media_attribute_line(direct)),
     )
         .and_then(|((typ, port, proto, pts), _, bw, attrs)| {
             let m = MediaLine {
@@ -434,23 +435,29 @@ where
     .map(|(typ, _, port, _, proto, _, pts)| (typ, port, proto, pts))
 }
 
-/// a=foo:bar lines belonging before the first m= line
-fn media_attribute_line<Input>() -> impl Parser<Input, Output = MediaAttribute>
+/// a=foo:bar lines belonging before the first m= line.
+///
+/// With `direct`, a line goes straight to the one alternative of its name, and
+/// `fast.rs` reads the common ones itself; without, the alternatives are tried
+/// in order. Both give the same: each alternative takes only lines of its own
+/// attribute name (the text between `a=` and the first `:` or line end), and
+/// a line no alternative takes is `Unused`.
+fn media_attribute_line<'a, Input>(direct: bool) -> impl Parser<Input, Output = MediaAttribute>
 where
-    Input: Stream<Token = char>,
+    Input: RangeStream<Token = char, Range = &'a str>,
     Input::Error: ParseError<Input::Token, Input::Range, Input::Position>,
 {
     // a=rtcp:9 IN IP4 0.0.0.0
-    let rtcp = attribute_line("rtcp", any_value()).map(MediaAttribute::Rtcp);
+    let mut rtcp = attribute_line("rtcp", any_value()).map(MediaAttribute::Rtcp);
 
     // a=ice-ufrag:IdNYTNL1fjvjyEzL
-    let ice_ufrag = attribute_line("ice-ufrag", any_value()).map(MediaAttribute::IceUfrag);
+    let mut ice_ufrag = attribute_line("ice-ufrag", any_value()).map(MediaAttribute::IceUfrag);
 
     // a=ice-pwd:4d64pT3T1xfwbZvi9fQKjoPb
-    let ice_pwd = attribute_line("ice-pwd", any_value()).map(MediaAttribute::IcePwd);
+    let mut ice_pwd = attribute_line("ice-pwd", any_value()).map(MediaAttribute::IcePwd);
 
     // a=ice-options:trickle
-    let ice_opt = attribute_line("ice-options", any_value()).map(MediaAttribute::IceOptions);
+    let mut ice_opt = attribute_line("ice-options", any_value()).map(MediaAttribute::IceOptions);
 
     // a=fingerprint:sha-256 45:AD:5C:82:F8:BE:B5:2A:D1:74:A6:16:D0:50:CD:86:9C:97:9D:BD:06:\
     // 8C:C9:85:C9:CD:AB:2B:A8:56:03:CD
@@ -460,7 +467,7 @@ where
     let hex_byte = count_min_max(2, 2, hex_digit()).and_then(|x: String| {
         u8::from_str_radix(&x, 16).map_err(StreamErrorFor::<Input>::message_format)
     });
-    let finger = attribute_line(
+    let mut finger = attribute_line(
         "fingerprint",
         (not_sp(), token(' '), sep_by1(hex_byte, token(':'))),
     )
@@ -473,14 +480,14 @@ where
     ));
 
     // a=setup:actpass
-    let setup = attribute_line("setup", setup_val).map(MediaAttribute::Setup);
+    let mut setup = attribute_line("setup", setup_val).map(MediaAttribute::Setup);
 
     // a=mid:0
-    let mid = attribute_line("mid", any_value())
+    let mut mid = attribute_line("mid", any_value())
         .map(|m| Mid::from(m.as_str()))
         .map(MediaAttribute::Mid);
 
-    let sctp_port = attribute_line(
+    let mut sctp_port = attribute_line(
         "sctp-port",
         not_sp::<Input>().and_then(|s| {
             s.parse::<u16>()
@@ -489,7 +496,7 @@ where
     )
     .map(MediaAttribute::SctpPort);
 
-    let max_message_size = attribute_line(
+    let mut max_message_size = attribute_line(
         "max-message-size",
         not_sp::<Input>().and_then(|s| {
             s.parse::<usize>()
@@ -502,11 +509,11 @@ where
     // See draft-hancke-tsvwg-snap (§4.2: base64 defined in RFC 4566, i.e. standard with padding)
     //
     // The base64 value is stored as-is; decoding happens when consumed.
-    let sctp_init = attribute_line("sctp-init", any_value()).map(MediaAttribute::SctpInit);
+    let mut sctp_init = attribute_line("sctp-init", any_value()).map(MediaAttribute::SctpInit);
 
     // a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level
     // a=extmap:<value>["/"<direction>] <URI> <extensionattributes>
-    let extmap = attribute_line(
+    let mut extmap = attribute_line(
         "extmap",
         (
             many1::<String, _, _>(satisfy(|c| c != '/' && c != ' ')).and_then(|s| {
@@ -521,7 +528,7 @@ where
     )
     .map(|(id, _dir_opt, _, ext, _ext_opt)| MediaAttribute::ExtMap { id, ext });
 
-    let direction = choice((
+    let mut direction = choice((
         attempt(attribute_line_flag("recvonly").map(|_| MediaAttribute::RecvOnly)),
         attempt(attribute_line_flag("sendrecv").map(|_| MediaAttribute::SendRecv)),
         attempt(attribute_line_flag("sendonly").map(|_| MediaAttribute::SendOnly)),
@@ -530,7 +537,7 @@ where
 
     // // a=msid:5UUdwiuY7OML2EkQtF38pJtNP5v7In1LhjEK f78dde68-7055-4e20-bb37-433803dd1ed1
     // // a=msid:- f78dde68-7055-4e20-bb37-433803dd1ed1
-    let msid = attribute_line("msid", (not_sp(), token(' '), any_value())).map(
+    let mut msid = attribute_line("msid", (not_sp(), token(' '), any_value())).map(
         |(stream_id, _, track_id)| {
             MediaAttribute::Msid(Msid {
                 stream_id,
@@ -539,15 +546,16 @@ where
         },
     );
 
-    let rtcpmux = attribute_line_flag("rtcp-mux").map(|_| MediaAttribute::RtcpMux);
-    let rtcpmuxonly = attribute_line_flag("rtcp-mux-only").map(|_| MediaAttribute::RtcpMuxOnly);
-    let rtcprsize = attribute_line_flag("rtcp-rsize").map(|_| MediaAttribute::RtcpRsize);
+    let mut rtcpmux = attribute_line_flag("rtcp-mux").map(|_| MediaAttribute::RtcpMux);
+    let mut rtcpmuxonly = attribute_line_flag("rtcp-mux-only").map(|_| MediaAttribute::RtcpMuxOnly);
+    let mut rtcprsize = attribute_line_flag("rtcp-rsize").map(|_| MediaAttribute::RtcpRsize);
 
     // a=candidate
-    let cand = candidate_attribute().map(MediaAttribute::Candidate);
+    let mut cand = candidate_attribute().map(MediaAttribute::Candidate);
 
     // a=end-of-candidates
-    let endof = attribute_line_flag("end-of-candidates").map(|_| MediaAttribute::EndOfCandidates);
+    let mut endof =
+        attribute_line_flag("end-of-candidates").map(|_| MediaAttribute::EndOfCandidates);
 
     let pt = || {
         not_sp().and_then(|s| {
@@ -566,7 +574,7 @@ where
     };
 
     // a=rtpmap:111 opus/48000/2
-    let rtpmap = attribute_line(
+    let mut rtpmap = attribute_line(
         "rtpmap",
         (
             pt(),
@@ -602,7 +610,7 @@ where
     // a=rtcp-fb:111 ccm fir
     // a=rtcp-fb:111 nack
     // a=rtcp-fb:111 nack pli
-    let rtcp_fb = attribute_line("rtcp-fb", (pt(), token(' '), any_value()))
+    let mut rtcp_fb = attribute_line("rtcp-fb", (pt(), token(' '), any_value()))
         .map(|(pt, _, value)| MediaAttribute::RtcpFb { pt, value });
 
     // Tolerate horizontal whitespace around `;` and a trailing `;`.
@@ -661,7 +669,7 @@ where
             values: vec![FormatParam::Unknown],
         });
 
-    let fmtp = choice((
+    let mut fmtp = choice((
         attempt(fmtp1),
         attempt(fmtp_pt_list),
         attempt(fmtp_range),
@@ -669,7 +677,7 @@ where
     ));
 
     // a=rid:<rid-id> <direction> [pt=<fmt-list>;]<restriction>=<value>
-    let rid = attribute_line(
+    let mut rid = attribute_line(
         "rid",
         (
             name().map(RestrictionId::new_active),
@@ -730,7 +738,7 @@ where
     ));
 
     // a=simulcast:<send/recv> <alt A>;<alt B>,<or C> <send/recv> [same]
-    let simulcast = attribute_line("simulcast", simul2).map(|(s1, maybe_s2)| {
+    let mut simulcast = attribute_line("simulcast", simul2).map(|(s1, maybe_s2)| {
         let mut send = SimulcastGroups(vec![]);
         let mut recv = SimulcastGroups(vec![]);
 
@@ -768,7 +776,7 @@ where
     });
 
     // a=ssrc-group:FID 1111 2222
-    let ssrc_group = attribute_line(
+    let mut ssrc_group = attribute_line(
         "ssrc-group",
         (
             not_sp(),
@@ -789,7 +797,7 @@ where
     // a=ssrc:3948621874 msid:5UUdwiuY7OML2EkQtF38pJtNP5v7In1LhjEK f78dde68-7055-4e20-bb37-433803dd1ed1
     // a=ssrc:3948621874 mslabel:5UUdwiuY7OML2EkQtF38pJtNP5v7In1LhjEK
     // a=ssrc:3948621874 label:f78dde68-7055-4e20-bb37-433803dd1ed1
-    let ssrc = attribute_line(
+    let mut ssrc = attribute_line(
         "ssrc",
         (
             not_sp().and_then(|s| {
@@ -805,14 +813,65 @@ where
     )
     .map(|(ssrc, _, attr, _, value)| MediaAttribute::Ssrc { ssrc, attr, value });
 
-    let unused = typed_line('a', any_value()).map(MediaAttribute::Unused);
+    let mut unused = typed_line('a', any_value()).map(MediaAttribute::Unused);
+
+    if direct {
+        return Either::Left(parser(move |input: &mut Input| {
+            let rest = input.range();
+            if let Some((attr, len)) = super::fast::media_attribute(rest) {
+                return match input.uncons_range(len) {
+                    Ok(_) => Ok((attr, Commit::Commit(()))),
+                    Err(e) => Err(Commit::Peek(
+                        Input::Error::from_error(input.position(), e).into(),
+                    )),
+                };
+            }
+            let before = input.checkpoint();
+            let named = match super::fast::attribute_name(rest) {
+                Some("rtcp-fb") => rtcp_fb.parse_stream(input),
+                Some("rtpmap") => rtpmap.parse_stream(input),
+                Some("fmtp") => fmtp.parse_stream(input),
+                Some("extmap") => extmap.parse_stream(input),
+                Some("ssrc") => ssrc.parse_stream(input),
+                Some("candidate") => cand.parse_stream(input),
+                Some("ice-ufrag") => ice_ufrag.parse_stream(input),
+                Some("ice-pwd") => ice_pwd.parse_stream(input),
+                Some("ice-options") => ice_opt.parse_stream(input),
+                Some("fingerprint") => finger.parse_stream(input),
+                Some("setup") => setup.parse_stream(input),
+                Some("mid") => mid.parse_stream(input),
+                Some("recvonly" | "sendrecv" | "sendonly" | "inactive") => {
+                    direction.parse_stream(input)
+                }
+                Some("msid") => msid.parse_stream(input),
+                Some("rtcp") => rtcp.parse_stream(input),
+                Some("rtcp-mux") => rtcpmux.parse_stream(input),
+                Some("rtcp-rsize") => rtcprsize.parse_stream(input),
+                Some("rtcp-mux-only") => rtcpmuxonly.parse_stream(input),
+                Some("ssrc-group") => ssrc_group.parse_stream(input),
+                Some("rid") => rid.parse_stream(input),
+                Some("simulcast") => simulcast.parse_stream(input),
+                Some("end-of-candidates") => endof.parse_stream(input),
+                Some("sctp-port") => sctp_port.parse_stream(input),
+                Some("max-message-size") => max_message_size.parse_stream(input),
+                Some("sctp-init") => sctp_init.parse_stream(input),
+                _ => ParseResult::PeekErr(Input::Error::empty(input.position()).into()),
+            };
+            if let Ok(parsed) = named.into_result() {
+                return Ok(parsed);
+            }
+            // As `attempt`: a failed alternative leaves the line to `unused`.
+            input.reset(before).map_err(|e| Commit::Commit(e.into()))?;
+            unused.parse_stream(input).into_result()
+        }));
+    }
 
     // Split into two choice() calls because combine's choice macro supports at most 25 parsers.
     // Each alternative takes only lines of its own attribute name, so their order decides no
     // line's meaning, only how many are tried first: the attributes a media section has many
     // of (one per codec or extension) come first. A failed alternative costs about as much as
     // a parsed line, and most of an offer's lines are rtcp-fb, rtpmap, fmtp and extmap.
-    choice((
+    Either::Right(choice((
         attempt(choice((
             attempt(rtcp_fb),
             attempt(rtpmap),
@@ -843,7 +902,7 @@ where
             attempt(sctp_init),
         ))),
         unused,
-    ))
+    )))
 }
 
 // /////////////////////////////////////////////////// Generic things below
@@ -1036,7 +1095,7 @@ mod test {
                 let next = if end.is_empty() { "" } else { "a=mid:0" };
                 let line = format!("a=fmtp:111 {params}{end}{next}");
                 assert_eq!(
-                    media_attribute_line().parse(line.as_str()),
+                    media_attribute_line(true).parse(line.as_str()),
                     Ok((expected.clone(), next)),
                     "{line:?}"
                 );
@@ -1054,7 +1113,7 @@ mod test {
                     values: vec![FormatParam::MinPTime(10), FormatParam::UseInbandFec(true)],
                 };
                 assert_eq!(
-                    media_attribute_line().parse(line.as_str()),
+                    media_attribute_line(true).parse(line.as_str()),
                     Ok((expected, next))
                 );
             }
@@ -1074,7 +1133,7 @@ mod test {
             "a=fmtp:111 minptime=10; useinbandfec=1; \r\na=rtcp-fb:111 nack",
         ] {
             assert_eq!(
-                media_attribute_line().parse(line),
+                media_attribute_line(true).parse(line),
                 Ok((expected.clone(), "a=rtcp-fb:111 nack")),
                 "{line:?}"
             );
@@ -1083,13 +1142,13 @@ mod test {
 
     #[test]
     fn media_attribute_line_rid_simple() {
-        let x = media_attribute_line().parse("a=rid:lo send").unwrap();
+        let x = media_attribute_line(true).parse("a=rid:lo send").unwrap();
         assert_eq!("a=rid:lo send\r\n", x.0.to_string());
     }
 
     #[test]
     fn media_attribute_line_rid_pt() {
-        let x = media_attribute_line()
+        let x = media_attribute_line(true)
             .parse("a=rid:lo send pt=99,100")
             .unwrap();
         assert_eq!("a=rid:lo send pt=99,100\r\n", x.0.to_string());
@@ -1097,7 +1156,7 @@ mod test {
 
     #[test]
     fn media_attribute_line_rid_restr() {
-        let x = media_attribute_line()
+        let x = media_attribute_line(true)
             .parse("a=rid:lo send max-br=64000;max-height=360")
             .unwrap();
         assert_eq!(
@@ -1108,7 +1167,7 @@ mod test {
 
     #[test]
     fn media_attribute_line_rid_pt_restr() {
-        let x = media_attribute_line()
+        let x = media_attribute_line(true)
             .parse("a=rid:lo send pt=99,100;max-br=64000;max-height=360")
             .unwrap();
         assert_eq!(
@@ -1119,7 +1178,7 @@ mod test {
 
     #[test]
     fn media_attribute_line_simulcast() {
-        let x = media_attribute_line()
+        let x = media_attribute_line(true)
             .parse("a=simulcast:send 3;4")
             .unwrap();
         assert_eq!("a=simulcast:send 3;4\r\n", x.0.to_string());
@@ -1127,7 +1186,7 @@ mod test {
 
     #[test]
     fn media_attribute_line_simulcast_alt() {
-        let x = media_attribute_line()
+        let x = media_attribute_line(true)
             .parse("a=simulcast:send 2,3;4")
             .unwrap();
         assert_eq!("a=simulcast:send 2;4\r\n", x.0.to_string());
@@ -1135,7 +1194,7 @@ mod test {
 
     #[test]
     fn media_attribute_line_simulcast_send_recv() {
-        let x = media_attribute_line()
+        let x = media_attribute_line(true)
             .parse("a=simulcast:send 2;3 recv 4")
             .unwrap();
         assert_eq!("a=simulcast:send 2;3 recv 4\r\n", x.0.to_string());
@@ -1143,7 +1202,7 @@ mod test {
 
     #[test]
     fn media_attribute_line_simulcast_recv_send() {
-        let x = media_attribute_line()
+        let x = media_attribute_line(true)
             .parse("a=simulcast:recv 2;3 send 4")
             .unwrap();
         assert_eq!("a=simulcast:send 4 recv 2;3\r\n", x.0.to_string());
@@ -1167,13 +1226,13 @@ mod test {
         // RtpMap; otherwise it becomes a PayloadParams that panics when claimed against a
         // 128-entry table. It instead falls through to Unused and is ignored (the m-line then
         // fails its own "missing a=rtpmap" check). 127 is the largest valid PT.
-        let bad = media_attribute_line().parse("a=rtpmap:200 opus/48000/2");
+        let bad = media_attribute_line(true).parse("a=rtpmap:200 opus/48000/2");
         assert!(
             !matches!(bad, Ok((MediaAttribute::RtpMap { .. }, _))),
             "out-of-range rtpmap PT must not parse as RtpMap: {bad:?}"
         );
         assert!(matches!(
-            media_attribute_line().parse("a=rtpmap:127 opus/48000/2"),
+            media_attribute_line(true).parse("a=rtpmap:127 opus/48000/2"),
             Ok((MediaAttribute::RtpMap { .. }, _))
         ));
     }
@@ -1294,7 +1353,7 @@ mod test {
             a=msid-semantic:WMS *\r\n";
 
         assert_eq!(
-            sdp_parser().parse(sdp),
+            sdp_parser(true).parse(sdp),
             Ok((
                 Sdp {
                     session: Session {
@@ -1357,7 +1416,7 @@ mod test {
             a=setup:actpass\r\n\
             a=ssrc:1481683531 cname:{326ec0d2-d1ae-974c-b1ad-aea85cdfa0ad}\r\n";
 
-        let parsed = sdp_parser().parse(sdp);
+        let parsed = sdp_parser(true).parse(sdp);
 
         assert!(parsed.is_ok());
     }
@@ -1412,7 +1471,7 @@ mod test {
             a=ssrc:3948621874 label:f78dde68-7055-4e20-bb37-433803dd1ed1\r\n\
             ";
 
-        let parsed = sdp_parser().parse(sdp);
+        let parsed = sdp_parser(true).parse(sdp);
 
         assert!(parsed.is_ok());
     }
@@ -1468,7 +1527,7 @@ mod test {
             a=ssrc:3166090379 msid:FFmpeg video\r\n\
             ";
 
-        let (sdp, _) = sdp_parser().parse(sdp).unwrap();
+        let (sdp, _) = sdp_parser(true).parse(sdp).unwrap();
 
         assert_eq!(sdp.media_lines.len(), 2);
         assert_eq!(sdp.media_lines[0].mid().to_string(), "0");
@@ -1498,7 +1557,7 @@ mod test {
         a=max-message-size:262144\r\n\
         ";
 
-        let (sdp, _) = sdp_parser().parse(sdp).unwrap();
+        let (sdp, _) = sdp_parser(true).parse(sdp).unwrap();
 
         assert!(!sdp.media_lines.is_empty());
         assert_eq!(sdp.media_lines[0].mid().to_string(), "0");
@@ -1518,7 +1577,7 @@ mod test {
         a=mid:0\r\n\
         ";
 
-        let parsed = sdp_parser().parse(sdp);
+        let parsed = sdp_parser(true).parse(sdp);
         assert!(parsed.is_ok());
     }
 
@@ -1536,7 +1595,7 @@ mod test {
         a=mid:0\r\n\
         ";
 
-        let (sdp, _) = sdp_parser()
+        let (sdp, _) = sdp_parser(true)
             .parse(sdp)
             .expect("static PTs must not require an a=rtpmap line");
         sdp.assert_consistency()
@@ -1635,7 +1694,7 @@ mod test {
         a=rtpmap:0 PCMU/8000\r\n\
         ";
 
-        let (sdp, _) = sdp_parser().parse(sdp).unwrap();
+        let (sdp, _) = sdp_parser(true).parse(sdp).unwrap();
 
         // Firefox 'a=setup' attribute can be missing
         // the "a=setup:" sdp attribute (which should be mandatory)
@@ -1667,7 +1726,7 @@ mod test {
         a=max-message-size:16384\r\n\
         ";
 
-        let parsed = sdp_parser().parse(sdp);
+        let parsed = sdp_parser(true).parse(sdp);
         println!("{:?}", parsed);
         parsed.expect("to parse ok");
     }
@@ -1709,7 +1768,7 @@ mod test {
             "a=fmtp:103 apt=102\r\n",
         );
 
-        let (sdp, _remaining) = sdp_parser().parse(sdp).expect("SDP should parse");
+        let (sdp, _remaining) = sdp_parser(true).parse(sdp).expect("SDP should parse");
 
         // Find the video media section
         assert_eq!(sdp.media_lines.len(), 1);
