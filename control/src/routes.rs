@@ -20,17 +20,12 @@ use crate::{admin, metrics, relay, rooms, web, whip};
 /// Every route of the HTTPS listener over `app`.
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config.max_body;
-    Router::new()
-        .route("/", get(web::room))
-        .route("/room.js", get(web::room_js))
-        .route("/room.css", get(web::room_css))
-        .route("/broadcast", get(web::index))
-        .route("/dashboard", get(web::dashboard))
-        .route("/dashboard.js", get(web::dashboard_js))
-        .route("/webrtc.js", get(web::webrtc_js))
+    let mut files = Router::new();
+    for &(path, content_type, text) in web::FILES {
+        files = files.route(path, web::serve(content_type, text));
+    }
+    files
         .route("/ws", get(rooms::socket::ws_handler))
-        .route("/app.js", get(web::app_js))
-        .route("/style.css", get(web::style_css))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .route(

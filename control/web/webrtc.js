@@ -1,7 +1,8 @@
 'use strict';
 
 /*
- * What the broadcast page (app.js) and the room page (room.js) share; loaded before them.
+ * What the broadcast page (app.js) and the room page (room-*.js, room.js) share; loaded
+ * before them.
  *
  * The server is ICE-lite and takes no trickled candidates, so a description is sent once,
  * after local candidate gathering has finished (or a short timeout has passed).
