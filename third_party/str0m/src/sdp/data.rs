@@ -1175,7 +1175,7 @@ impl FormatParam {
 
         if is_ptl {
             // Build composite ProfileTierLevel: H.265 first, else H.266.
-            let map: HashMap<String, String> = pairs.into_iter().collect();
+            let map: HashMap<String, String> = pairs.iter().cloned().collect();
 
             let mut result = vec![];
             if let Some(ptl) = H265ProfileTierLevel::from_fmtp(&map) {
@@ -1184,10 +1184,13 @@ impl FormatParam {
                 result.push(FormatParam::H266ProfileTierLevel(ptl));
             }
 
-            // Include non-PTL parameters.
-            for (k, v) in map.iter() {
-                if k != "profile-id" && k != "tier-flag" && k != "level-id" {
-                    result.push(FormatParam::parse(k, v));
+            // Include non-PTL parameters: each key once with its last value
+            // (as the map holds it), in the order the keys first appear, so
+            // that the same line always parses the same.
+            let mut seen = HashSet::new();
+            for (k, _) in &pairs {
+                if k != "profile-id" && k != "tier-flag" && k != "level-id" && seen.insert(k) {
+                    result.push(FormatParam::parse(k, &map[k]));
                 }
             }
 
@@ -1987,6 +1990,26 @@ mod test {
                 FormatParam::parse_pairs(h265),
                 [FormatParam::H265ProfileTierLevel(ptl)]
             );
+
+            // Beside a level-id, the other parameters keep the order their keys
+            // first appear in, each with its last value, every time.
+            let mixed = pairs(&[
+                ("level-asymmetry-allowed", "1"),
+                ("minptime", "10"),
+                ("level-id", "1"),
+                ("useinbandfec", "1"),
+                ("minptime", "20"),
+            ]);
+            for _ in 0..50 {
+                assert_eq!(
+                    FormatParam::parse_pairs(mixed.clone()),
+                    [
+                        FormatParam::LevelAsymmetryAllowed(true),
+                        FormatParam::MinPTime(20),
+                        FormatParam::UseInbandFec(true),
+                    ]
+                );
+            }
         }
     }
 
