@@ -27,6 +27,9 @@ pub enum ApiError {
     /// 400: a simulcast layer name that is not one of the known ones.
     #[error("layer {0:?} is not one of auto, low, mid, high, 0, 1, 2")]
     BadLayer(String),
+    /// 400: a VP8 temporal layer that is not one of the known ones.
+    #[error("temporal layer {0:?} is not one of auto, 0, 1, 2")]
+    BadTemporal(String),
     /// 400: a layer change for a publisher.
     #[error("layer applies to WHEP viewers only")]
     LayerNotForPublisher,
@@ -163,7 +166,7 @@ impl ApiError {
         use ApiError::*;
         match self {
             NotSdp(_) | NotSdpFrag(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            BadStreamName | OfferNotUtf8 | BadLayer(_) | LayerNotForPublisher
+            BadStreamName | OfferNotUtf8 | BadLayer(_) | BadTemporal(_) | LayerNotForPublisher
             | RoomQueryMissing | RoomQueryInvalid | BadFragment(_) => StatusCode::BAD_REQUEST,
             Negotiate(NegotiateError::Malformed(_)) => StatusCode::BAD_REQUEST,
             Negotiate(NegotiateError::Unsupported(_)) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -72,10 +72,17 @@ impl Placed {
         icefrag::etag(&self.session.ice_ufrag)
     }
 
-    /// Hand the session to its shard, capped at simulcast layer `max_layer`.
-    /// When the shard has stopped, the registration is undone.
-    pub fn start(mut self, app: &App, max_layer: Option<u8>) -> Result<(), PlaceError> {
+    /// Hand the session to its shard, capped at simulcast layer `max_layer`
+    /// and VP8 temporal layer `max_temporal`. When the shard has stopped,
+    /// the registration is undone.
+    pub fn start(
+        mut self,
+        app: &App,
+        max_layer: Option<u8>,
+        max_temporal: Option<u8>,
+    ) -> Result<(), PlaceError> {
         self.session.max_layer = max_layer;
+        self.session.max_temporal = max_temporal;
         let sent = app
             .dataplane
             .shard(self.shard)
@@ -142,6 +149,7 @@ pub fn answer(
         rtc: n.rtc,
         pending: None,
         max_layer: None,
+        max_temporal: None,
     });
     let placed = Placed {
         id,
@@ -183,6 +191,7 @@ pub fn offer(
         rtc: offered.rtc,
         pending: Some(offered.pending),
         max_layer: None,
+        max_temporal: None,
     });
     let placed = Placed {
         id,

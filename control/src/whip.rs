@@ -44,13 +44,14 @@ pub async fn whip_post(
         Role::Publisher,
         &headers,
         &body,
-        None,
+        (None, None),
         None,
     )
     .await
 }
 
-/// `POST /whep/{stream}`: watch. `?layer=low|mid|high` (or 0, 1, 2) caps the simulcast layer.
+/// `POST /whep/{stream}`: watch. `?layer=low|mid|high` (or 0, 1, 2) caps the
+/// simulcast layer, `?temporal=0|1|2` the VP8 temporal layer (frame rate).
 pub async fn whep_post(
     State(app): State<Arc<App>>,
     ConnectInfo(source): ConnectInfo<SocketAddr>,
@@ -61,6 +62,7 @@ pub async fn whep_post(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let max_layer = parse_layer(q.get("layer").map(String::as_str))?;
+    let max_temporal = parse_temporal(q.get("temporal").map(String::as_str))?;
     create_session(
         &app,
         source,
@@ -68,7 +70,7 @@ pub async fn whep_post(
         Role::Viewer,
         &headers,
         &body,
-        max_layer,
+        (max_layer, max_temporal),
         Some(uri.query().unwrap_or("")),
     )
     .await
@@ -85,7 +87,7 @@ async fn create_session(
     role: Role,
     headers: &HeaderMap,
     body: &[u8],
-    max_layer: Option<u8>,
+    (max_layer, max_temporal): (Option<u8>, Option<u8>),
     redirect_query: Option<&str>,
 ) -> Result<Response, ApiError> {
     let ctype = headers
@@ -138,7 +140,7 @@ async fn create_session(
         placed.resource_name(),
         placed.etag(),
     );
-    placed.start(app, max_layer)?;
+    placed.start(app, max_layer, max_temporal)?;
     if role == Role::Viewer && app.cluster.is_some() {
         // The relay task pulls the stream from its origin now, not at its next tick.
         app.relays.wake.notify_one();
@@ -326,8 +328,11 @@ pub async fn resource_patch(
         .into_response())
 }
 
-/// `POST /whep/{stream}/{id}/layer?max=low|mid|high|auto`: change a viewer's
-/// simulcast cap during the session; the switch happens at the next keyframe.
+/// `POST /whep/{stream}/{id}/layer?max=low|mid|high|auto&temporal=0|1|2|auto`:
+/// change a viewer's simulcast cap (the switch happens at the next keyframe)
+/// and its VP8 temporal cap (down at the next frame, up at a keyframe or a
+/// layer sync frame). A parameter left out stays as it was, except that a
+/// request with neither lifts the simulcast cap.
 pub async fn whep_layer(
     State(app): State<Arc<App>>,
     Path((stream, name)): Path<(String, String)>,
@@ -335,13 +340,27 @@ pub async fn whep_layer(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let entry = resource(&app, &headers, &stream, &name, true)?;
-    let max = parse_layer(q.get("max").map(String::as_str))?;
+    let temporal = q.get("temporal").map(String::as_str);
+    let max = match (q.get("max").map(String::as_str), temporal) {
+        (None, Some(_)) => None,
+        (max, _) => Some(parse_layer(max)?),
+    };
+    let temporal = temporal.map(|t| parse_temporal(Some(t))).transpose()?;
     if let Some(h) = app.dataplane.shard(entry.shard) {
-        h.send(Command::SetMaxLayer {
-            id: entry.id,
-            mid: None,
-            max,
-        });
+        if let Some(max) = max {
+            h.send(Command::SetMaxLayer {
+                id: entry.id,
+                mid: None,
+                max,
+            });
+        }
+        if let Some(max) = temporal {
+            h.send(Command::SetMaxTemporal {
+                id: entry.id,
+                mid: None,
+                max,
+            });
+        }
     }
     Ok((StatusCode::NO_CONTENT, "").into_response())
 }
@@ -353,6 +372,14 @@ fn parse_layer(v: Option<&str>) -> Result<Option<u8>, ApiError> {
         Some("mid" | "m" | "h" | "1") => Ok(Some(1)),
         Some("high" | "f" | "2") => Ok(Some(2)),
         Some(other) => Err(ApiError::BadLayer(other.to_string())),
+    }
+}
+
+fn parse_temporal(v: Option<&str>) -> Result<Option<u8>, ApiError> {
+    match v {
+        None | Some("auto") => Ok(None),
+        Some(t @ ("0" | "1" | "2")) => Ok(t.parse().ok()),
+        Some(other) => Err(ApiError::BadTemporal(other.to_string())),
     }
 }
 
@@ -438,5 +465,19 @@ mod tests {
             parse_layer(Some("ultra")),
             Err(ApiError::BadLayer(_))
         ));
+    }
+
+    #[test]
+    fn temporal_caps_are_0_to_2_or_auto() {
+        assert_eq!(parse_temporal(None).unwrap(), None);
+        assert_eq!(parse_temporal(Some("auto")).unwrap(), None);
+        assert_eq!(parse_temporal(Some("0")).unwrap(), Some(0));
+        assert_eq!(parse_temporal(Some("2")).unwrap(), Some(2));
+        for bad in ["3", "-1", "low", "", "00"] {
+            assert!(matches!(
+                parse_temporal(Some(bad)),
+                Err(ApiError::BadTemporal(_))
+            ));
+        }
     }
 }

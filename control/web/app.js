@@ -70,7 +70,7 @@ const state = {
   watchLayer: 'auto', // the cap asked for: auto | low | mid | high
 };
 
-const sluice = { pubPc: null, subPc: null, state, stats: collectStats, setLayer };
+const sluice = { pubPc: null, subPc: null, state, stats: collectStats, setLayer, setTemporal };
 window.sluice = sluice;
 
 /* ---------- helpers ---------- */
@@ -659,6 +659,22 @@ async function setLayer(name) {
   if (!resp.ok) {
     const body = await resp.text().catch(() => '');
     throw new Error(`layer ${name}: ${resp.status} ${firstLine(body) || resp.statusText}`);
+  }
+  return { applied: true };
+}
+
+// Cap the VP8 temporal layer (frame rate) the viewer gets: '0' the base layer
+// only, '1', '2', or 'auto' for all of them.
+async function setTemporal(value) {
+  const t = String(value ?? '').trim().toLowerCase() || 'auto';
+  if (!['auto', '0', '1', '2'].includes(t)) throw new Error('temporal layer must be one of auto, 0, 1, 2');
+  const resource = viewer.resource;
+  if (!resource) return { applied: false };
+  const url = `${resource}/layer?temporal=${encodeURIComponent(t)}`;
+  const resp = await fetch(url, { method: 'POST', headers: authHeaders(viewer.token) });
+  if (!resp.ok) {
+    const body = await resp.text().catch(() => '');
+    throw new Error(`temporal ${t}: ${resp.status} ${firstLine(body) || resp.statusText}`);
   }
   return { applied: true };
 }

@@ -416,7 +416,8 @@ class RoomSession {
 
   async requestLayer(consumerId, choice) {
     try {
-      await this.signaling.request('setConsumerPreferredLayers', { consumerId, spatialLayer: LAYER_CHOICES[choice] ?? null });
+      const [spatialLayer, temporalLayer] = LAYER_CHOICES[choice] ?? [null, null];
+      await this.signaling.request('setConsumerPreferredLayers', { consumerId, spatialLayer, temporalLayer });
     } catch (err) {
       // 404: the consumer closed meanwhile, so there is nothing to cap.
       if (err.code !== 404 && !this.closed) toast(`cannot change the video quality: ${describe(err)}`, 'error');

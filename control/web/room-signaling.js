@@ -27,7 +27,10 @@ const VIDEO_CONSTRAINTS = {
 };
 const PREFERRED_VIDEO_CODECS = ['video/vp8', 'video/h264'];
 // Choices of a remote video's quality select -> setConsumerPreferredLayers spatialLayer.
-const LAYER_CHOICES = { auto: null, low: 0, mid: 1, high: 2 };
+// [spatialLayer, temporalLayer]; 'low 1/4 fps' keeps the base VP8 temporal layer only.
+const LAYER_CHOICES = {
+  auto: [null, null], low: [0, null], mid: [1, null], high: [2, null], 'low 1/4 fps': [0, 0],
+};
 const PC_CONFIG = { bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
 
 const $ = (id) => document.getElementById(id);

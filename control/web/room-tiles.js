@@ -36,7 +36,7 @@ class Tile {
       for (const source of ['screen', 'cam']) {
         const sel = document.createElement('select');
         sel.className = 'layer-select';
-        sel.title = `${source === 'cam' ? 'Camera' : 'Screen'} quality (simulcast layer received)`;
+        sel.title = `${source === 'cam' ? 'Camera' : 'Screen'} quality (simulcast layer and frame rate received)`;
         sel.setAttribute('aria-label', sel.title);
         for (const choice of Object.keys(LAYER_CHOICES)) sel.add(new Option(`${source} ${choice}`, choice));
         sel.style.marginRight = '0.3rem';

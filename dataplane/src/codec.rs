@@ -1,6 +1,7 @@
 //! Codec payload parsing the forwarder needs: keyframe detection for VP8,
-//! H.264, VP9 and AV1, and VP8 picture ids (read, rebased across simulcast
-//! layer switches, and written back).
+//! H.264, VP9 and AV1, VP8 temporal layers, and VP8 picture ids (read,
+//! rebased across simulcast layer switches and dropped pictures, and written
+//! back).
 
 use str0m::format::Codec;
 
@@ -87,7 +88,9 @@ pub(crate) struct Vp8Numbering {
     pub tl0: Option<u8>,
 }
 
-/// Rewrites VP8 picture ids and TL0PICIDX for one viewer track.
+/// Rewrites VP8 picture ids and TL0PICIDX for one viewer track: continuous
+/// across simulcast layer switches, and across pictures left out for the
+/// viewer ([`Vp8Rebase::skip`]).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Vp8Rebase {
     tag: Option<u32>,
@@ -95,6 +98,8 @@ pub(crate) struct Vp8Rebase {
     tl0_delta: u8,
     last_pid: Option<u16>,
     last_tl0: Option<u8>,
+    /// The (input) picture id last left out, counted once for all its packets.
+    skipped_pid: Option<u16>,
 }
 
 /// Picture id and TL0PICIDX of a VP8 payload descriptor.
@@ -150,17 +155,7 @@ impl Vp8Rebase {
             picture_id: pid,
             tl0,
         } = vp8_numbering(payload);
-        if self.tag != Some(tag) {
-            self.tag = Some(tag);
-            self.pid_delta = match (self.last_pid, pid) {
-                (Some(last), Some(p)) => last.wrapping_add(1).wrapping_sub(p.value),
-                _ => 0,
-            };
-            self.tl0_delta = match (self.last_tl0, tl0) {
-                (Some(last), Some(t)) => last.wrapping_add(1).wrapping_sub(t),
-                _ => 0,
-            };
-        }
+        self.enter(tag, pid, tl0);
         if self.pid_delta == 0 && self.tl0_delta == 0 {
             self.last_pid = pid.map(|x| x.value);
             self.last_tl0 = tl0;
@@ -183,6 +178,70 @@ impl Vp8Rebase {
         }
         Some(ids)
     }
+
+    /// Numbering of a new source continues the viewer's.
+    fn enter(&mut self, tag: u32, pid: Option<PictureId>, tl0: Option<u8>) {
+        if self.tag == Some(tag) {
+            return;
+        }
+        self.tag = Some(tag);
+        self.skipped_pid = None;
+        self.pid_delta = match (self.last_pid, pid) {
+            (Some(last), Some(p)) => last.wrapping_add(1).wrapping_sub(p.value),
+            _ => 0,
+        };
+        self.tl0_delta = match (self.last_tl0, tl0) {
+            (Some(last), Some(t)) => last.wrapping_add(1).wrapping_sub(t),
+            _ => 0,
+        };
+    }
+
+    /// A packet left out for the viewer: the pictures after its picture
+    /// close up. Only non-base temporal layers are left out, so TL0PICIDX
+    /// (which counts base pictures) needs nothing.
+    pub(crate) fn skip(&mut self, tag: u32, payload: &[u8]) {
+        let n = vp8_numbering(payload);
+        self.enter(tag, n.picture_id, n.tl0);
+        let Some(p) = n.picture_id else { return };
+        if self.skipped_pid != Some(p.value) {
+            self.skipped_pid = Some(p.value);
+            self.pid_delta = self.pid_delta.wrapping_sub(1);
+        }
+    }
+}
+
+/// The temporal layer of a VP8 packet (RFC 7741 §4.2: TID, and the Y bit
+/// saying the frame depends only on TL0 frames, where a viewer may move up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp8Temporal {
+    /// TID, 0 to 3.
+    pub tid: u8,
+    /// Y: a layer sync frame.
+    pub sync: bool,
+}
+
+/// The temporal layer a VP8 payload descriptor gives, when it has one (X and T set).
+pub fn vp8_temporal(p: &[u8]) -> Option<Vp8Temporal> {
+    let b0 = *p.first()?;
+    if b0 & 0x80 == 0 {
+        return None;
+    }
+    let x = *p.get(1)?;
+    if x & 0x20 == 0 {
+        return None;
+    }
+    let mut i = 2;
+    if x & 0x80 != 0 {
+        i += if *p.get(i)? & 0x80 != 0 { 2 } else { 1 };
+    }
+    if x & 0x40 != 0 {
+        i += 1;
+    }
+    let t = *p.get(i)?;
+    Some(Vp8Temporal {
+        tid: t >> 6,
+        sync: t & 0x20 != 0,
+    })
 }
 
 /// str0m's form of a VP8 rewrite, applied as it serializes.
@@ -282,6 +341,35 @@ mod tests {
         assert!(vp8_patch(ids, &pkt(5000, 77)).is_some());
         assert!(r.rebase(2, &pkt(5001, 78)).is_some());
         assert_eq!((r.last_pid, r.last_tl0), (Some(303), Some(12)));
+    }
+
+    #[test]
+    fn vp8_temporal_layer_is_read_behind_picture_id_and_tl0picidx() {
+        // X; I (15-bit), L, T: TID 2, Y set.
+        let p = [0x90, 0xe0, 0x81, 0x02, 7, 0xa0, 0x00];
+        assert_eq!(vp8_temporal(&p), Some(Vp8Temporal { tid: 2, sync: true }));
+        // 7-bit picture id, no L: TID 1, Y clear, KEYIDX bits ignored.
+        let p = [0x90, 0xa0, 0x05, 0x5f, 0x00];
+        assert_eq!(
+            vp8_temporal(&p),
+            Some(Vp8Temporal {
+                tid: 1,
+                sync: false
+            })
+        );
+        // Only L and T.
+        assert_eq!(
+            vp8_temporal(&[0x80, 0x60, 9, 0x00, 0x00]),
+            Some(Vp8Temporal {
+                tid: 0,
+                sync: false
+            })
+        );
+        // K without T: no temporal layer; no X; truncated.
+        assert_eq!(vp8_temporal(&[0x80, 0x10, 0x00]), None);
+        assert_eq!(vp8_temporal(&[0x10, 0x00]), None);
+        assert_eq!(vp8_temporal(&[0x90, 0xe0, 0x81, 0x02, 7]), None);
+        assert_eq!(vp8_temporal(&[0x90, 0xe0, 0x81]), None);
     }
 
     #[test]

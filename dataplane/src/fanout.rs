@@ -9,6 +9,7 @@ use str0m::format::{Codec, PayloadParams};
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 use str0m::rtp::VideoOrientation;
 
+use crate::codec::Vp8Temporal;
 use crate::ids::{rid_hash, ShardId, StreamId};
 
 /// Upper bound on shards; per-stream viewer counts are a fixed array of this size.
@@ -27,6 +28,8 @@ pub struct FwdPacket {
     pub rid: Option<Rid>,
     /// Starts a video keyframe (a point where a viewer may switch layers).
     pub keyframe: bool,
+    /// VP8 temporal layer, when the payload descriptor gives one.
+    pub temporal: Option<Vp8Temporal>,
     /// Identifies the publisher session the packet came from; viewers rebase
     /// sequence numbers and timestamps when it changes.
     pub publisher_tag: u32,
@@ -64,6 +67,7 @@ impl FwdPacket {
             mid: "0".into(),
             rid: None,
             keyframe: false,
+            temporal: None,
             publisher_tag: 1,
             pt: 96.into(),
             codec: if kind == MediaKind::Audio {
@@ -320,18 +324,29 @@ impl StreamShared {
 
 /// Rewrites a forwarded track's sequence numbers and timestamps for one viewer,
 /// so the viewer sees one continuous stream starting near zero even when it
-/// joins late or the publisher is replaced.
+/// joins late, the publisher is replaced, or packets are left out for it
+/// (temporal layers above its limit, [`Rebase::skip`]).
 #[derive(Debug, Clone)]
 pub struct Rebase {
     /// The source being mapped: a publisher tag, mixed with the layer's.
     source: Option<u32>,
     first_in: u64,
+    /// The highest input sequence number mapped or skipped.
+    highest_in: u64,
     seq_delta: u64,
     ts_delta: u32,
     last_out_seq: u64,
     last_out_ts: u32,
     started: bool,
+    /// The latest inputs skipped, oldest first: a reordered packet from
+    /// before them is numbered as if they were still there to close up.
+    skipped: [u64; SKIP_MEMORY],
+    skipped_len: u8,
 }
+
+/// Skipped inputs remembered for reordered packets; a packet older than all
+/// of them (with the memory full) is not forwarded.
+const SKIP_MEMORY: usize = 8;
 
 impl Default for Rebase {
     fn default() -> Self {
@@ -344,38 +359,62 @@ impl Rebase {
         Rebase {
             source: None,
             first_in: 0,
+            highest_in: 0,
             seq_delta: 0,
             ts_delta: 0,
             last_out_seq: 0,
             last_out_ts: 0,
             started: false,
+            skipped: [0; SKIP_MEMORY],
+            skipped_len: 0,
         }
+    }
+
+    /// Start numbering a new source after what the viewer has seen.
+    fn enter(&mut self, source: u32, seq: u64, ts: u32, ts_gap: u32) {
+        if self.source == Some(source) {
+            return;
+        }
+        let next = if self.started {
+            self.last_out_seq + 1
+        } else {
+            // Start within the first 16-bit cycle so the viewer needs no ROC signalling.
+            (seq & 0xffff).max(1)
+        };
+        self.seq_delta = next.wrapping_sub(seq);
+        self.ts_delta = if self.started {
+            self.last_out_ts.wrapping_add(ts_gap).wrapping_sub(ts)
+        } else {
+            0
+        };
+        self.first_in = seq;
+        self.highest_in = seq.wrapping_sub(1);
+        self.skipped_len = 0;
+        self.source = Some(source);
     }
 
     /// Map an input (source tag, extended seq, timestamp) to the viewer's numbering.
     /// `None` for packets older than the first one this viewer saw of a source.
     #[inline]
     pub fn map(&mut self, source: u32, seq: u64, ts: u32, ts_gap: u32) -> Option<(u64, u32)> {
-        if self.source != Some(source) {
-            let next = if self.started {
-                self.last_out_seq + 1
-            } else {
-                // Start within the first 16-bit cycle so the viewer needs no ROC signalling.
-                (seq & 0xffff).max(1)
-            };
-            self.seq_delta = next.wrapping_sub(seq);
-            self.ts_delta = if self.started {
-                self.last_out_ts.wrapping_add(ts_gap).wrapping_sub(ts)
-            } else {
-                0
-            };
-            self.first_in = seq;
-            self.source = Some(source);
-        }
+        self.enter(source, seq, ts, ts_gap);
         if seq < self.first_in {
             return None;
         }
-        let out_seq = seq.wrapping_add(self.seq_delta);
+        let mut delta = self.seq_delta;
+        if seq > self.highest_in {
+            self.highest_in = seq;
+        } else if self.skipped_len > 0 {
+            // Reordered: inputs skipped after it have not closed up for it.
+            let skipped = &self.skipped[..self.skipped_len as usize];
+            // Left out once, left out for good: its number went to the next.
+            if skipped.contains(&seq) || (seq < skipped[0] && skipped.len() == SKIP_MEMORY) {
+                return None;
+            }
+            let later = skipped.iter().filter(|&&x| x > seq).count() as u64;
+            delta = delta.wrapping_add(later);
+        }
+        let out_seq = seq.wrapping_add(delta);
         let out_ts = ts.wrapping_add(self.ts_delta);
         if !self.started || out_seq > self.last_out_seq {
             self.last_out_seq = out_seq;
@@ -383,6 +422,25 @@ impl Rebase {
         }
         self.started = true;
         Some((out_seq, out_ts))
+    }
+
+    /// Leave an input out of the viewer's numbering: the packets after it
+    /// close up, so the viewer sees no gap to ask about, and a copy of it
+    /// arriving later is not mapped. A reordered input (older than one
+    /// already mapped) leaves its gap.
+    pub fn skip(&mut self, source: u32, seq: u64, ts: u32, ts_gap: u32) {
+        self.enter(source, seq, ts, ts_gap);
+        if seq < self.first_in || seq <= self.highest_in {
+            return;
+        }
+        self.highest_in = seq;
+        self.seq_delta = self.seq_delta.wrapping_sub(1);
+        if self.skipped_len as usize == SKIP_MEMORY {
+            self.skipped.copy_within(1.., 0);
+            self.skipped_len -= 1;
+        }
+        self.skipped[self.skipped_len as usize] = seq;
+        self.skipped_len += 1;
     }
 }
 
@@ -401,6 +459,33 @@ mod tests {
         assert_eq!(r.map(1, base + 2, 4000, 3000), Some((102, 4000)));
         // From before the join: dropped.
         assert_eq!(r.map(1, base - 1, 0, 3000), None);
+    }
+
+    #[test]
+    fn skipped_inputs_close_up_also_for_reordered_packets() {
+        let mut r = Rebase::new();
+        assert_eq!(r.map(1, 100, 0, 3000), Some((100, 0)));
+        r.skip(1, 101, 3000, 3000);
+        assert_eq!(r.map(1, 102, 6000, 3000), Some((101, 6000)));
+        // 103 is late; 104 and 105 are skipped before it arrives.
+        r.skip(1, 104, 9000, 3000);
+        r.skip(1, 105, 9000, 3000);
+        assert_eq!(r.map(1, 106, 12_000, 3000), Some((103, 12_000)));
+        assert_eq!(r.map(1, 103, 9000, 3000), Some((102, 9000)));
+        // A skipped input that arrives late (after later ones were mapped) leaves its gap.
+        r.skip(1, 104, 9000, 3000);
+        assert_eq!(r.map(1, 107, 15_000, 3000), Some((104, 15_000)));
+        // A skipped input offered again (a repair, after the limit rose) stays out.
+        assert_eq!(r.map(1, 105, 9000, 3000), None);
+        // Older than every skip remembered: not forwarded rather than numbered twice.
+        for seq in 108..108 + SKIP_MEMORY as u64 {
+            r.skip(1, seq, 18_000, 3000);
+        }
+        assert_eq!(r.map(1, 107, 15_000, 3000), None);
+        assert_eq!(r.map(1, 120, 21_000, 3000), Some((109, 21_000)));
+        // Skips do not cross to a new source: it continues after the last output.
+        r.skip(1, 121, 24_000, 3000);
+        assert_eq!(r.map(2, 7, 0, 3000), Some((110, 24_000)));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! `fuzzing`): codec payload parsing, STUN ufrag extraction and the SRTP
 //! sender. Not an API.
 
-pub use crate::codec::{is_keyframe, vp8_rewrite, Vp8Ids};
+pub use crate::codec::{is_keyframe, vp8_rewrite, vp8_temporal, Vp8Ids, Vp8Temporal};
+pub use crate::fanout::Rebase;
 pub use crate::srtp_sender::{ExtIds, Packet, SrtpSender, TrackInfo};
 pub use crate::stun::{binding_request_local_ufrag, is_stun};
 
@@ -20,6 +21,11 @@ impl Vp8Rebase {
     /// The ids `payload` of layer `tag` goes out with, when rewritten.
     pub fn rebase(&mut self, tag: u32, payload: &[u8]) -> Option<Vp8Ids> {
         self.0.rebase(tag, payload)
+    }
+
+    /// `payload` of layer `tag` is left out for the viewer.
+    pub fn skip(&mut self, tag: u32, payload: &[u8]) {
+        self.0.skip(tag, payload)
     }
 }
 

@@ -32,6 +32,7 @@ mod stun;
 pub mod testkit;
 mod timer;
 
+pub use codec::Vp8Temporal;
 pub use dtls::crypto_provider;
 pub use extensions::forwarding as forwarding_extensions;
 pub use fanout::{FwdPacket, StreamShared, MAX_SHARDS};

@@ -91,6 +91,7 @@ counters! {
     keyframe_requests: "keyframe requests (PLI) sent to publishers",
     layer_switch_requests: "simulcast layer changes asked for by viewers",
     layer_packets_suppressed: "simulcast packets not forwarded: no viewer takes their layer",
+    temporal_left_out: "VP8 packet copies not sent to a viewer: their temporal layer is above the viewer's cap or what its bandwidth estimate allows",
     sessions_added: "sessions placed on this shard",
     sessions_removed: "sessions removed from this shard",
     sessions_timed_out: "sessions removed for silence or failed setup",
@@ -177,6 +178,12 @@ pub struct TrackStats {
     #[serde(skip_serializing_if = "Option::is_none")]
     /// The viewer's cap.
     pub max_layer: Option<u8>,
+    /// VP8 temporal layers: the highest forwarded now (none: all of them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temporal_layer: Option<u8>,
+    /// The viewer's temporal cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_temporal: Option<u8>,
     /// When `bytes` was measured, for the next rate.
     #[serde(skip)]
     pub measured_at: Option<std::time::Instant>,

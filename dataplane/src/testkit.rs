@@ -143,6 +143,9 @@ pub struct Harness {
     pub step: Duration,
     /// Initial TWCC estimate toward viewers; `None` = no estimation (the default).
     pub viewer_bwe: Option<u64>,
+    /// [`Harness::publisher_datagrams`] writes VP8 descriptors of an L1T3
+    /// stream (temporal layers 0, 2, 1, 2 by frame) instead of bare bytes.
+    pub l1t3: bool,
     /// The shard under test.
     pub shard: Shard,
     /// The peers, in the order they were added.
@@ -190,6 +193,7 @@ impl Harness {
             now,
             step: Duration::from_millis(5),
             viewer_bwe: None,
+            l1t3: false,
             shard: Shard::new(cfg, now),
             peers: Vec::new(),
             stream: Arc::new(StreamShared::new(StreamId(1), "sim")),
@@ -288,6 +292,7 @@ impl Harness {
                 rtc: server,
                 pending: None,
                 max_layer: None,
+                max_temporal: None,
             })),
         );
         self.peers.push(Peer {
@@ -462,6 +467,20 @@ impl Harness {
             let mut payload = vec![0u8; len];
             payload[0] = if pos == 0 { 0x10 } else { 0 };
             payload[1..9].copy_from_slice(&(p.seq).to_be_bytes());
+            if self.l1t3 {
+                // X; I (15-bit picture id), L, T: the frame's number, its
+                // base-frame count and its layer.
+                let frame = (p.seq - 2) / 4;
+                let tid = [0u8, 2, 1, 2][(frame % 4) as usize];
+                payload[0] |= 0x80;
+                payload[1..6].copy_from_slice(&[
+                    0xe0,
+                    0x80 | (frame >> 8) as u8 & 0x7f,
+                    frame as u8,
+                    (frame / 4) as u8,
+                    tid << 6,
+                ]);
+            }
             let mut direct = p.rtc.direct_api();
             let tx = direct.stream_tx_by_mid(mid, None).expect("stream tx");
             let mut ext = ExtensionValues::default();
@@ -477,6 +496,29 @@ impl Harness {
             let _ = p.rtc.handle_input(Input::Timeout(now));
             drain_media(p, &mut out);
         }
+        out
+    }
+
+    /// Have a publisher write one VP8 frame of the given payloads (one packet
+    /// each, the marker on the last) at RTP timestamp `ts`; returns the
+    /// encrypted datagrams it would send.
+    pub fn video_frame(&mut self, peer: usize, ts: u32, payloads: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        let mid = self.peers[peer].video.expect("video");
+        let pt = self.pt(peer, mid, Codec::Vp8);
+        let now = self.now;
+        let mut out = Vec::new();
+        let p = &mut self.peers[peer];
+        let n = payloads.len();
+        for (i, payload) in payloads.into_iter().enumerate() {
+            let seq: SeqNo = p.seq.into();
+            p.seq += 1;
+            let mut direct = p.rtc.direct_api();
+            let tx = direct.stream_tx_by_mid(mid, None).expect("stream tx");
+            tx.write_rtp(RtpWrite::new(pt, seq, ts, now, payload).marker(i + 1 == n));
+        }
+        drain_media(p, &mut out);
+        let _ = p.rtc.handle_input(Input::Timeout(now));
+        drain_media(p, &mut out);
         out
     }
 

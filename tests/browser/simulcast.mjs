@@ -3,7 +3,9 @@
 // layer, then raises the cap to high, mid and low again during the session. Each step must
 // show the matching decoded frame size on B and frames that keep coming (no freeze). The cap
 // is a maximum, so B leaving the capped layer for another one later is reported as a warning,
-// not a failure. A's getStats() must show three rids sending, each at its own size.
+// not a failure. A's getStats() must show three rids sending, each at its own size. Last,
+// B is capped to the base VP8 temporal layer (Chrome encodes each layer as L1T3) and must
+// decode fewer frames without a stall, then every frame again once the cap is lifted.
 //
 // Expects a sluice server already listening (tests/suites/simulcast.sh starts one inside a
 // network namespace that has only loopback).
@@ -12,7 +14,7 @@
 //   SLUICE_URL     base URL of the server (default https://127.0.0.1:8443)
 //   CHROMIUM       browser executable (default /usr/bin/chromium)
 //   ARTIFACTS_DIR  where screenshots, console log and timeline go (default tests/artifacts)
-//   E2E_DEADLINE_MS  hard limit for the whole script (default 100000)
+//   E2E_DEADLINE_MS  hard limit for the whole script (default 130000)
 //   CHROMIUM_EXTRA_ARGS  more browser flags, space-separated (for diagnostics)
 //   SIMULCAST_SCALABILITY_MODE  e.g. L1T1: forced on A's encodings (diagnostics; Chrome's
 //                  VP8 simulcast default is L1T3)
@@ -25,7 +27,7 @@ import {
   consoleLines, deadlineMs, elapsed, lastOk, log, passed, pollUntil, recordConsole, shardCounter, sleep,
 } from './common.mjs';
 
-const DEADLINE_MS = deadlineMs(100_000);
+const DEADLINE_MS = deadlineMs(130_000);
 const STREAM = 'sim';
 const NAME = 'simulcast';
 
@@ -123,6 +125,48 @@ async function checkFlow(viewer, width, label) {
     warnings.push(note);
   }
   return prev;
+}
+
+// Decoded frames per second over `ms`, sampled each second; seconds without a new frame.
+async function decodeRate(viewer, ms) {
+  const first = await stats(viewer);
+  let prev = first;
+  const stalls = [];
+  for (let t = 0; t < ms; t += 1000) {
+    await sleep(1000);
+    const s = await stats(viewer);
+    if (s.framesDecoded <= prev.framesDecoded) stalls.push(`${t + 1000}ms`);
+    prev = s;
+  }
+  return { fps: ((prev.framesDecoded - first.framesDecoded) * 1000) / ms, stalls, last: prev };
+}
+
+// Chrome encodes each simulcast layer as L1T3: a viewer capped at the base temporal layer
+// gets about a quarter of the frames, still decoding (sequence numbers and picture ids
+// close up behind the frames left out), and all of them again once the cap is lifted.
+async function temporalCap(viewer, request) {
+  const full = await decodeRate(viewer, 3_000);
+  const res = await viewer.evaluate(() => window.sluice.setTemporal('0'));
+  check(res?.applied === true, "setTemporal('0') accepted by the server", JSON.stringify(res));
+  await sleep(1_000);
+  const base = await decodeRate(viewer, 4_000);
+  const leftOut = await shardCounter(request, 'temporal_left_out');
+  log(`B decodes ${full.fps.toFixed(1)} fps with every temporal layer, ${base.fps.toFixed(1)} on the base ` +
+    `layer; server left out ${leftOut} packets`);
+  check(leftOut > 0, 'server leaves out the upper temporal layers', `temporal_left_out ${leftOut}`);
+  check(base.fps > 0 && base.stalls.length === 0 && base.fps < full.fps * 0.6,
+    'on the base temporal layer B decodes fewer frames, without a stall',
+    `${base.fps.toFixed(1)} fps against ${full.fps.toFixed(1)}` +
+      `${base.stalls.length ? `; no new frame at ${base.stalls.join(', ')}` : ''}; ` +
+      `freezes ${base.last.freezeCount}, PLIs ${base.last.pliCount}`);
+  const up = await viewer.evaluate(() => window.sluice.setTemporal('auto'));
+  check(up?.applied === true, "setTemporal('auto') accepted", JSON.stringify(up));
+  await sleep(2_000);
+  const again = await decodeRate(viewer, 3_000);
+  check(again.stalls.length === 0 && again.fps > base.fps * 1.5,
+    'with the cap lifted B decodes every frame again',
+    `${again.fps.toFixed(1)} fps (base layer ${base.fps.toFixed(1)}, before ${full.fps.toFixed(1)})`);
+  timings['temporal cap'] = `${full.fps.toFixed(1)} -> ${base.fps.toFixed(1)} -> ${again.fps.toFixed(1)} fps`;
 }
 
 // A timeline of both pages, every TIMELINE_MS, written to the artifacts: per-layer send
@@ -298,6 +342,7 @@ async function run(context) {
   await checkFlow(viewer, midWidth, 'mid');
   await switchTo(publisher, viewer, request, 'low', (ls) => ls[0]);
   await checkFlow(viewer, lowWidth, 'low again');
+  await temporalCap(viewer, request);
 
   const pubEnd = await stats(publisher);
   log(`A layers at the end: ${describeLayers(pubEnd.sendLayers)}; quality limitation: ${pubEnd.qualityLimitationReason || 'none'}`);

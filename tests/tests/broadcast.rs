@@ -264,3 +264,94 @@ async fn viewers_wait_for_a_publisher_and_survive_its_replacement() {
     second.close().await.unwrap();
     server.shutdown().await;
 }
+
+/// The viewer's VP8 temporal cap, as the admin API lists it on its video track.
+async fn max_temporal(http: &reqwest::Client, base: &str, id: &str) -> serde_json::Value {
+    let url = format!("{base}/admin/sessions/{id}");
+    let text = http.get(&url).send().await.unwrap().text().await.unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"));
+    s["stats"]["tracks"]
+        .as_array()
+        .and_then(|ts| {
+            ts.iter()
+                .find(|t| t["direction"] == "out" && t["kind"] == "video")
+        })
+        .map_or(serde_json::Value::Null, |t| {
+            t.get("max_temporal")
+                .cloned()
+                .unwrap_or(serde_json::Value::Null)
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_temporal_cap_is_the_viewers_and_the_layer_endpoint_changes_it() {
+    let server = start(1, |_| {}).await;
+    let http = client::http_client(true);
+    let _publisher = client::publish(&http, &whip(&server, "t"), MediaSpec::default())
+        .await
+        .expect("publish");
+    let mut capped_ep = whep(&server, "t");
+    capped_ep.url.push_str("?temporal=0");
+    let capped = client::view(&http, &capped_ep, ViewerMode::Full)
+        .await
+        .expect("view");
+    let plain = client::view(&http, &whep(&server, "t"), ViewerMode::Full)
+        .await
+        .expect("view");
+    let id_of = |loc: &Option<String>| {
+        let loc = loc.as_deref().expect("Location");
+        let name = loc.rsplit('/').next().unwrap();
+        format!("{:016x}", u64::from_str_radix(&name[..16], 16).unwrap())
+    };
+    let (capped_id, plain_id) = (id_of(&capped.location), id_of(&plain.location));
+    let base = server.url();
+    let mut seen = (serde_json::Value::Null, serde_json::Value::Null);
+    for _ in 0..100 {
+        seen = (
+            max_temporal(&http, &base, &capped_id).await,
+            max_temporal(&http, &base, &plain_id).await,
+        );
+        if seen.0 == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen.0, 0, "the cap asked for with ?temporal=0");
+    assert_eq!(
+        seen.1,
+        serde_json::Value::Null,
+        "no cap for the other viewer"
+    );
+
+    let r = http
+        .post(format!(
+            "{}/layer?temporal=2",
+            capped.location.as_deref().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let mut now = serde_json::Value::Null;
+    for _ in 0..50 {
+        now = max_temporal(&http, &base, &capped_id).await;
+        if now == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(now, 2, "raised by the layer endpoint");
+    // Only `max` given: the temporal cap stays.
+    let r = http
+        .post(format!(
+            "{}/layer?max=low",
+            capped.location.as_deref().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(max_temporal(&http, &base, &capped_id).await, 2);
+}

@@ -323,6 +323,14 @@ async fn hostile_http_requests_get_clear_answers_and_hurt_no_one() {
             recv.clone(),
             &[400],
         ),
+        case(
+            "unknown temporal layer on WHEP",
+            "POST",
+            "/whep/cam?temporal=7",
+            vec![sdp_ct(), bearer(&view_t)],
+            recv.clone(),
+            &[400],
+        ),
         // Tokens.
         case(
             "no token",
@@ -572,6 +580,22 @@ async fn hostile_http_requests_get_clear_answers_and_hurt_no_one() {
             "layer with a bad value",
             "POST",
             format!("/whep/cam/{view_id}/layer?max=9"),
+            vec![bearer(&view_t)],
+            "",
+            &[400],
+        ),
+        case(
+            "temporal layer with a bad value",
+            "POST",
+            format!("/whep/cam/{view_id}/layer?temporal=3"),
+            vec![bearer(&view_t)],
+            "",
+            &[400],
+        ),
+        case(
+            "temporal layer with a bad value beside a good layer",
+            "POST",
+            format!("/whep/cam/{view_id}/layer?max=low&temporal=x"),
             vec![bearer(&view_t)],
             "",
             &[400],

@@ -203,6 +203,24 @@ async fn hostile_room_messages_get_error_responses_and_hurt_no_one() {
             404,
         ),
         (
+            "a negative temporalLayer",
+            "setConsumerPreferredLayers",
+            json!({"consumerId": "nope", "temporalLayer": -1}),
+            400,
+        ),
+        (
+            "a temporalLayer past 255",
+            "setConsumerPreferredLayers",
+            json!({"consumerId": "nope", "spatialLayer": 0, "temporalLayer": 300}),
+            400,
+        ),
+        (
+            "a temporalLayer that is text",
+            "setConsumerPreferredLayers",
+            json!({"consumerId": "nope", "temporalLayer": "2"}),
+            400,
+        ),
+        (
             "chat over 1000 characters",
             "chat",
             json!({"text": "x".repeat(1001)}),

@@ -306,7 +306,7 @@ async fn set_consumer_preferred_layers_caps_one_consumers_simulcast_layer() {
     let r = set_layers(&b, json!({"consumerId": consumer, "spatialLayer": 0})).await;
     assert_eq!(
         r["data"],
-        json!({"consumerId": consumer, "spatialLayer": 0}),
+        json!({"consumerId": consumer, "spatialLayer": 0, "temporalLayer": null}),
         "{r}"
     );
     assert!(

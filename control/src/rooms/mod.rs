@@ -131,8 +131,10 @@ struct Consumer {
     producer: String,
     kind: MediaKind,
     mid: Mid,
-    /// Highest simulcast layer asked for with setConsumerPreferredLayers.
+    /// Highest simulcast and VP8 temporal layers asked for with
+    /// setConsumerPreferredLayers.
     max_layer: Option<u8>,
+    max_temporal: Option<u8>,
 }
 
 /// A participant's send transport: its publisher session and the mids it offered.

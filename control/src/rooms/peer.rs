@@ -227,7 +227,7 @@ impl PeerSession {
             .senders()
             .insert(placed.id, (self.room.clone(), self.peer.clone()));
         // A stopped shard means the process is stopping; the socket closes with it.
-        let _ = placed.start(app, None);
+        let _ = placed.start(app, None, None);
         Ok(json!({"sdp": answer}))
     }
 
@@ -319,17 +319,20 @@ impl PeerSession {
         Ok(json!({}))
     }
 
-    /// Cap the simulcast layer one of this participant's video consumers
-    /// receives (0 = lowest); a null or missing `spatialLayer` lifts the cap.
+    /// Cap the simulcast layer (`spatialLayer`, 0 = lowest) and the VP8
+    /// temporal layer (`temporalLayer`, 0 = base) one of this participant's
+    /// video consumers receives; a null or missing one lifts that cap.
     fn set_consumer_preferred_layers(&mut self, data: &Value) -> Result<Value, RoomError> {
         let cid = field(data, "consumerId", "data.consumerId")?;
-        let max = match data.get("spatialLayer") {
-            None | Some(Value::Null) => None,
+        let layer = |key, bad: RoomError| match data.get(key) {
+            None | Some(Value::Null) => Ok(None),
             Some(v) => match v.as_u64().map(u8::try_from) {
-                Some(Ok(n)) => Some(n),
-                _ => return Err(RoomError::BadSpatialLayer),
+                Some(Ok(n)) => Ok(Some(n)),
+                _ => Err(bad),
             },
         };
+        let max = layer("spatialLayer", RoomError::BadSpatialLayer)?;
+        let temporal = layer("temporalLayer", RoomError::BadTemporalLayer)?;
         let mut rooms = self.app.rooms.lock();
         let p = rooms
             .get_mut(&self.room)
@@ -344,7 +347,8 @@ impl PeerSession {
             return Err(RoomError::AudioConsumer(cid.to_string()));
         }
         c.max_layer = max;
-        // Sent under the room lock so it stays ordered with the consumer's
+        c.max_temporal = temporal;
+        // Sent under the room lock so they stay ordered with the consumer's
         // Subscribe and Unsubscribe on the shard.
         if let Some(h) = self.app.dataplane.shard(shard) {
             h.send(Command::SetMaxLayer {
@@ -352,8 +356,13 @@ impl PeerSession {
                 mid: Some(c.mid),
                 max,
             });
+            h.send(Command::SetMaxTemporal {
+                id,
+                mid: Some(c.mid),
+                max: temporal,
+            });
         }
-        Ok(json!({"consumerId": cid, "spatialLayer": max}))
+        Ok(json!({"consumerId": cid, "spatialLayer": max, "temporalLayer": temporal}))
     }
 
     fn chat(&mut self, data: &Value) -> Result<Value, RoomError> {

@@ -43,6 +43,9 @@ pub enum RoomError {
     /// 400: `data.spatialLayer` out of range.
     #[error("data.spatialLayer must be null or an integer from 0 (lowest) to 255")]
     BadSpatialLayer,
+    /// 400: `data.temporalLayer` out of range.
+    #[error("data.temporalLayer must be null or an integer from 0 (base layer) to 255")]
+    BadTemporalLayer,
     /// 400: a layer cap for an audio consumer.
     #[error("consumer {0:?} is audio; layers apply to video consumers")]
     AudioConsumer(String),
@@ -108,7 +111,8 @@ impl RoomError {
         use RoomError::*;
         match self {
             Binary | MalformedJson(_) | NotARequest | Missing(_) | BadKind | MidNotOffered(_)
-            | MidOfOtherKind(..) | BadSpatialLayer | AudioConsumer(_) | ChatTooLong => 400,
+            | MidOfOtherKind(..) | BadSpatialLayer | BadTemporalLayer | AudioConsumer(_)
+            | ChatTooLong => 400,
             Negotiate(NegotiateError::Malformed(_)) => 400,
             Negotiate(NegotiateError::Unsupported(_)) => 422,
             TooLarge(_) => 413,

@@ -112,9 +112,16 @@ async fn sync_once(app: &Arc<App>, room_name: &str, peer_id: &str) -> Result<(),
             if let Some((id, shard)) = recv {
                 if let Some(h) = app.dataplane.shard(shard) {
                     h.send(Command::Unsubscribe { id, mid: c.mid });
+                    // A later consumer of this mid starts without the caps.
                     if c.max_layer.is_some() {
-                        // A later consumer of this mid starts without the cap.
                         h.send(Command::SetMaxLayer {
+                            id,
+                            mid: Some(c.mid),
+                            max: None,
+                        });
+                    }
+                    if c.max_temporal.is_some() {
+                        h.send(Command::SetMaxTemporal {
                             id,
                             mid: Some(c.mid),
                             max: None,
@@ -151,7 +158,7 @@ async fn sync_once(app: &Arc<App>, room_name: &str, peer_id: &str) -> Result<(),
             let (placed, sdp, mids) = sessions::offer(app, format!("room:{room_name}"), &kinds)?;
             let (id, shard) = (placed.id, placed.shard);
             // A stopped shard means the process is stopping; the answer below fails then.
-            let _ = placed.start(app, None);
+            let _ = placed.start(app, None, None);
             let mut rooms = app.rooms.lock();
             match rooms
                 .get_mut(room_name)
@@ -277,6 +284,7 @@ fn bind(app: &App, me: &mut Peer, id: SessionId, shard: ShardId, mid: Mid, w: Wa
         kind: w.producer.kind,
         mid,
         max_layer: None,
+        max_temporal: None,
     };
     let _ = me.out.send(notification(
         "newConsumer",

@@ -86,6 +86,8 @@ pub struct NewSession {
     pub pending: Option<SdpPendingOffer>,
     /// Cap on the simulcast layer this viewer receives (0 = lowest).
     pub max_layer: Option<u8>,
+    /// Cap on the VP8 temporal layer this viewer receives (0 = base only).
+    pub max_temporal: Option<u8>,
 }
 
 /// Called once with the outcome of a command that needs an answer.
@@ -141,6 +143,16 @@ pub enum Command {
         /// The track, or every video track.
         mid: Option<Mid>,
         /// The highest layer index, or no cap.
+        max: Option<u8>,
+    },
+    /// Cap the VP8 temporal layer a viewer receives (0 = the base layer,
+    /// the lowest frame rate); `None` = no cap. `mid` as for `SetMaxLayer`.
+    SetMaxTemporal {
+        /// The viewer session.
+        id: SessionId,
+        /// The track, or every video track.
+        mid: Option<Mid>,
+        /// The highest temporal layer id, or no cap.
         max: Option<u8>,
     },
     /// Bind a sending `mid` of a receive session to a publisher's track.

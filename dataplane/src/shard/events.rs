@@ -59,6 +59,7 @@ impl Shard {
             {
                 let mut t = ViewerTrack::new(m.mid, m.kind, s.stream.is_some());
                 t.max_layer = s.initial_max_layer;
+                t.max_temporal = s.initial_max_temporal;
                 t.ssrc = send_stream(&mut s.rtc, m.mid, s.sender.is_some());
                 t.sync_demand(&s.subscriptions, s.stream.as_ref());
                 s.viewer_tracks.push(t);

@@ -162,6 +162,28 @@ impl Shard {
                 }
                 s.next_layer_eval = now;
             }
+            Command::SetMaxTemporal { id, mid, max } => {
+                let Some(s) = self.session_by_id(id) else {
+                    return;
+                };
+                let mut raised = Vec::new();
+                for t in &mut s.viewer_tracks {
+                    if mid.is_none_or(|m| m == t.mid) {
+                        t.max_temporal = max;
+                        // Going up waits for a keyframe or a layer sync
+                        // frame: ask for the keyframe rather than wait.
+                        let stream = t
+                            .source
+                            .and_then(|src| s.subscriptions.iter().find(|x| x.id == src.stream));
+                        if let Some(stream) = stream.filter(|_| t.temporal < t.max_temporal()) {
+                            raised.push((stream.clone(), t.layer));
+                        }
+                    }
+                }
+                for (stream, rid) in raised {
+                    self.request_keyframe(now, &stream, rid);
+                }
+            }
             Command::Subscribe {
                 id,
                 mid,
@@ -412,6 +434,7 @@ impl Shard {
                 role: new.role,
                 stream: new.stream,
                 initial_max_layer: new.max_layer,
+                initial_max_temporal: new.max_temporal,
                 subscriptions,
                 pending: new.pending,
                 audio_peak: None,
@@ -710,6 +733,7 @@ impl Shard {
                     self.counters.rtp_forwarded += 1;
                 }
                 WriteResult::NoCodec => self.counters.drop_no_codec += 1,
+                WriteResult::LeftOut => self.counters.temporal_left_out += 1,
                 WriteResult::Skipped => {}
             }
         }

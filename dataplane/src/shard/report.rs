@@ -10,6 +10,7 @@ use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
 
 use super::api::ShardEvent;
 use super::session::{Session, SessionTable};
+use super::track::ALL_TEMPORAL;
 use crate::packet::is_tcp_flow;
 use crate::stats::{ByteTotals, SessionStats, SessionStatsTable, TrackStats};
 
@@ -256,6 +257,8 @@ pub(super) fn publish_stats(
                 t.layer = v.layer.map(|r| r.to_string());
                 t.target_layer = v.target.map(|r| r.to_string());
                 t.max_layer = v.max_layer;
+                t.temporal_layer = (v.temporal != ALL_TEMPORAL).then_some(v.temporal);
+                t.max_temporal = v.max_temporal;
             }
         }
         if table.get(&s.id) != Some(&s.stats) {

@@ -38,6 +38,7 @@ pub(super) struct Session {
     pub role: Role,
     pub stream: Option<Arc<StreamShared>>,
     pub initial_max_layer: Option<u8>,
+    pub initial_max_temporal: Option<u8>,
     /// Streams this viewer receives from (counted in their per-shard viewer counts).
     pub subscriptions: Vec<Arc<StreamShared>>,
     pub pending: Option<SdpPendingOffer>,

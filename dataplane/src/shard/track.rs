@@ -10,10 +10,13 @@ use str0m::media::{MediaKind, Mid, Pt, Rid};
 use str0m::rtp::Ssrc;
 use str0m::Rtc;
 
-use crate::codec::Vp8Rebase;
+use crate::codec::{Vp8Rebase, Vp8Temporal};
 use crate::fanout::{Demand, FwdPacket, Rebase, StreamShared};
 use crate::ids::StreamId;
 use crate::srtp_sender::RTX_CACHE_PACKETS;
+
+/// The highest VP8 temporal layer id (TID has two bits): no limit.
+pub const ALL_TEMPORAL: u8 = 3;
 
 /// How long a publisher track's SSRC must be silent before another SSRC
 /// may take its (mid, rid): an encoder restart, not a stray burst.
@@ -85,8 +88,15 @@ pub(super) struct ViewerTrack {
     pub max_layer: Option<u8>,
     pub ssrc: Option<Ssrc>,
     pub rebase: Rebase,
-    /// VP8 picture id / TL0PICIDX continuity across simulcast layer switches.
+    /// VP8 picture id / TL0PICIDX continuity across simulcast layer
+    /// switches and pictures left out.
     pub vp8: Vp8Rebase,
+    /// VP8 temporal layers: the cap set through the API (`None`: every layer).
+    pub max_temporal: Option<u8>,
+    /// The temporal limit applied now ([`ALL_TEMPORAL`]: none), and the
+    /// frame last decided on (its timestamp, and whether it is left out).
+    pub temporal: u8,
+    frame: Option<(u32, bool)>,
     pub pt_cache: Vec<PtMapping>,
     demand: Option<RegisteredDemand>,
 }
@@ -104,11 +114,42 @@ impl ViewerTrack {
             cap_changed: false,
             max_layer: None,
             vp8: Vp8Rebase::default(),
+            max_temporal: None,
+            temporal: ALL_TEMPORAL,
+            frame: None,
             ssrc: None,
             rebase: Rebase::new(),
             pt_cache: Vec::new(),
             demand: None,
         }
+    }
+
+    /// The highest temporal layer the cap allows.
+    pub fn max_temporal(&self) -> u8 {
+        self.max_temporal.unwrap_or(ALL_TEMPORAL)
+    }
+
+    /// Is this packet, of temporal layer `t`, left out for the viewer? The
+    /// limit changes only where a frame begins: down at once (no lower layer
+    /// refers to a higher one); up at a keyframe, or one layer at a time at a
+    /// layer sync frame of the next layer (Y: it refers only to the base
+    /// layer, so what that layer's frames refer to from then on is forwarded).
+    #[inline]
+    pub fn leaves_out(&mut self, ts: u32, t: Vp8Temporal, keyframe: bool) -> bool {
+        if let Some((frame_ts, out)) = self.frame {
+            if frame_ts == ts {
+                return out;
+            }
+        }
+        let want = self.max_temporal();
+        if want < self.temporal || (want > self.temporal && keyframe) {
+            self.temporal = want;
+        } else if want > self.temporal && t.sync && t.tid == self.temporal + 1 {
+            self.temporal = t.tid;
+        }
+        let out = t.tid > self.temporal;
+        self.frame = Some((ts, out));
+        out
     }
 
     /// Point this track at a publisher track (or at nothing): payload types

@@ -21,6 +21,8 @@ use crate::srtp_sender::{self, ExtIds, TrackInfo};
 pub(super) enum WriteResult {
     Written,
     NoCodec,
+    /// Its temporal layer is above the viewer's limit.
+    LeftOut,
     Skipped,
 }
 
@@ -79,12 +81,20 @@ pub(super) fn write_to_viewer(
     };
     // Each simulcast layer has its own numbering: a layer switch rebases like a new source.
     let tag = p.publisher_tag ^ p.rid.map(rid_hash).unwrap_or(0);
+    if let Some(t) = p.temporal {
+        if track.leaves_out(p.ts, t, p.keyframe) {
+            // Numbering closes up behind it: the viewer sees no loss.
+            track.rebase.skip(tag, p.seq, p.ts, ts_gap);
+            track.vp8.skip(tag, &p.payload);
+            return WriteResult::LeftOut;
+        }
+    }
     let Some((seq, ts)) = track.rebase.map(tag, p.seq, p.ts, ts_gap) else {
         return WriteResult::Skipped;
     };
-    // Each simulcast layer numbers VP8 pictures on its own: continue the
-    // viewer's numbering across a switch.
-    let vp8 = if p.codec == Codec::Vp8 && p.rid.is_some() {
+    // Each simulcast layer numbers VP8 pictures on its own, and pictures of
+    // temporal layers left out leave gaps: the viewer's numbering continues.
+    let vp8 = if p.codec == Codec::Vp8 && (p.rid.is_some() || p.temporal.is_some()) {
         track.vp8.rebase(tag, &p.payload)
     } else {
         None
