@@ -9,6 +9,8 @@
  * Simulcast: the publisher may send three rid layers (RFC 8853); the server forwards one of
  * them to each viewer, the highest allowed by the viewer's cap (`?layer=` on the WHEP POST,
  * then `POST {resource}/layer?max=`) whose rate fits the viewer's bandwidth estimate.
+ * A VP8 publisher's temporal layers can be capped the same way (`?temporal=`, then
+ * `POST {resource}/layer?temporal=`): the "Frame rate" selector.
  */
 
 const ICE_GATHER_TIMEOUT_MS = 1000;
@@ -48,6 +50,7 @@ const ui = {
   subStream: $('sub-stream'),
   subToken: $('sub-token'),
   subLayer: $('sub-layer'),
+  subTemporal: $('sub-temporal'),
   subStart: $('watch-start'),
   subStop: $('watch-stop'),
   subStatus: $('sub-status'),
@@ -68,6 +71,7 @@ const state = {
   watchNote: '',
   publishEncodings: 0, // video encodings the sender was set up with (3 with simulcast)
   watchLayer: 'auto', // the cap asked for: auto | low | mid | high
+  watchTemporal: 'auto', // the VP8 temporal cap asked for: auto | 0 | 1 | 2
 };
 
 const sluice = { pubPc: null, subPc: null, state, stats: collectStats, setLayer, setTemporal };
@@ -614,7 +618,8 @@ function releaseWatch() {
   stopTracks(media);
 }
 
-let sentLayer = 'auto'; // the cap the current WHEP POST asked for
+let sentLayer = 'auto'; // the caps the current WHEP POST asked for
+let sentTemporal = 'auto';
 
 const viewer = new Session({
   key: 'watch',
@@ -622,12 +627,20 @@ const viewer = new Session({
   endpoint: '/whep/',
   query: () => {
     sentLayer = state.watchLayer;
-    return sentLayer === 'auto' ? '' : `?layer=${sentLayer}`;
+    sentTemporal = state.watchTemporal;
+    const q = new URLSearchParams();
+    if (sentLayer !== 'auto') q.set('layer', sentLayer);
+    if (sentTemporal !== 'auto') q.set('temporal', sentTemporal);
+    const s = q.toString();
+    return s ? `?${s}` : '';
   },
-  // The selector changed while the offer was in flight: apply it now.
+  // A selector changed while the offer was in flight: apply it now.
   negotiated: () => {
     if (state.watchLayer !== sentLayer) {
       setLayer(state.watchLayer).catch((err) => console.error('layer change failed:', err));
+    }
+    if (state.watchTemporal !== sentTemporal) {
+      setTemporal(state.watchTemporal).catch((err) => console.error('frame rate change failed:', err));
     }
   },
   prepare: prepareWatch,
@@ -668,6 +681,8 @@ async function setLayer(name) {
 async function setTemporal(value) {
   const t = String(value ?? '').trim().toLowerCase() || 'auto';
   if (!['auto', '0', '1', '2'].includes(t)) throw new Error('temporal layer must be one of auto, 0, 1, 2');
+  state.watchTemporal = t;
+  if ([...ui.subTemporal.options].some((o) => o.value === t)) ui.subTemporal.value = t;
   const resource = viewer.resource;
   if (!resource) return { applied: false };
   const url = `${resource}/layer?temporal=${encodeURIComponent(t)}`;
@@ -716,6 +731,15 @@ function init() {
       });
   });
 
+  ui.subTemporal.addEventListener('change', () => {
+    setTemporal(ui.subTemporal.value)
+      .then(() => viewer.setNote(''))
+      .catch((err) => {
+        console.error('frame rate change failed:', err);
+        viewer.setNote(describe(err));
+      });
+  });
+
   ui.unmute.addEventListener('click', () => {
     ui.remoteVideo.muted = !ui.remoteVideo.muted;
     // Unmuting is a user gesture, which lets playback resume if autoplay was blocked.
@@ -746,6 +770,12 @@ function init() {
     ui.subLayer.value = layer;
   } else if (layer) {
     console.warn(`ignoring ?layer=${layer}: not one of ${LAYERS.join(', ')}`);
+  }
+
+  const temporal = params.get('temporal');
+  if (temporal !== null && [...ui.subTemporal.options].some((o) => o.value === temporal)) {
+    state.watchTemporal = temporal;
+    ui.subTemporal.value = temporal;
   }
 
   const publishName = params.get('publish');

@@ -148,6 +148,8 @@ async function temporalCap(viewer, request) {
   const full = await decodeRate(viewer, 3_000);
   const res = await viewer.evaluate(() => window.sluice.setTemporal('0'));
   check(res?.applied === true, "setTemporal('0') accepted by the server", JSON.stringify(res));
+  const shown = await viewer.evaluate(() => document.getElementById('sub-temporal').value);
+  check(shown === '0', "the page's frame rate selector shows 1/4", shown);
   await sleep(1_000);
   const base = await decodeRate(viewer, 4_000);
   const leftOut = await shardCounter(request, 'temporal_left_out');
