@@ -93,7 +93,19 @@ fn assert_closed_up(h: &Harness, v: usize) {
 
 #[test]
 fn a_temporal_cap_leaves_out_upper_layers_and_numbering_closes_up() {
+    capped_and_lifted(None);
+}
+
+/// Viewers that estimate bandwidth stay on str0m's send path, which writes
+/// the picture ids as it serializes: the same holds there.
+#[test]
+fn on_str0ms_send_path_too() {
+    capped_and_lifted(Some(2_500_000));
+}
+
+fn capped_and_lifted(viewer_bwe: Option<u64>) {
     let mut h = Harness::new();
+    h.viewer_bwe = viewer_bwe;
     let peer = h.add_publisher();
     let capped = h.add_viewer();
     let full = h.add_viewer();
@@ -130,6 +142,12 @@ fn a_temporal_cap_leaves_out_upper_layers_and_numbering_closes_up() {
     assert_eq!(d[0].0, 1000);
     assert_closed_up(&h, capped);
     assert_eq!(h.shard.counters().temporal_left_out, 36);
+    let direct = h.shard.counters().direct_sessions;
+    assert_eq!(
+        direct == 0,
+        viewer_bwe.is_some(),
+        "send path: {direct} direct"
+    );
     assert!(
         h.shard.counters().rtp_forwarded >= 60,
         "{}",
