@@ -665,13 +665,18 @@ async function setLayer(name) {
   if (!LAYERS.includes(name)) throw new Error(`layer must be one of ${LAYERS.join(', ')}`);
   state.watchLayer = name;
   ui.subLayer.value = name;
+  return postLayer('max', name, 'layer');
+}
+
+// POST one cap to the running session's layer resource, if there is one.
+async function postLayer(param, value, what) {
   const resource = viewer.resource;
   if (!resource) return { applied: false };
-  const url = `${resource}/layer?max=${encodeURIComponent(name)}`;
+  const url = `${resource}/layer?${param}=${encodeURIComponent(value)}`;
   const resp = await fetch(url, { method: 'POST', headers: authHeaders(viewer.token) });
   if (!resp.ok) {
     const body = await resp.text().catch(() => '');
-    throw new Error(`layer ${name}: ${resp.status} ${firstLine(body) || resp.statusText}`);
+    throw new Error(`${what} ${value}: ${resp.status} ${firstLine(body) || resp.statusText}`);
   }
   return { applied: true };
 }
@@ -683,15 +688,7 @@ async function setTemporal(value) {
   if (!['auto', '0', '1', '2'].includes(t)) throw new Error('temporal layer must be one of auto, 0, 1, 2');
   state.watchTemporal = t;
   if ([...ui.subTemporal.options].some((o) => o.value === t)) ui.subTemporal.value = t;
-  const resource = viewer.resource;
-  if (!resource) return { applied: false };
-  const url = `${resource}/layer?temporal=${encodeURIComponent(t)}`;
-  const resp = await fetch(url, { method: 'POST', headers: authHeaders(viewer.token) });
-  if (!resp.ok) {
-    const body = await resp.text().catch(() => '');
-    throw new Error(`temporal ${t}: ${resp.status} ${firstLine(body) || resp.statusText}`);
-  }
-  return { applied: true };
+  return postLayer('temporal', t, 'temporal');
 }
 
 function syncUnmuteButton() {

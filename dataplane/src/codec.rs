@@ -220,6 +220,16 @@ pub struct Vp8Temporal {
     pub sync: bool,
 }
 
+/// The temporal layer of a packet of `codec`, when its payload says
+/// (VP8 only; VP9 and AV1 layers are not read).
+#[inline]
+pub fn temporal_layer(codec: Codec, p: &[u8]) -> Option<Vp8Temporal> {
+    match codec {
+        Codec::Vp8 => vp8_temporal(p),
+        _ => None,
+    }
+}
+
 /// The temporal layer a VP8 payload descriptor gives, when it has one (X and T set).
 pub fn vp8_temporal(p: &[u8]) -> Option<Vp8Temporal> {
     let b0 = *p.first()?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sluice_bench::client::{self, MediaSpec, VideoCodec, ViewerMode, TRACK_AUDIO, TRACK_VIDEO};
 use sluice_dataplane::Role;
-use sluice_tests::{assert_contiguous, session_counts, start, wait_until, whep, whip};
+use sluice_tests::{assert_contiguous, eventually, session_counts, start, wait_until, whep, whip};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_fans_out_to_viewers_on_every_shard_byte_exact() {
@@ -299,59 +299,46 @@ async fn a_whep_temporal_cap_is_the_viewers_and_the_layer_endpoint_changes_it() 
     let plain = client::view(&http, &whep(&server, "t"), ViewerMode::Full)
         .await
         .expect("view");
+    // A resource name is the session id then a key, 16 hex digits each.
     let id_of = |loc: &Option<String>| {
-        let loc = loc.as_deref().expect("Location");
-        let name = loc.rsplit('/').next().unwrap();
-        format!("{:016x}", u64::from_str_radix(&name[..16], 16).unwrap())
+        let name = loc
+            .as_deref()
+            .expect("Location")
+            .rsplit('/')
+            .next()
+            .unwrap();
+        name[..16].to_string()
     };
     let (capped_id, plain_id) = (id_of(&capped.location), id_of(&plain.location));
     let base = server.url();
-    let mut seen = (serde_json::Value::Null, serde_json::Value::Null);
-    for _ in 0..100 {
-        seen = (
-            max_temporal(&http, &base, &capped_id).await,
-            max_temporal(&http, &base, &plain_id).await,
-        );
-        if seen.0 == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(seen.0, 0, "the cap asked for with ?temporal=0");
+    let layer = |query: &str| {
+        let url = format!("{}/layer?{query}", capped.location.as_deref().unwrap());
+        let http = http.clone();
+        async move { http.post(url).send().await.unwrap().status() }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            max_temporal(&http, &base, &capped_id).await == 0
+        })
+        .await,
+        "the cap asked for with ?temporal=0"
+    );
     assert_eq!(
-        seen.1,
+        max_temporal(&http, &base, &plain_id).await,
         serde_json::Value::Null,
         "no cap for the other viewer"
     );
 
-    let r = http
-        .post(format!(
-            "{}/layer?temporal=2",
-            capped.location.as_deref().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    let mut now = serde_json::Value::Null;
-    for _ in 0..50 {
-        now = max_temporal(&http, &base, &capped_id).await;
-        if now == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(now, 2, "raised by the layer endpoint");
+    assert_eq!(layer("temporal=2").await, 204);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            max_temporal(&http, &base, &capped_id).await == 2
+        })
+        .await,
+        "raised by the layer endpoint"
+    );
     // Only `max` given: the temporal cap stays.
-    let r = http
-        .post(format!(
-            "{}/layer?max=low",
-            capped.location.as_deref().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(layer("max=low").await, 204);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(max_temporal(&http, &base, &capped_id).await, 2);
 }

@@ -9,12 +9,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::format::Codec;
 use str0m::media::{MediaKind, Rid};
 
 use super::wire::{self, ReplayWindow, RTP_HEADER};
 use super::{RelayLinkId, RelayOutput};
-use crate::codec::vp8_temporal;
+use crate::codec::temporal_layer;
 use crate::fanout::{FwdPacket, StreamShared};
 use crate::ids::{ShardId, StreamId};
 use crate::packet::{take_buffer, Datagram};
@@ -206,10 +205,6 @@ impl RelayIn {
         t.rid = meta.rid;
         t.video = meta.kind == MediaKind::Video;
         t.bytes += payload.len() as u64;
-        let temporal = match meta.codec {
-            Codec::Vp8 => vp8_temporal(payload),
-            _ => None,
-        };
         stream.add_bytes_in(payload.len() as u64);
         if let Some(rid) = meta.rid {
             if !stream.layer_wanted(rid) {
@@ -225,7 +220,7 @@ impl RelayIn {
                 mid: meta.mid,
                 rid: meta.rid,
                 keyframe: meta.keyframe,
-                temporal,
+                temporal: temporal_layer(meta.codec, payload),
                 publisher_tag: (meta.publisher_tag ^ self.salt) | 1,
                 pt: meta.pt,
                 codec: meta.codec,

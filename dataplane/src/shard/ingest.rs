@@ -4,7 +4,6 @@
 
 use std::time::Instant;
 
-use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::rtp::RtpPacket;
 use str0m::rtp::{Extension, Ssrc};
@@ -13,7 +12,7 @@ use super::api::ShardConfig;
 use super::egress::Egress;
 use super::session::{AudioPeak, Session, SessionTable};
 use super::track::{PubTrack, SSRC_TAKEOVER};
-use crate::codec::{is_keyframe, vp8_temporal};
+use crate::codec::{is_keyframe, temporal_layer};
 use crate::fanout::{FwdPacket, StreamShared};
 use crate::packet::{rtp_extension, rtp_ssrc};
 use crate::stats::Counters;
@@ -188,17 +187,13 @@ pub(super) fn handle_publisher_rtp(
         }
     }
     let keyframe = kind == MediaKind::Video && is_keyframe(codec, &pkt.payload);
-    let temporal = match codec {
-        Codec::Vp8 => vp8_temporal(&pkt.payload),
-        _ => None,
-    };
     let fwd = FwdPacket {
         stream: stream.id,
         kind,
         mid,
         rid,
         keyframe,
-        temporal,
+        temporal: temporal_layer(codec, &pkt.payload),
         publisher_tag: s.publisher_tag,
         pt,
         codec,
