@@ -335,6 +335,7 @@ pub async fn resource_patch(
 /// request with neither lifts the simulcast cap.
 pub async fn whep_layer(
     State(app): State<Arc<App>>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
     Path((stream, name)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -346,6 +347,9 @@ pub async fn whep_layer(
         (max, _) => Some(parse_layer(max)?),
     };
     let temporal = temporal.map(|t| parse_temporal(Some(t))).transpose()?;
+    // Each change is work for the shard and may ask the publisher for a
+    // keyframe: taken from the address's signalling rate like a POST.
+    take_signal(&app, source)?;
     if let Some(h) = app.dataplane.shard(entry.shard) {
         if let Some(max) = max {
             h.send(Command::SetMaxLayer {

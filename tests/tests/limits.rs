@@ -6,8 +6,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use sluice_bench::client;
+use sluice_bench::client::ViewerMode;
 use sluice_tests::attack::{get_metrics, metric_sum, tls_connect};
-use sluice_tests::start;
+use sluice_tests::{start, whep};
 
 fn refused(text: &str, reason: &str) -> f64 {
     text.lines()
@@ -158,6 +159,40 @@ async fn posts_over_the_per_address_rate_get_429_with_retry_after() {
     }
     assert_eq!(statuses[2], 429, "{statuses:?}");
     assert_ne!(statuses[0], 429, "{statuses:?}");
+    let (_, text) = get_metrics(&http, &server, None).await;
+    assert_eq!(refused(&text, "rate"), 1.0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_changes_over_the_per_address_rate_get_429() {
+    let server = start(1, |c| {
+        c.signal_rate = 0.01;
+        c.signal_burst = 3.0;
+    })
+    .await;
+    let http = client::http_client(true);
+    let viewer = client::view(&http, &whep(&server, "r"), ViewerMode::Full)
+        .await
+        .expect("view");
+    let url = format!("{}/layer", viewer.location.as_deref().expect("Location"));
+    let post = |query: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.post(format!("{url}?{query}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // A bad value costs nothing; the POST took one token of three: two
+    // changes pass, then 429.
+    assert_eq!(post("temporal=9").await, 400);
+    assert_eq!(post("temporal=0").await, 204);
+    assert_eq!(post("max=low").await, 204);
+    assert_eq!(post("max=high&temporal=auto").await, 429);
     let (_, text) = get_metrics(&http, &server, None).await;
     assert_eq!(refused(&text, "rate"), 1.0);
     server.shutdown().await;
